@@ -1,0 +1,35 @@
+# gpbayes: the two commands are `make run` and `make test`.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+export XLA_FLAGS ?= --xla_cpu_multi_thread_eigen=false
+export OPENBLAS_NUM_THREADS ?= 1
+
+.PHONY: install run test test-fast lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/gpbayes solve models/poisson1d-sin100.toml --out runs/poisson1d-sin100
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python benchmarks/step_time.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,80 @@
+"""The ``gpbayes`` command: ``gpbayes solve MODEL [--inference RECIPE] [--steps N] ...``."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_RECIPE = "inference/map.toml"
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="gpbayes", description="Solve high-frequency PDEs with Gaussian processes (GP-HM).")
+    sub = parser.add_subparsers(dest="command")
+    solve = sub.add_parser("solve", help="MAP solution of a model file",
+                           description="MAP solution of a model file: summary.json, result.nc "
+                                       "and figures in the output folder.")
+    solve.add_argument("model", help="model file (TOML), e.g. models/poisson1d-sin100.toml")
+    solve.add_argument("--inference", metavar="RECIPE",
+                       help=f"inference recipe (TOML); default {DEFAULT_RECIPE} when it exists, "
+                            "else the built-in paper protocol")
+    solve.add_argument("--steps", type=int, help="override the recipe's number of steps")
+    solve.add_argument("--out", metavar="DIR", help="output folder (default runs/<name>)")
+    solve.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    solve.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    return parser
+
+
+def _solve(args):
+    import gpbayes as gb
+
+    problem = gb.load_model(args.model)
+    recipe_path = args.inference
+    if recipe_path is None and Path(DEFAULT_RECIPE).exists():
+        recipe_path = DEFAULT_RECIPE
+    if args.steps is not None and args.steps < 1:
+        raise gb.SpecError("expected a whole number >= 1", "command line", "--steps")
+    recipe = gb.load_inference(recipe_path, steps=args.steps)
+    out = Path(args.out or Path("runs") / problem.name)
+    fit = gb.fit_map(problem, recipe)
+    summary = fit.save(out, figures=not args.no_figures)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        _print_summary(summary, out)
+    return 1 if fit.failed else 0
+
+
+def _print_summary(s, out):
+    err = s["rel_l2_error"]
+    lines = [f"{s['name']}: {s['steps']} steps in {s['wall_time_s']:.1f} s on {s['device']}",
+             f"  relative L2 error     {err:.3e}" if err is not None else "  (no exact solution)",
+             f"  max abs error         {s['max_abs_error']:.3e}" if err is not None else "",
+             f"  equation residual rms {s['equation_residual_rms']:.3e}",
+             f"  boundary rms          {s['boundary_rms']:.3e}",
+             f"  stop: {s['stop_reason']}",
+             f"  wrote {out}/summary.json, result.nc, *.png"]
+    print("\n".join(line for line in lines if line))
+
+
+def main(argv=None):
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from gpbayes.errors import SpecError
+
+    try:
+        return _solve(args)
+    except SpecError as err:
+        print(f"gpbayes: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gpbayes: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

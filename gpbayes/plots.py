@@ -1,0 +1,97 @@
+"""Figures of a result: solution against exact, pointwise error, learned spectrum."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _image(ax, values, axes, names, title):
+    extent = [axes[1][0], axes[1][-1], axes[0][0], axes[0][-1]]
+    im = ax.imshow(values, origin="lower", extent=extent, aspect="auto", cmap="RdBu_r")
+    ax.set_xlabel(names[1])
+    ax.set_ylabel(names[0])
+    ax.set_title(title)
+    ax.figure.colorbar(im, ax=ax)
+
+
+def solution_figure(fit):
+    p = fit.problem
+    pred, exact = fit.test_prediction, p.exact_test
+    if p.ndim == 1:
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        x = p.test_axes[0]
+        if exact is not None:
+            ax.plot(x, exact, "k-", lw=2.5, alpha=0.35, label="exact")
+        ax.plot(x, pred, "C0-", lw=1, label="GP (MAP)")
+        ax.set_xlabel(p.variables[0])
+        ax.set_ylabel("u")
+        ax.legend(loc="upper right")
+    elif p.ndim == 2:
+        n = 2 if exact is not None else 1
+        fig, axs = plt.subplots(1, n, figsize=(5.5 * n, 4.2), squeeze=False)
+        _image(axs[0, 0], pred, p.test_axes, p.variables, "GP (MAP)")
+        if exact is not None:
+            _image(axs[0, 1], exact, p.test_axes, p.variables, "exact")
+    else:
+        return None
+    fig.suptitle(f"{p.name}: solution")
+    fig.tight_layout()
+    return fig
+
+
+def error_figure(fit):
+    p = fit.problem
+    if p.exact_test is None or p.ndim > 2:
+        return None
+    err = fit.test_prediction - p.exact_test
+    if p.ndim == 1:
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        ax.semilogy(p.test_axes[0], np.abs(err) + 1e-300, "C3-", lw=1)
+        ax.set_xlabel(p.variables[0])
+        ax.set_ylabel("|u - u_exact|")
+    else:
+        fig, ax = plt.subplots(figsize=(5.5, 4.2))
+        _image(ax, err, p.test_axes, p.variables, "u - u_exact")
+    fig.suptitle(f"{p.name}: pointwise error (relative L2 {fit.rel_l2_error:.3g})")
+    fig.tight_layout()
+    return fig
+
+
+def spectrum_figure(fit):
+    """Weight against frequency per axis: the Jeffreys prior drives unneeded weights to ~0."""
+    spec = fit.spectrum()
+    fig, axs = plt.subplots(1, len(spec), figsize=(6 * len(spec), 3.8), squeeze=False)
+    for ax, (v, comp) in zip(axs[0], spec.items()):
+        w = np.asarray(comp["weight"])
+        mu = np.asarray(comp.get("mu", np.zeros_like(w)))
+        ax.vlines(mu, 1e-300, w, color="C0")
+        ax.plot(mu, w, "o", color="C0", ms=4)
+        ax.set_yscale("log")
+        ax.set_ylim(max(w.min(), w.max() * 1e-12) / 2, w.max() * 2)
+        ax.set_xlabel(f"frequency mu (cycles per unit {v})")
+        ax.set_ylabel("weight w")
+        ax.set_title(f"axis {v}")
+    fig.suptitle(f"{fit.problem.name}: learned spectrum")
+    fig.tight_layout()
+    return fig
+
+
+FIGURES = {"solution.png": solution_figure, "error.png": error_figure,
+           "spectrum.png": spectrum_figure}
+
+
+def save_all(fit, out_dir):
+    """Write every figure that applies; returns the file names written."""
+    from gpbayes.results import write_atomic
+
+    written = []
+    for name, make in FIGURES.items():
+        fig = make(fit)
+        if fig is None:
+            continue
+        write_atomic(out_dir / name, lambda f, fig=fig: fig.savefig(f, dpi=110, format="png"))
+        plt.close(fig)
+        written.append(name)
+    return written

@@ -1,0 +1,173 @@
+"""MapFit: the result of a MAP run, its metrics, ArviZ conversion and files."""
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gpbayes import kernels, kron
+from gpbayes.model import axis_factors, axis_params, boundary_difference, equation_residual
+
+
+@dataclass(eq=False)
+class MapFit:
+    problem: object
+    params: dict
+    recipe: object
+    steps: int
+    wall_time_s: float
+    stop_reason: str
+    converged: bool
+    history: list = field(default_factory=list)
+
+    @property
+    def failed(self):
+        return self.stop_reason.startswith("non-finite")
+
+    @cached_property
+    def _trils(self):
+        return axis_factors(self.problem, self.params, self.recipe.jitter)
+
+    @cached_property
+    def _alpha(self):
+        """K^{-1} vec(U), the weights of the conditional mean."""
+        return kron.kron_solve(self._trils, jnp.asarray(self.params["U"]))
+
+    def _cross(self, j, points):
+        return kernels.cross(self.problem.family, axis_params(self.problem, self.params, j),
+                             jnp.asarray(points), jnp.asarray(self.problem.axes[j]))
+
+    def predict_grid(self, axes):
+        """The conditional mean on the tensor grid spanned by ``axes`` (one array per axis)."""
+        mats = [self._cross(j, x) for j, x in enumerate(axes)]
+        return np.asarray(kron.kron_apply(mats, self._alpha))
+
+    def predict(self, points):
+        """The conditional mean at scattered points, an array of shape (M, d) (or (M,) in 1-D)."""
+        points = np.asarray(points, dtype=float).reshape(len(points), -1)
+        t = self._alpha
+        for j in range(self.problem.ndim):
+            c = self._cross(j, points[:, j])  # (M, N_j)
+            t = c @ t if j == 0 else jnp.einsum("mi,mi...->m...", c, t)
+        return np.asarray(t)
+
+    @cached_property
+    def test_prediction(self):
+        return self.predict_grid(self.problem.test_axes)
+
+    @cached_property
+    def rel_l2_error(self):
+        exact = self.problem.exact_test
+        if exact is None:
+            return None
+        return float(np.linalg.norm(self.test_prediction - exact) / np.linalg.norm(exact))
+
+    @cached_property
+    def max_abs_error(self):
+        exact = self.problem.exact_test
+        return None if exact is None else float(np.max(np.abs(self.test_prediction - exact)))
+
+    @cached_property
+    def equation_residual_rms(self):
+        u = jnp.asarray(self.params["U"])
+        r = equation_residual(self.problem, self.params, self._trils, u)
+        return float(jnp.sqrt(jnp.mean(r**2)))
+
+    @cached_property
+    def boundary_rms(self):
+        b = boundary_difference(self.problem, jnp.asarray(self.params["U"]))
+        return float(jnp.sqrt(jnp.mean(b**2))) if b.size else 0.0
+
+    def spectrum(self):
+        """Learned kernel components per axis: weight, rho and (spectral families) mu."""
+        out = {}
+        for j, v in enumerate(self.problem.variables):
+            p = axis_params(self.problem, self.params, j)
+            comp = {"weight": np.exp(p["log_w"]).tolist(), "rho": np.exp(p["log_rho"]).tolist()}
+            if "mu" in p:
+                comp["mu"] = np.asarray(p["mu"]).tolist()
+            out[v] = comp
+        return out
+
+    def summary(self):
+        p = self.problem
+        dev = jax.devices()[0]
+        return {
+            "name": p.name,
+            "rel_l2_error": self.rel_l2_error,
+            "max_abs_error": self.max_abs_error,
+            "equation_residual_rms": self.equation_residual_rms,
+            "boundary_rms": self.boundary_rms,
+            "steps": self.steps,
+            "wall_time_s": self.wall_time_s,
+            "converged": self.converged,
+            "stop_reason": self.stop_reason,
+            "device": f"{dev.platform}: {dev.device_kind}",
+            "grid": list(p.grid),
+            "family": p.family,
+            "recipe": {k: getattr(self.recipe, k) for k in ("optimizer", "learning_rate",
+                                                            "steps", "jitter")},
+            "tau_e": float(np.exp(self.params["log_tau_e"])),
+            "tau_b": float(np.exp(self.params["log_tau_b"])),
+            "spectrum": self.spectrum(),
+        }
+
+    def to_arviz(self):
+        """ArviZ InferenceData: the MAP point as a one-draw posterior, with named dims."""
+        import arviz as az
+
+        p = self.problem
+        grid_dims = list(p.variables)
+        test_dims = [f"{v}_test" for v in p.variables]
+        posterior = {"u": self.params["U"][None, None], "u_test": self.test_prediction[None, None],
+                     "log_tau_e": np.asarray(self.params["log_tau_e"])[None, None],
+                     "log_tau_b": np.asarray(self.params["log_tau_b"])[None, None]}
+        dims = {"u": grid_dims, "u_test": test_dims}
+        coords = {v: x for v, x in zip(p.variables, p.axes)}
+        coords.update({f"{v}_test": x for v, x in zip(p.variables, p.test_axes)})
+        coords["component"] = np.arange(p.components)
+        for j, v in enumerate(p.variables):
+            for name in axis_params(p, self.params, j):
+                posterior[f"{name}_{v}"] = np.asarray(self.params[f"{name}_{v}"])[None, None]
+                dims[f"{name}_{v}"] = ["component"]
+        constant = {"source": p.source_values}
+        dims["source"] = grid_dims
+        if p.exact_test is not None:
+            constant["u_exact_test"] = p.exact_test
+            dims["u_exact_test"] = test_dims
+        return az.from_dict(posterior=posterior, constant_data=constant, coords=coords,
+                            dims=dims, attrs={"name": p.name, "method": "map",
+                                              "summary": json.dumps(self.summary())})
+
+    def save(self, out_dir, figures=True):
+        """Write summary.json, result.nc and the PNG figures into out_dir (atomically each)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        summary = self.summary()
+        write_atomic(out / "summary.json", lambda f: f.write_text(json.dumps(summary, indent=2)))
+        idata = self.to_arviz()
+        write_atomic(out / "result.nc", lambda f: idata.to_netcdf(str(f)))
+        if figures:
+            from gpbayes import plots
+
+            plots.save_all(self, out)
+        return summary
+
+
+def write_atomic(path, write):
+    """Call write(tmp_path), then rename tmp_path to path: readers never see half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,238 @@
+"""Model files and inference recipes (TOML) -> Problem and Recipe, with validation.
+
+Every problem is reported as one SpecError line naming the file and the key.
+"""
+
+import difflib
+import math
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from gpbayes import kernels, operators
+from gpbayes.errors import SpecError
+from gpbayes.problem import Face, Problem
+
+AXIS_NAMES = ("x", "y", "z", "t")
+MIN_POINTS = 3
+MAX_BYTES = 16 * 2**30  # refuse grids whose working set would exceed this
+
+_MODEL_KEYS = {
+    "": {"name", "description", "pde", "grid", "kernel", "likelihood"},
+    "pde": {"variables", "domain", "equation", "solution", "source", "constants", "boundary"},
+    "pde.boundary": {"faces", "value"},
+    "grid": {"points", "test_points"},
+    "kernel": {"family", "components", "max_frequency"},
+    "likelihood": {"boundary_weight"},
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to infer: the optimiser and its settings (an inference/*.toml file)."""
+
+    method: str = "map"
+    optimizer: str = "adam"
+    learning_rate: float = 0.01
+    steps: int = 100_000
+    jitter: float = 1e-6
+    seed: int = 0
+    chunk: int = 100  # steps per compiled call; progress updates between chunks
+    description: str = ""
+
+
+_RECIPE_TYPES = {"method": str, "optimizer": str, "learning_rate": float, "steps": int,
+                 "jitter": float, "seed": int, "chunk": int, "description": str}
+OPTIMIZERS = ("adam",)
+METHODS = ("map",)
+
+
+def _read(path):
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SpecError(f"cannot read file ({err.strerror})", path) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise SpecError(f"malformed TOML: {err}", path) from None
+    except UnicodeDecodeError:
+        raise SpecError("not a text file", path) from None
+
+
+def _check_keys(table, allowed, path, prefix):
+    if not isinstance(table, dict):
+        raise SpecError("expected a table", path, prefix or None)
+    for key in table:
+        if key not in allowed:
+            full = f"{prefix}.{key}" if prefix else key
+            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SpecError(f"unknown key{hint}", path, full)
+
+
+def _get(table, key, kind, path, full, default=None, required=False):
+    if key not in table:
+        if required:
+            raise SpecError("is required", path, full)
+        return default
+    value = table[key]
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok:
+        raise SpecError(f"expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}",
+                        path, full)
+    return float(value) if kind is float else value
+
+
+def load_model(path):
+    """Read a model file into a Problem (raises SpecError on bad input)."""
+    path = Path(path)
+    data = _read(path)
+    for prefix, allowed in _MODEL_KEYS.items():
+        table = data
+        for part in filter(None, prefix.split(".")):
+            table = table.get(part, {})
+        _check_keys(table, allowed, path, prefix)
+    pde = _get(data, "pde", dict, path, "pde", required=True)
+    variables = _get(pde, "variables", list, path, "pde.variables", required=True)
+    if not 1 <= len(variables) <= 3 or len(set(variables)) != len(variables) \
+            or any(v not in AXIS_NAMES for v in variables):
+        raise SpecError(f"expected 1 to 3 distinct names from {list(AXIS_NAMES)}", path,
+                        "pde.variables")
+    d = len(variables)
+    constants = {}
+    for name, value in _get(pde, "constants", dict, path, "pde.constants", {}).items():
+        key = f"pde.constants.{name}"
+        if not name.isidentifier() or name in variables or name in operators.FUNCTIONS \
+                or operators.derivative_orders(name, variables) is not None:
+            raise SpecError("is not a usable constant name", path, key)
+        constants[name] = operators.constant(value, constants, path, key)
+    domain = _get(pde, "domain", list, path, "pde.domain", required=True)
+    if len(domain) != d:
+        raise SpecError(f"expected {d} intervals [lo, hi], one per variable", path, "pde.domain")
+    bounds = []
+    for j, interval in enumerate(domain):
+        key = f"pde.domain[{j}]"
+        if not isinstance(interval, list) or len(interval) != 2:
+            raise SpecError("expected [lo, hi]", path, key)
+        lo, hi = (operators.constant(v, constants, path, key) for v in interval)
+        if not lo < hi:
+            raise SpecError(f"lo must be below hi (got {lo:g} >= {hi:g})", path, key)
+        bounds.append((lo, hi))
+
+    names = set(variables) | set(constants)
+
+    def expr(table, key, full, allow_u=False, required=False):
+        text = _get(table, key, (str, int, float), path, full, required=required)
+        if text is None:
+            return None
+        return operators.parse(text, names, path, full, allow_u=allow_u, variables=variables)
+
+    equation = expr(pde, "equation", "pde.equation", allow_u=True, required=True)
+    solution = expr(pde, "solution", "pde.solution")
+    source = expr(pde, "source", "pde.source")
+    boundary = _get(pde, "boundary", dict, path, "pde.boundary", {})
+    value = expr(boundary, "value", "pde.boundary.value")
+    faces = _faces(boundary.get("faces", "all"), variables, path)
+
+    grid_t = _get(data, "grid", dict, path, "grid", required=True)
+    points = _points(grid_t, "points", d, path, required=True)
+    test_points = _points(grid_t, "test_points", d, path) or points
+    _check_memory(points, path)
+
+    kern = _get(data, "kernel", dict, path, "kernel", {})
+    family = _get(kern, "family", str, path, "kernel.family", "student-t-mixture")
+    if family not in kernels.FAMILIES:
+        close = difflib.get_close_matches(family, kernels.FAMILIES, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise SpecError(f"unknown family {family!r} ({hint}choose from "
+                        + ", ".join(kernels.FAMILIES) + ")", path, "kernel.family")
+    q = _get(kern, "components", int, path, "kernel.components", 30)
+    if not 1 <= q <= 1000:
+        raise SpecError("expected 1 to 1000 components", path, "kernel.components")
+    fmax = _get(kern, "max_frequency", float, path, "kernel.max_frequency", 20.0)
+    if not (math.isfinite(fmax) and fmax >= 0):
+        raise SpecError("expected a finite number >= 0", path, "kernel.max_frequency")
+    lik = _get(data, "likelihood", dict, path, "likelihood", {})
+    weight = _get(lik, "boundary_weight", float, path, "likelihood.boundary_weight", 200.0)
+    if not (math.isfinite(weight) and weight > 0):
+        raise SpecError("expected a finite number > 0", path, "likelihood.boundary_weight")
+
+    problem = Problem(
+        name=_get(data, "name", str, path, "name", path.stem),
+        description=_get(data, "description", str, path, "description", ""),
+        variables=tuple(variables), domain=tuple(bounds), grid=points, test_grid=test_points,
+        equation=equation, solution=solution, source=source, boundary_value=value,
+        faces=faces, constants=constants, family=family, components=q,
+        max_frequency=fmax, boundary_weight=weight, origin=str(path))
+    return problem
+
+
+def _faces(spec, variables, path):
+    key = "pde.boundary.faces"
+    if spec == "all":
+        return tuple(Face(j, s) for j in range(len(variables)) for s in ("lo", "hi"))
+    if not isinstance(spec, list):
+        raise SpecError('expected "all" or a list like ["x_lo", "x_hi"]', path, key)
+    out = []
+    for item in spec:
+        axis, _, side = str(item).partition("_")
+        if axis not in variables or side not in ("lo", "hi"):
+            raise SpecError(f"unknown face {item!r} (faces are <variable>_lo or <variable>_hi)",
+                            path, key)
+        out.append(Face(variables.index(axis), side))
+    return tuple(out)
+
+
+def _points(table, key, d, path, required=False):
+    full = f"grid.{key}"
+    value = _get(table, key, list, path, full, required=required)
+    if value is None:
+        return None
+    if len(value) != d or any(isinstance(n, bool) or not isinstance(n, int) for n in value):
+        raise SpecError(f"expected {d} whole numbers, one per variable", path, full)
+    if any(n < MIN_POINTS for n in value):
+        raise SpecError(f"each axis needs at least {MIN_POINTS} points", path, full)
+    return tuple(value)
+
+
+def estimate_bytes(points):
+    """Rough working set of a MAP step: a few grid tensors and per-axis matrices."""
+    n = math.prod(points)
+    return 8 * (40 * n + 12 * sum(p * p for p in points))
+
+
+def _check_memory(points, path):
+    need = estimate_bytes(points)
+    if need > MAX_BYTES:
+        raise SpecError(f"grid {list(points)} needs about {need / 2**30:.1f} GiB, more than "
+                        f"the {MAX_BYTES / 2**30:.0f} GiB allowed", path, "grid.points")
+
+
+def load_inference(path=None, **overrides):
+    """Read an inference recipe (or the defaults when path is None) into a Recipe."""
+    data = {} if path is None else _read(path)
+    _check_keys(data, set(_RECIPE_TYPES), path, "")
+    values = {k: _get(data, k, t, path, k) for k, t in _RECIPE_TYPES.items() if k in data}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    recipe = Recipe(**values)
+    if recipe.method not in METHODS:
+        raise SpecError(f"unknown method {recipe.method!r} (choose from {', '.join(METHODS)})",
+                        path, "method")
+    if recipe.optimizer not in OPTIMIZERS:
+        raise SpecError(f"unknown optimizer {recipe.optimizer!r} (choose from "
+                        f"{', '.join(OPTIMIZERS)})", path, "optimizer")
+    for key in ("learning_rate", "jitter"):
+        v = getattr(recipe, key)
+        if not (math.isfinite(v) and v > 0):
+            raise SpecError("expected a finite number > 0", path, key)
+    for key in ("steps", "chunk"):
+        if getattr(recipe, key) < 1:
+            raise SpecError("expected a whole number >= 1", path, key)
+    return recipe
+
+
+RECIPE_FIELDS = tuple(f.name for f in fields(Recipe))
