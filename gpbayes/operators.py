@@ -94,8 +94,9 @@ def _check(node, names, allowed, allow_u, variables, text, source, key):
         if isinstance(n, ast.BinOp):
             if type(n.op) not in _BINOPS:
                 fail(f"operator {type(n.op).__name__} is not allowed")
-            if isinstance(n.op, ast.Pow) and isinstance(n.right, ast.Constant) \
-                    and isinstance(n.right.value, (int, float)) and abs(n.right.value) > MAX_EXPONENT:
+            exponent = n.right.value if isinstance(n.right, ast.Constant) else 0
+            if isinstance(n.op, ast.Pow) and isinstance(exponent, (int, float)) \
+                    and abs(exponent) > MAX_EXPONENT:
                 fail(f"exponent {n.right.value} is too large (at most {MAX_EXPONENT})")
             walk(n.left)
             walk(n.right)

@@ -112,7 +112,8 @@ class Problem:
             values = self._field(self.source, self.axes)
         else:
             values = self.equation_of_solution(self.axes)
-        return _finite(np.asarray(values), self.origin, "pde.source")
+        key = "pde.source" if self.source is not None else "pde.solution"
+        return _finite(np.asarray(values), self.origin, key)
 
     def equation_of_solution(self, axes):
         """L[solution] on the grid spanned by ``axes`` (automatic differentiation)."""
@@ -145,7 +146,8 @@ class Problem:
         expr = self.boundary_value if self.boundary_value is not None else self.solution
         full = self._field(expr, self.axes)
         values = jnp.concatenate([f.take(full) for f in self.faces])
-        return _finite(np.asarray(values), self.origin, "pde.boundary.value")
+        key = "pde.boundary.value" if self.boundary_value is not None else "pde.solution"
+        return _finite(np.asarray(values), self.origin, key)
 
     @cached_property
     def exact_test(self):

@@ -120,8 +120,7 @@ class MapFit:
 
     def to_arviz(self):
         """ArviZ InferenceData: the MAP point as a one-draw posterior, with named dims."""
-        import arviz as az
-
+        az = import_arviz()
         p = self.problem
         grid_dims = list(p.variables)
         test_dims = [f"{v}_test" for v in p.variables]
@@ -158,6 +157,17 @@ class MapFit:
 
             plots.save_all(self, out)
         return summary
+
+
+def import_arviz():
+    """arviz, without its FutureWarning about the coming 1.0 refactor."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz
+
+    return arviz
 
 
 def write_atomic(path, write):

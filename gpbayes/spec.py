@@ -5,9 +5,10 @@ Every problem is reported as one SpecError line naming the file and the key.
 
 import difflib
 import math
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
+
+import tomllib
 
 from gpbayes import kernels, operators
 from gpbayes.errors import SpecError

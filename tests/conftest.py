@@ -1,0 +1,32 @@
+import os
+import warnings
+
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+import gpbayes as gb  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def root():
+    return ROOT
+
+
+def small_problem(n=40, equation="u_xx", solution="sin(3*x)", **kw):
+    """A quick 1-D problem on [0, 2]."""
+    from gpbayes import operators as op
+    from gpbayes.problem import Face
+
+    v = ("x",)
+    args = dict(name="small", variables=v, domain=[(0.0, 2.0)], grid=(n,), test_grid=(50,),
+                equation=op.parse(equation, set(v), allow_u=True, variables=v),
+                solution=op.parse(solution, set(v)), faces=(Face(0, "lo"), Face(0, "hi")),
+                components=4, max_frequency=2.0, boundary_weight=10.0)
+    args.update(kw)
+    return gb.Problem(**args)

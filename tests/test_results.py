@@ -1,0 +1,61 @@
+import json
+
+import numpy as np
+import pytest
+
+import gpbayes as gb
+from conftest import small_problem
+from gpbayes.results import import_arviz
+
+
+@pytest.fixture(scope="module")
+def fit():
+    return gb.fit_map(small_problem(), gb.load_inference(chunk=50), steps=150, progress=False)
+
+
+def test_predict_agrees_with_grid_prediction(fit):
+    x = fit.problem.test_axes[0]
+    np.testing.assert_allclose(fit.predict(x), fit.test_prediction, rtol=1e-10, atol=1e-12)
+    # at the collocation points the conditional mean reproduces U (up to the jitter)
+    np.testing.assert_allclose(fit.predict(fit.problem.axes[0]), fit.params["U"], atol=1e-4)
+
+
+def test_summary_fields(fit):
+    s = fit.summary()
+    for key in ("name", "rel_l2_error", "max_abs_error", "equation_residual_rms",
+                "boundary_rms", "steps", "wall_time_s", "converged", "stop_reason", "device",
+                "spectrum"):
+        assert key in s
+    assert s["steps"] == 150 and 0 < s["rel_l2_error"] < 1
+    assert len(s["spectrum"]["x"]["weight"]) == fit.problem.components
+    json.dumps(s)
+
+
+def test_arviz_round_trip(fit, tmp_path):
+    fit.save(tmp_path, figures=False)
+    idata = import_arviz().from_netcdf(str(tmp_path / "result.nc"))
+    post = idata.posterior
+    assert post["u"].dims == ("chain", "draw", "x")
+    assert post["u_test"].dims == ("chain", "draw", "x_test")
+    np.testing.assert_allclose(post["u"].values[0, 0], fit.params["U"])
+    np.testing.assert_allclose(post["u_test"].values[0, 0], fit.test_prediction)
+    np.testing.assert_allclose(post["mu_x"].values[0, 0], fit.params["mu_x"])
+    assert "u_exact_test" in idata.constant_data
+    assert json.loads(idata.attrs["summary"])["name"] == "small"
+
+
+def test_predict_2d_scattered_matches_grid():
+    from gpbayes import operators as op
+    from gpbayes.problem import Face
+
+    v = ("x", "y")
+    p = gb.Problem(name="p2", variables=v, domain=[(0, 1), (0, 2)], grid=(12, 10),
+                   test_grid=(7, 5), equation=op.parse("u_xx + u_yy", set(v), allow_u=True,
+                                                       variables=v),
+                   solution=op.parse("x*y", set(v)), faces=(Face(0, "lo"), Face(1, "hi")),
+                   components=3)
+    f = gb.fit_map(p, gb.load_inference(), steps=20, progress=False)
+    xs, ys = np.meshgrid(*p.test_axes, indexing="ij")
+    pts = np.stack([xs.ravel(), ys.ravel()], -1)
+    np.testing.assert_allclose(f.predict(pts).reshape(xs.shape), f.test_prediction, rtol=1e-9,
+                               atol=1e-12)

@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+
+import gpbayes as gb
+from gpbayes.spec import estimate_bytes
+
+CASES = {  # id: (grid, F, boundary weight, domain hi) from ../shared/paper-targets.md
+    "poisson1d-sin100": ([400], 20, 200, 2 * np.pi),
+    "poisson1d-sin6cos100": ([400], 20, 200, 2 * np.pi),
+    "poisson1d-xsin200": ([900], 50, 200, 2 * np.pi),
+    "poisson1d-multiscale": ([900], 30, 200, 1.0),
+    "poisson1d-sin500": ([400], 100, 200, 1.0),
+    "allencahn1d-sin100": ([400], 20, 200, 2 * np.pi),
+    "allencahn1d-sin6cos100": ([400], 20, 200, 2 * np.pi),
+    "poisson2d-sin100": ([400, 400], 20, 200, 2 * np.pi),
+    "poisson2d-sin6cos20": ([200, 200], 20, 200, 2 * np.pi),
+    "allencahn2d-multiscale": ([400, 400], 30, 200, 1.0),
+    "advection-beta200": ([200, 200], 40, 500, 1.0),
+}
+
+
+def test_every_paper_case_has_a_model_file(root):
+    assert sorted(p.stem for p in (root / "models").glob("*.toml")) == sorted(CASES)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_model_file_is_faithful(root, case):
+    grid, fmax, weight, hi = CASES[case]
+    p = gb.load_model(root / "models" / f"{case}.toml")
+    assert p.name == case and list(p.grid) == grid
+    assert p.max_frequency == fmax and p.boundary_weight == weight
+    assert p.components == 30 and p.family == "student-t-mixture"
+    assert all(lo == 0.0 and h == pytest.approx(hi) for lo, h in p.domain)
+    assert list(p.test_grid) == [300] * len(grid)
+    assert len(p.faces) == 2 * len(grid)
+    # The exact solution satisfies the equation with the source derived from it.
+    assert np.all(np.isfinite(p.source_values))
+
+
+def test_advection_source_is_zero_and_solution_consistent(root):
+    p = gb.load_model(root / "models/advection-beta200.toml")
+    assert np.all(p.source_values == 0)
+    np.testing.assert_allclose(p.equation_of_solution(p.axes), 0, atol=1e-9)
+
+
+def test_recipes_load(root):
+    adam = gb.load_inference(root / "inference/map-adam.toml")
+    assert (adam.optimizer, adam.learning_rate, adam.steps, adam.jitter) == ("adam", 0.01,
+                                                                            100000, 1e-6)
+    default = gb.load_inference(root / "inference/map.toml")
+    assert default.optimizer == "adam"
+    assert gb.load_inference(root / "inference/map.toml", steps=7).steps == 7
+
+
+def write(tmp_path, text, name="m.toml"):
+    f = tmp_path / name
+    f.write_text(text)
+    return f
+
+
+GOOD = """
+[pde]
+variables = ["x"]
+domain = [[0, 1]]
+equation = "u_xx"
+solution = "sin(x)"
+[grid]
+points = [20]
+"""
+
+
+@pytest.mark.parametrize("edit, key, fragment", [
+    (("[grid]", "[gird]"), "gird", "unknown key (did you mean 'grid'?)"),
+    (("points = [20]", "points = [2]"), "grid.points", "at least 3 points"),
+    (("points = [20]", "points = [200000000]"), "grid.points", "GiB"),
+    (("[[0, 1]]", "[[1, 0]]"), "pde.domain[0]", "lo must be below hi"),
+    (('"sin(x)"', '"sin(z)"'), "pde.solution", "unknown name 'z'"),
+    (('equation = "u_xx"\n', ""), "pde.equation", "is required"),
+    (('"sin(x)"', '"log(x - 2)"'), "pde.solution", "NaN or infinity"),
+    (("[grid]", '[kernel]\nfamily = "studnet-t-mixture"\n[grid]'), "kernel.family",
+     "did you mean 'student-t-mixture'"),
+    (("points = [20]", 'points = "20"'), "grid.points", "expected list"),
+])
+def test_bad_model_files(tmp_path, edit, key, fragment):
+    f = write(tmp_path, GOOD.replace(*edit))
+    with pytest.raises(gb.SpecError) as err:
+        gb.load_model(f)
+    msg = str(err.value)
+    assert msg.startswith(f"{f}: {key}: ") and fragment in msg, msg
+
+
+def test_malformed_toml(tmp_path):
+    f = write(tmp_path, "[pde\n")
+    with pytest.raises(gb.SpecError, match="malformed TOML"):
+        gb.load_model(f)
+
+
+def test_bad_recipe(tmp_path):
+    f = write(tmp_path, 'optimizer = "sgd"\n', "r.toml")
+    with pytest.raises(gb.SpecError, match="r.toml: optimizer: unknown optimizer"):
+        gb.load_inference(f)
+    f = write(tmp_path, "learning_rat = 0.1\n", "r.toml")
+    with pytest.raises(gb.SpecError, match="did you mean 'learning_rate'"):
+        gb.load_inference(f)
+
+
+def test_memory_estimate_grows_with_grid():
+    assert estimate_bytes((400, 400)) < estimate_bytes((800, 800)) < 16 * 2**30
