@@ -5,6 +5,8 @@ import json
 import sys
 from pathlib import Path
 
+from gpbayes.errors import SpecError
+
 DEFAULT_RECIPE = "inference/map.toml"
 
 
@@ -23,19 +25,46 @@ def _parser():
     solve.add_argument("--out", metavar="DIR", help="output folder (default runs/<name>)")
     solve.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     solve.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    bench = sub.add_parser("bench", help="error, steps and time per model file, as a table",
+                           description="Solve each model (default: every models/*.toml) and "
+                                       "print error, steps, time and stop reason; writes "
+                                       "bench.csv and bench.json in the output folder.")
+    bench.add_argument("models", nargs="*", help="model files (default models/*.toml)")
+    bench.add_argument("--inference", metavar="RECIPE", help="inference recipe (TOML)")
+    bench.add_argument("--steps", type=int, help="override the recipe's number of Adam steps")
+    bench.add_argument("--out", metavar="DIR", default="runs/bench", help="output folder")
     return parser
+
+
+def _recipe(args):
+    import gpbayes as gb
+
+    recipe_path = args.inference
+    if recipe_path is None and Path(DEFAULT_RECIPE).exists():
+        recipe_path = DEFAULT_RECIPE
+    if args.steps is not None and args.steps < 1:
+        raise gb.SpecError("expected a whole number >= 1", "command line", "--steps")
+    return gb.load_inference(recipe_path, steps=args.steps)
+
+
+def _bench(args):
+    from gpbayes import bench
+
+    models = args.models or sorted(str(p) for p in Path("models").glob("*.toml"))
+    if not models:
+        raise SpecError("no model files given and none in models/", "command line", "models")
+    recipe = _recipe(args)
+    print(bench.header())
+    bench.run(models, recipe, args.out)
+    print(f"wrote {args.out}/bench.csv, bench.json")
+    return 0
 
 
 def _solve(args):
     import gpbayes as gb
 
     problem = gb.load_model(args.model)
-    recipe_path = args.inference
-    if recipe_path is None and Path(DEFAULT_RECIPE).exists():
-        recipe_path = DEFAULT_RECIPE
-    if args.steps is not None and args.steps < 1:
-        raise gb.SpecError("expected a whole number >= 1", "command line", "--steps")
-    recipe = gb.load_inference(recipe_path, steps=args.steps)
+    recipe = _recipe(args)
     out = Path(args.out or Path("runs") / problem.name)
     fit = gb.fit_map(problem, recipe)
     summary = fit.save(out, figures=not args.no_figures)
@@ -64,10 +93,8 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 0
-    from gpbayes.errors import SpecError
-
     try:
-        return _solve(args)
+        return {"solve": _solve, "bench": _bench}[args.command](args)
     except SpecError as err:
         print(f"gpbayes: error: {err}", file=sys.stderr)
         return 2

@@ -108,12 +108,15 @@ class Problem:
     @cached_property
     def source_values(self):
         """f on the grid: given, or the equation applied to the exact solution."""
-        if self.source is not None:
-            values = self._field(self.source, self.axes)
-        else:
-            values = self.equation_of_solution(self.axes)
+        values = self.source_on(self.axes)
         key = "pde.source" if self.source is not None else "pde.solution"
         return _finite(np.asarray(values), self.origin, key)
+
+    def source_on(self, axes):
+        """f on the grid spanned by ``axes`` (any points)."""
+        if self.source is not None:
+            return np.asarray(self._field(self.source, axes))
+        return np.asarray(self.equation_of_solution(axes))
 
     def equation_of_solution(self, axes):
         """L[solution] on the grid spanned by ``axes`` (automatic differentiation)."""
@@ -137,6 +140,13 @@ class Problem:
             return jnp.asarray(self.solution(env), dtype=jnp.float64)
 
         return u
+
+    def boundary_arrays(self):
+        """[(face, g on that face shaped as the face)] for the listed faces."""
+        sizes = [self.size // self.grid[f.axis] for f in self.faces]
+        parts = np.split(np.asarray(self.boundary_values), np.cumsum(sizes)[:-1])
+        return [(f, v.reshape([n for k, n in enumerate(self.grid) if k != f.axis]))
+                for f, v in zip(self.faces, parts)]
 
     @cached_property
     def boundary_values(self):

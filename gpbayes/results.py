@@ -25,6 +25,7 @@ class MapFit:
     stop_reason: str
     converged: bool
     history: list = field(default_factory=list)
+    objective: float = None  # minus the log joint at params, as the fitter tracked it
 
     @property
     def failed(self):
@@ -79,6 +80,32 @@ class MapFit:
         r = equation_residual(self.problem, self.params, self._trils, u)
         return float(jnp.sqrt(jnp.mean(r**2)))
 
+    def fields_at(self, axes):
+        """u and the equation's derivatives on the tensor grid spanned by ``axes``."""
+        p = self.problem
+        out = {}
+        for name, orders in p.derivatives.items():
+            mats = [kernels.cross(p.family, axis_params(p, self.params, j), jnp.asarray(x),
+                                  jnp.asarray(p.axes[j]), m)
+                    for j, (x, m) in enumerate(zip(axes, orders))]
+            out[name] = kron.kron_apply(mats, self._alpha)
+        return out
+
+    @cached_property
+    def midpoint_residual(self):
+        """Relative rms of the PDE residual at the cell midpoints, between the collocation
+        points: a check of the solution that uses the equation and source only."""
+        p = self.problem
+        mid = [0.5 * (x[1:] + x[:-1]) for x in p.axes]
+        env = dict(p.constants)
+        env.update(p.coordinates(mid))
+        env.update(self.fields_at(mid))
+        shape = tuple(len(x) for x in mid)
+        f = p.source_on(mid)
+        r = jnp.broadcast_to(p.equation(env), shape) - f
+        scale = max(float(jnp.sqrt(jnp.mean(f**2))), 1.0)
+        return float(jnp.sqrt(jnp.mean(r**2))) / scale
+
     @cached_property
     def boundary_rms(self):
         b = boundary_difference(self.problem, jnp.asarray(self.params["U"]))
@@ -106,6 +133,8 @@ class MapFit:
             "boundary_rms": self.boundary_rms,
             "steps": self.steps,
             "wall_time_s": self.wall_time_s,
+            "objective": self.objective,
+            "midpoint_residual": self.midpoint_residual,
             "converged": self.converged,
             "stop_reason": self.stop_reason,
             "device": f"{dev.platform}: {dev.device_kind}",

@@ -5,7 +5,7 @@ Every problem is reported as one SpecError line naming the file and the key.
 
 import difflib
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import tomllib
@@ -39,12 +39,22 @@ class Recipe:
     jitter: float = 1e-6
     seed: int = 0
     chunk: int = 100  # steps per compiled call; progress updates between chunks
+    sweeps: int = 25  # profile: alternation sweeps per start at most
+    init: str = "paper"  # or "spectrum": frequencies from the data's FFT
+    rho_scales: tuple = (0.3, 0.1, 1.0, 3.0)  # profile: starting length-scale factors
+    tau_max: float = 1e12  # profile: cap on the closed-form precisions
+    tolerance: float = 1e-6  # profile: relative change of the log joint that stops
+    gauss_newton_steps: int = 3  # profile: per sweep, for nonlinear PDEs
     description: str = ""
 
 
 _RECIPE_TYPES = {"method": str, "optimizer": str, "learning_rate": float, "steps": int,
-                 "jitter": float, "seed": int, "chunk": int, "description": str}
-OPTIMIZERS = ("adam",)
+                 "jitter": float, "seed": int, "chunk": int, "sweeps": int, "init": str,
+                 "rho_scales": list,
+                 "tau_max": float, "tolerance": float, "gauss_newton_steps": int,
+                 "description": str}
+OPTIMIZERS = ("adam", "profile", "auto")
+INITS = ("paper", "spectrum")
 METHODS = ("map",)
 
 
@@ -226,11 +236,18 @@ def load_inference(path=None, **overrides):
     if recipe.optimizer not in OPTIMIZERS:
         raise SpecError(f"unknown optimizer {recipe.optimizer!r} (choose from "
                         f"{', '.join(OPTIMIZERS)})", path, "optimizer")
-    for key in ("learning_rate", "jitter"):
+    if recipe.init not in INITS:
+        raise SpecError(f"unknown init {recipe.init!r} (choose from {', '.join(INITS)})",
+                        path, "init")
+    if not recipe.rho_scales or any(isinstance(v, bool) or not isinstance(v, (int, float))
+                                    or not v > 0 for v in recipe.rho_scales):
+        raise SpecError("expected a non-empty list of numbers > 0", path, "rho_scales")
+    recipe = replace(recipe, rho_scales=tuple(float(v) for v in recipe.rho_scales))
+    for key in ("learning_rate", "jitter", "tau_max", "tolerance"):
         v = getattr(recipe, key)
         if not (math.isfinite(v) and v > 0):
             raise SpecError("expected a finite number > 0", path, key)
-    for key in ("steps", "chunk"):
+    for key in ("steps", "chunk", "sweeps", "gauss_newton_steps"):
         if getattr(recipe, key) < 1:
             raise SpecError("expected a whole number >= 1", path, key)
     return recipe

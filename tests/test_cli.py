@@ -21,8 +21,9 @@ def test_no_arguments_prints_help(capsys):
 @pytest.mark.slow
 def test_solve_end_to_end(root, tmp_path):
     out = tmp_path / "run"
-    r = run("solve", str(root / "models/poisson1d-sin100.toml"), "--steps", "100", "--out",
-            str(out), "--json", cwd=root)
+    r = run("solve", str(root / "models/poisson1d-sin100.toml"), "--inference",
+            str(root / "inference/map-adam.toml"), "--steps", "100", "--out", str(out), "--json",
+            cwd=root)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["steps"] == 100 and abs(summary["rel_l2_error"] - 0.262389) < 5e-4
@@ -49,3 +50,20 @@ def test_bad_model_exits_2_without_output(tmp_path):
 def test_missing_file_exits_2(tmp_path):
     r = run("solve", str(tmp_path / "nope.toml"))
     assert r.returncode == 2 and "cannot read file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bench_writes_table(root, tmp_path):
+    model = tmp_path / "tiny.toml"
+    model.write_text('name = "tiny"\n[pde]\nvariables = ["x"]\ndomain = [[0, 2]]\n'
+                     'equation = "u_xx"\nsolution = "sin(3*x)"\n[grid]\npoints = [40]\n'
+                     '[kernel]\ncomponents = 4\nmax_frequency = 2\n')
+    out = tmp_path / "bench"
+    r = run("bench", str(model), "--inference", str(root / "inference/map.toml"), "--out",
+            str(out), cwd=root)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((out / "bench.json").read_text())
+    assert rows[0]["name"] == "tiny" and rows[0]["rel_l2_error"] < 0.1
+    assert rows[0]["paper_error"] is None and rows[0]["meets_paper"] is None
+    header = (out / "bench.csv").read_text().splitlines()[0]
+    assert header.startswith("name,rel_l2_error,paper_error")
+    assert "tiny" in r.stdout

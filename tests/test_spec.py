@@ -48,7 +48,7 @@ def test_recipes_load(root):
     assert (adam.optimizer, adam.learning_rate, adam.steps, adam.jitter) == ("adam", 0.01,
                                                                             100000, 1e-6)
     default = gb.load_inference(root / "inference/map.toml")
-    assert default.optimizer == "adam"
+    assert (default.optimizer, default.init) == ("auto", "spectrum")
     assert gb.load_inference(root / "inference/map.toml", steps=7).steps == 7
 
 
@@ -106,3 +106,18 @@ def test_bad_recipe(tmp_path):
 
 def test_memory_estimate_grows_with_grid():
     assert estimate_bytes((400, 400)) < estimate_bytes((800, 800)) < 16 * 2**30
+
+
+@pytest.mark.parametrize("text, key, fragment", [
+    ('init = "fft"\n', "init", "unknown init 'fft'"),
+    ("rho_scales = []\n", "rho_scales", "non-empty list"),
+    ("rho_scales = [1, -2]\n", "rho_scales", "non-empty list"),
+    ("tau_max = 0\n", "tau_max", "> 0"),
+    ("sweeps = 0\n", "sweeps", ">= 1"),
+    ('optimizer = "lbfgs"\n', "optimizer", "unknown optimizer"),
+])
+def test_bad_recipe_values(tmp_path, text, key, fragment):
+    f = write(tmp_path, text, "r.toml")
+    with pytest.raises(gb.SpecError) as err:
+        gb.load_inference(f)
+    assert str(err.value).startswith(f"{f}: {key}: ") and fragment in str(err.value)

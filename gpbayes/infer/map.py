@@ -7,6 +7,7 @@ chunks (progress bar, finiteness), so there is no device sync per step.
 
 import sys
 import time
+from dataclasses import replace
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +15,9 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from gpbayes.errors import SpecError
+from gpbayes.infer.init import spectral_params
+from gpbayes.infer.profile import MAX_DENSE, fit_profile
 from gpbayes.model import initial_params, log_density
 from gpbayes.results import MapFit
 from gpbayes.spec import load_inference
@@ -24,10 +28,19 @@ def objective_fn(problem, jitter):
     return lambda params: -log_density(problem, params, jitter)[0]
 
 
+def resolve_optimizer(problem, recipe):
+    """'auto' is the profile solver where it applies (1-D, dense), else Adam."""
+    fits_dense = problem.ndim == 1 and problem.size <= MAX_DENSE
+    if recipe.optimizer == "auto":
+        return "profile" if fits_dense else "adam"
+    if recipe.optimizer == "profile" and not fits_dense:
+        raise SpecError(f"the profile optimizer needs a 1-D grid of at most {MAX_DENSE} points "
+                        "(use adam or auto)", "recipe", "optimizer")
+    return recipe.optimizer
+
+
 def make_optimizer(recipe):
-    if recipe.optimizer == "adam":
-        return optax.adam(recipe.learning_rate)
-    raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
+    return optax.adam(recipe.learning_rate)
 
 
 def make_runner(problem, recipe):
@@ -71,9 +84,19 @@ def fit_map(problem, recipe=None, steps=None, progress=None, params=None):
     the paper's initial values.
     """
     recipe = recipe or load_inference()
-    steps = int(steps or recipe.steps)
+    if steps:
+        recipe = replace(recipe, steps=int(steps))
+    optimizer = resolve_optimizer(problem, recipe)
+    if optimizer == "profile":
+        return fit_profile(problem, recipe, progress)
+    steps = recipe.steps
     start = time.perf_counter()
-    params = initial_params(problem) if params is None else params
+    if params is None:
+        # 'auto' falls back to the paper's start: from the spectral start (long length
+        # scales) Adam stalls on 2-D grids (measured on poisson2d-sin6cos20).
+        spectral = recipe.init == "spectrum" and recipe.optimizer == "adam"
+        params = spectral_params(problem, recipe.rho_scales[0]) if spectral \
+            else initial_params(problem)
     opt, run = make_runner(problem, recipe)
     diagnostics = make_diagnostics(problem, recipe.jitter)
     state = opt.init(params)
@@ -100,4 +123,5 @@ def fit_map(problem, recipe=None, steps=None, progress=None, params=None):
     jax.block_until_ready(params)
     return MapFit(problem=problem, params={k: np.asarray(v) for k, v in params.items()},
                   recipe=recipe, steps=done, wall_time_s=time.perf_counter() - start,
-                  stop_reason=stop_reason, converged=False, history=history)
+                  stop_reason=stop_reason, converged=False, history=history,
+                  objective=history[-1]["objective"] if history else None)

@@ -1,0 +1,88 @@
+"""Starting points for MAP: the paper's, or frequencies read off the data's spectrum.
+
+The spectral start looks only at the data the model is given (the source f on the grid
+and the boundary values), never at the exact solution: per axis it takes a Blackman-Harris-windowed,
+zero-padded FFT of every data array that spans that axis, finds the strongest peaks, and
+puts one mixture component on each (the rest keep the paper's grid of frequencies).
+"""
+
+import jax.numpy as jnp
+import numpy as np
+
+from gpbayes import kernels
+from gpbayes.model import initial_params
+
+PAD = 8  # zero-padding factor of the FFT (finer frequency resolution)
+FLOOR = 1e-4  # peaks weaker than this fraction of the strongest are ignored
+LOW_FREQUENCY = 1e-2  # relative amplitude below 2 bins that adds a zero-frequency component
+_BH = (0.35875, 0.48829, 0.14128, 0.01168)  # Blackman-Harris: sidelobes below -92 dB
+
+
+def window(n):
+    t = 2 * np.pi * np.arange(n) / (n - 1)
+    return sum((-1) ** k * a * np.cos(k * t) for k, a in enumerate(_BH))
+
+
+def axis_spectrum(problem, j):
+    """Frequencies (cycles per unit) and two amplitude spectra along axis j of the data.
+
+    ``data``: the source and the boundary data, each normalised to a maximum of 1, summed.
+    ``solution``: an estimate of the solution's spectrum, the source's divided by
+    (2 pi nu)^m (m the equation's derivative order along the axis) plus the boundary data.
+    """
+    n = problem.grid[j]
+    h = problem.axes[j][1] - problem.axes[j][0]
+    freqs = np.fft.rfftfreq(PAD * n, h)
+    order = max([o[j] for o in problem.derivatives.values()] + [0])
+    symbol = np.maximum(2 * np.pi * freqs, 2 * np.pi * freqs[PAD]) ** order
+    arrays = [(np.asarray(problem.source_values), j, symbol)]
+    for face, values in problem.boundary_arrays():
+        if face.axis != j:  # a face spans every axis but its own
+            arrays.append((values, j if j < face.axis else j - 1, 1.0))
+    data, solution = np.zeros_like(freqs), np.zeros_like(freqs)
+    win = window(n)
+    for a, axis, scale in arrays:
+        lines = np.moveaxis(a, axis, -1).reshape(-1, n)
+        amp = np.abs(np.fft.rfft(lines * win, PAD * n, axis=-1)).mean(axis=0)
+        if amp.max() > 0:
+            data += amp / amp.max()
+            solution += amp / scale / np.max(amp / scale)
+    return freqs, _unit(data), _unit(solution)
+
+
+def _unit(a):
+    return a / max(a.max(), 1e-300)
+
+
+def peak_frequencies(freqs, amp, count):
+    """Up to ``count`` local maxima of amp, strongest first, above FLOOR."""
+    inner = (amp[1:-1] > amp[:-2]) & (amp[1:-1] >= amp[2:]) & (amp[1:-1] > FLOOR)
+    idx = np.nonzero(inner)[0] + 1
+    idx = idx[np.argsort(amp[idx])[::-1]][:count]
+    return freqs[idx]
+
+
+def spectral_params(problem, rho_scale=0.3):
+    """The paper's start with mu on the data's spectral peaks and long length scales."""
+    params = initial_params(problem)
+    if not kernels.has_frequencies(problem.family):
+        return params
+    q = problem.components
+    for j, v in enumerate(problem.variables):
+        freqs, amp, amp_u = axis_spectrum(problem, j)
+        peaks = peak_frequencies(freqs, amp, max(1, q // 3))
+        chosen = [f for f in peaks if f > 0]
+        if np.max(amp_u[: 2 * PAD]) > LOW_FREQUENCY:  # the solution has a smooth part
+            chosen.append(0.0)
+        # fill with the strongest remaining frequencies of the unpadded FFT grid
+        for i in np.argsort(amp[::PAD])[::-1]:
+            if len(chosen) >= q:
+                break
+            f = freqs[::PAD][i]
+            if i > 0 and np.min(np.abs(np.asarray(chosen + [0.0]) - f)) > 0.5 * freqs[PAD]:
+                chosen.append(f)
+        chosen += list(np.linspace(0.0, problem.max_frequency, q - len(chosen)))
+        params[f"mu_{v}"] = jnp.asarray(np.asarray(chosen[:q]))
+        length = problem.domain[j][1] - problem.domain[j][0]
+        params[f"log_rho_{v}"] = jnp.full(q, np.log(rho_scale / length))
+    return params

@@ -1,0 +1,31 @@
+import numpy as np
+
+import gpbayes as gb
+from gpbayes.infer.init import peak_frequencies, spectral_params
+
+
+def test_spectral_start_finds_the_source_frequency(root):
+    p = gb.load_model(root / "models/poisson1d-sin100.toml")
+    mu = np.asarray(spectral_params(p)["mu_x"])
+    assert abs(mu[0] - 100 / (2 * np.pi)) < 0.02  # the strongest peak comes first
+    assert len(mu) == p.components and np.all(mu >= 0)
+
+
+def test_spectral_start_uses_boundary_data_when_source_is_zero(root):
+    p = gb.load_model(root / "models/advection-beta200.toml")  # f = 0
+    mu_t = np.asarray(spectral_params(p)["mu_t"])
+    assert abs(mu_t[0] - 200 / (2 * np.pi)) < 0.1  # from sin(x - 200 t) on the x faces
+
+
+def test_spectral_start_does_not_read_the_solution(root):
+    p = gb.load_model(root / "models/poisson1d-sin100.toml")
+    before = np.asarray(spectral_params(p)["mu_x"])
+    object.__setattr__(p, "solution", None)  # the start must not change
+    p.__dict__.pop("exact_test", None)
+    np.testing.assert_array_equal(np.asarray(spectral_params(p)["mu_x"]), before)
+
+
+def test_peaks_above_floor_only():
+    f = np.linspace(0, 10, 101)
+    amp = np.exp(-((f - 3) ** 2) / 0.01) + 0.5 * np.exp(-((f - 7) ** 2) / 0.01)
+    np.testing.assert_allclose(peak_frequencies(f, amp, 5), [3.0, 7.0])

@@ -1,0 +1,62 @@
+"""The fast (profile) path: accuracy, honesty of its objective, and its stopping."""
+
+import numpy as np
+import pytest
+
+import gpbayes as gb
+from conftest import small_problem
+from gpbayes.infer.profile import check_score, is_linear
+
+
+def test_linearity_detection():
+    assert is_linear(small_problem(equation="u_xx + 3*u"))
+    assert is_linear(small_problem(equation="u_xx + x*u"))
+    assert not is_linear(small_problem(equation="u_xx + u*(u**2 - 1)"))
+
+
+@pytest.fixture(scope="module")
+def fast_fit(root):
+    problem = gb.load_model(root / "models/poisson1d-sin100.toml")
+    return gb.fit_map(problem, gb.load_inference(root / "inference/map.toml"), progress=False)
+
+
+def test_default_recipe_beats_the_paper_on_poisson1d_sin100(fast_fit):
+    assert fast_fit.rel_l2_error < 6.53e-7  # the paper's GP-HM-StM figure
+    assert fast_fit.converged and "log joint converged" in fast_fit.stop_reason
+
+
+def test_fast_objective_is_the_models_log_joint(fast_fit):
+    """What the fast path minimises is minus the NumPyro model's log joint (with the
+    precisions at their capped closed-form values): recompute it at the returned point."""
+    lp, _ = gb.log_density(fast_fit.problem, fast_fit.params, fast_fit.recipe.jitter)
+    # the objective is stiff (tau up to 1e12); compiled and eager evaluation differ ~1e-7
+    assert fast_fit.objective == pytest.approx(-float(lp), rel=1e-6)
+
+
+def test_precisions_are_at_their_conditional_optimum(fast_fit):
+    p, prm = fast_fit.problem, fast_fit.params
+    r = fast_fit.equation_residual_rms
+    tau_e = min(1.0 / r**2, fast_fit.recipe.tau_max)
+    assert np.exp(prm["log_tau_e"]) == pytest.approx(tau_e, rel=1e-3)
+    assert p.boundary_values.size == 2
+
+
+def test_nonlinear_problem_u_is_the_conditional_maximiser():
+    p = small_problem(n=60, equation="u_xx + u*(u**2 - 1)", solution="sin(3*x)",
+                      max_frequency=2.0, components=6)
+    fit = gb.fit_map(p, gb.load_inference(optimizer="profile", init="spectrum"), progress=False)
+    assert fit.rel_l2_error < 1e-2 and check_score(fit) < 1e-2
+    # Gauss-Newton reached the maximum over U: no small move of U raises the log joint.
+    lp0 = float(gb.log_density(p, fit.params)[0])
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        d = 1e-7 * rng.normal(size=p.grid)
+        for sign in (1, -1):
+            moved = {**fit.params, "U": fit.params["U"] + sign * d}
+            assert float(gb.log_density(p, moved)[0]) <= lp0 + 1e-6 * abs(lp0)
+
+
+def test_profile_refuses_2d(root):
+    p = gb.load_model(root / "models/poisson2d-sin6cos20.toml")
+    with pytest.raises(gb.SpecError, match="optimizer: the profile optimizer needs a 1-D grid"):
+        gb.fit_map(p, gb.load_inference(optimizer="profile"), progress=False)
