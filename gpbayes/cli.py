@@ -1,7 +1,9 @@
 """The ``gpbayes`` command: ``gpbayes solve MODEL [--inference RECIPE] [--steps N] ...``."""
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -25,6 +27,9 @@ def _parser():
     solve.add_argument("--out", metavar="DIR", help="output folder (default runs/<name>)")
     solve.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     solve.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    solve.add_argument("--resume", metavar="DIR",
+                       help="continue an interrupted Adam run from DIR/checkpoint.npz "
+                            "(writes into DIR unless --out is given)")
     bench = sub.add_parser("bench", help="error, steps and time per model file, as a table",
                            description="Solve each model (default: every models/*.toml) and "
                                        "print error, steps, time and stop reason; writes "
@@ -60,18 +65,43 @@ def _bench(args):
     return 0
 
 
+@contextlib.contextmanager
+def _catch_signals():
+    """SIGINT and SIGTERM set a flag that the fit checks between chunks of steps."""
+    caught = []
+
+    def handler(signum, _frame):
+        caught.append(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: caught[0] if caught else None
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 def _solve(args):
     import gpbayes as gb
+    from gpbayes import checkpoint
 
     problem = gb.load_model(args.model)
     recipe = _recipe(args)
-    out = Path(args.out or Path("runs") / problem.name)
-    fit = gb.fit_map(problem, recipe)
-    summary = fit.save(out, figures=not args.no_figures)
+    out = Path(args.out or args.resume or Path("runs") / problem.name)
+    resume = checkpoint.load(args.resume, problem, recipe) if args.resume else None
+    with _catch_signals() as interrupt:
+        fit = gb.fit_map(problem, recipe, resume=resume, interrupt=interrupt)
+        summary = fit.save(out, figures=not args.no_figures)
+        if fit.opt_state is not None:
+            checkpoint.save(fit, out)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         _print_summary(summary, out)
+    if fit.interrupted:
+        print(f"gpbayes: {fit.stop_reason}; wrote the partial result and checkpoint to {out}",
+              file=sys.stderr)
+        return 130 if "SIGINT" in fit.stop_reason else 143
     return 1 if fit.failed else 0
 
 

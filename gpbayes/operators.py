@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 
 import jax.numpy as jnp
+import numpy as np
 
 from gpbayes.errors import SpecError
 
@@ -135,7 +136,7 @@ def _eval(node, env):
     if isinstance(node, ast.UnaryOp):
         return _UNARY[type(node.op)](_eval(node.operand, env))
     if isinstance(node, ast.Constant):
-        return float(node.value)
+        return np.float64(node.value)  # IEEE arithmetic: 1/0 is inf, never an exception
     if isinstance(node, ast.Call):
         return FUNCTIONS[node.func.id](_eval(node.args[0], env))
     if node.id in env:
@@ -146,7 +147,8 @@ def _eval(node, env):
 def constant(text, constants, source=None, key=None):
     """Evaluate a constant expression (numbers, pi, the model's constants) to a float."""
     expr = parse(text, set(constants), source, key)
-    value = float(expr(dict(constants)))
+    with np.errstate(all="ignore"):
+        value = float(expr({k: np.float64(v) for k, v in constants.items()}))
     if not math.isfinite(value):
         raise SpecError(f"{text!r} is not a finite number", source, key)
     return value

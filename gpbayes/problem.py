@@ -103,7 +103,8 @@ class Problem:
         env = dict(self.constants)
         env.update(self.coordinates(axes))
         shape = tuple(len(x) for x in axes)
-        return jnp.broadcast_to(jnp.asarray(expr(env), dtype=jnp.float64), shape)
+        with np.errstate(all="ignore"):
+            return jnp.broadcast_to(jnp.asarray(expr(env), dtype=jnp.float64), shape)
 
     @cached_property
     def source_values(self):

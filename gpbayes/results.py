@@ -26,10 +26,16 @@ class MapFit:
     converged: bool
     history: list = field(default_factory=list)
     objective: float = None  # minus the log joint at params, as the fitter tracked it
+    jitter_retries: list = field(default_factory=list)  # [{"step", "jitter"}] after failures
+    opt_state: list = None  # optimiser state leaves (Adam), for checkpoints
 
     @property
     def failed(self):
         return self.stop_reason.startswith("non-finite")
+
+    @property
+    def interrupted(self):
+        return self.stop_reason.startswith("interrupted")
 
     @cached_property
     def _trils(self):
@@ -142,6 +148,7 @@ class MapFit:
             "family": p.family,
             "recipe": {k: getattr(self.recipe, k) for k in ("optimizer", "learning_rate",
                                                             "steps", "jitter")},
+            "jitter_retries": self.jitter_retries,
             "tau_e": float(np.exp(self.params["log_tau_e"])),
             "tau_b": float(np.exp(self.params["log_tau_b"])),
             "spectrum": self.spectrum(),

@@ -64,12 +64,12 @@ def _read(path):
         text = path.read_text()
     except OSError as err:
         raise SpecError(f"cannot read file ({err.strerror})", path) from None
+    except UnicodeDecodeError:
+        raise SpecError("not a text file", path) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise SpecError(f"malformed TOML: {err}", path) from None
-    except UnicodeDecodeError:
-        raise SpecError("not a text file", path) from None
 
 
 def _check_keys(table, allowed, path, prefix):
@@ -93,8 +93,8 @@ def _get(table, key, kind, path, full, default=None, required=False):
     if kind is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok:
-        raise SpecError(f"expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}",
-                        path, full)
+        want = "an expression (text or number)" if isinstance(kind, tuple) else kind.__name__
+        raise SpecError(f"expected {want}, got {type(value).__name__}", path, full)
     return float(value) if kind is float else value
 
 

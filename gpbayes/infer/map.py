@@ -75,43 +75,71 @@ def make_diagnostics(problem, jitter):
     return diagnostics
 
 
-def fit_map(problem, recipe=None, steps=None, progress=None, params=None):
+def fit_map(problem, recipe=None, steps=None, progress=None, params=None, resume=None,
+            interrupt=None):
     """Maximise the model's log joint; returns a MapFit.
 
     ``recipe`` is a Recipe (default: inference defaults, the paper's Adam protocol);
     ``steps`` overrides its step count; ``progress`` forces the bar on or off (default:
     on when stderr is a terminal); ``params`` starts from given site values instead of
-    the paper's initial values.
+    the recipe's start. Adam runs only: ``resume`` is a checkpoint (``gpbayes.checkpoint``)
+    to continue from; ``interrupt`` is a callable checked between chunks, returning a
+    reason to stop (e.g. a signal's name) or None.
     """
     recipe = recipe or load_inference()
     if steps:
         recipe = replace(recipe, steps=int(steps))
     optimizer = resolve_optimizer(problem, recipe)
     if optimizer == "profile":
-        return fit_profile(problem, recipe, progress)
-    steps = recipe.steps
-    start = time.perf_counter()
+        return fit_profile(problem, recipe, progress, interrupt)
     if params is None:
         # 'auto' falls back to the paper's start: from the spectral start (long length
         # scales) Adam stalls on 2-D grids (measured on poisson2d-sin6cos20).
         spectral = recipe.init == "spectrum" and recipe.optimizer == "adam"
         params = spectral_params(problem, recipe.rho_scales[0]) if spectral \
             else initial_params(problem)
+    return _fit_adam(problem, recipe, progress, params, resume, interrupt or (lambda: None))
+
+
+MAX_JITTER_RETRIES = 6
+
+
+def _fit_adam(problem, recipe, progress, params, resume, interrupt):
+    start = time.perf_counter()
     opt, run = make_runner(problem, recipe)
     diagnostics = make_diagnostics(problem, recipe.jitter)
     state = opt.init(params)
-    history = []
+    done, history, retries = 0, [], []
+    if resume is not None:
+        params, state = resume.params, jax.tree.unflatten(jax.tree.structure(state),
+                                                          resume.opt_state)
+        done, history, retries = resume.step, list(resume.history), list(resume.jitter_retries)
+        if resume.jitter != recipe.jitter:
+            recipe = replace(recipe, jitter=resume.jitter)
+            opt, run = make_runner(problem, recipe)
+            diagnostics = make_diagnostics(problem, recipe.jitter)
     stop_reason = "step budget reached (fixed-step protocol)"
-    done = 0
     show = sys.stderr.isatty() if progress is None else progress
-    with tqdm(total=steps, disable=not show, desc=problem.name, unit="step",
-              file=sys.stderr) as bar:
-        while done < steps:
-            n = min(recipe.chunk, steps - done)
+    with tqdm(total=recipe.steps, initial=done, disable=not show, desc=problem.name,
+              unit="step", file=sys.stderr) as bar:
+        while done < recipe.steps:
+            reason = interrupt()
+            if reason:
+                stop_reason = (f"interrupted ({reason}) after step {done}; continue with "
+                               "--resume")
+                break
+            n = min(recipe.chunk, recipe.steps - done)
             new_params, new_state = run(params, state, n)
             obj, r_rms, b_rms = (float(v) for v in diagnostics(new_params))
             if not np.isfinite(obj):
-                stop_reason = (f"non-finite objective after step {done + n}; kept the state after "
+                if len(retries) < MAX_JITTER_RETRIES:  # e.g. a failed factorization
+                    retries.append({"step": done, "jitter": recipe.jitter * 10})
+                    recipe = replace(recipe, jitter=recipe.jitter * 10)
+                    opt, run = make_runner(problem, recipe)
+                    diagnostics = make_diagnostics(problem, recipe.jitter)
+                    continue
+                stop_reason = (f"non-finite objective after step {done + n} (jitter raised "
+                               f"{len(retries)} times to {recipe.jitter:g}); kept the state after "
                                f"step {done}. Try a smaller learning_rate or a larger jitter.")
                 break
             params, state = new_params, new_state
@@ -121,7 +149,10 @@ def fit_map(problem, recipe=None, steps=None, progress=None, params=None):
             bar.update(n)
             bar.set_postfix(objective=f"{obj:.4g}", residual=f"{r_rms:.3g}")
     jax.block_until_ready(params)
-    return MapFit(problem=problem, params={k: np.asarray(v) for k, v in params.items()},
-                  recipe=recipe, steps=done, wall_time_s=time.perf_counter() - start,
-                  stop_reason=stop_reason, converged=False, history=history,
-                  objective=history[-1]["objective"] if history else None)
+    fit = MapFit(problem=problem, params={k: np.asarray(v) for k, v in params.items()},
+                 recipe=recipe, steps=done, wall_time_s=time.perf_counter() - start,
+                 stop_reason=stop_reason, converged=False, history=history,
+                 objective=history[-1]["objective"] if history else None,
+                 jitter_retries=retries)
+    fit.opt_state = [np.asarray(x) for x in jax.tree.leaves(state)]
+    return fit

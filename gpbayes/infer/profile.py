@@ -88,7 +88,7 @@ def closed_form_log_tau(problem, values, u, jitter, cap):
     return out
 
 
-def fit_profile(problem, recipe, progress=None):
+def fit_profile(problem, recipe, progress=None, interrupt=None):
     """Conditional MAP by alternation, over a few starting length scales; returns a MapFit.
 
     For each length-scale factor in ``recipe.rho_scales`` the kernel parameters are set
@@ -146,6 +146,11 @@ def fit_profile(problem, recipe, progress=None):
     with tqdm(total=len(scales), disable=not show, desc=problem.name, unit="start",
               file=sys.stderr) as bar:
         for scale in scales:
+            reason = interrupt() if interrupt else None
+            if reason and best is not None:
+                best.stop_reason = (f"interrupted ({reason}) after {len(history)} sweeps; kept "
+                                    "the best start so far (rerun to finish)")
+                break
             fit = run_start(scale, history)
             score = check_score(fit) if fit.objective is not None else np.inf
             if best is None or score < best_score:
@@ -154,7 +159,7 @@ def fit_profile(problem, recipe, progress=None):
             bar.set_postfix(check=f"{score:.3g}")
     best.steps = len(history)
     best.wall_time_s = time.perf_counter() - start
-    if len(scales) > 1:
+    if len(scales) > 1 and not best.interrupted:
         best.stop_reason += (f"; kept the start with length-scale factor {chosen} "
                              f"(smallest check residual of {len(scales)})")
     return best

@@ -1,0 +1,66 @@
+"""Checkpoints of an Adam run: parameters, optimiser state, step and history.
+
+``DIR/checkpoint.npz`` holds the arrays; its ``meta`` entry (JSON) the step, the history,
+the jitter and what the run was (model name, grid, recipe), so that ``--resume DIR``
+continues exactly where the run stopped and ends at the same result, bit for bit.
+"""
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gpbayes.errors import SpecError
+from gpbayes.results import write_atomic
+
+NAME = "checkpoint.npz"
+
+
+@dataclass
+class Checkpoint:
+    params: dict
+    opt_state: list
+    step: int
+    history: list
+    jitter: float
+    jitter_retries: list
+
+
+def save(fit, out_dir):
+    """Write DIR/checkpoint.npz for an Adam fit (atomically)."""
+    arrays = {f"param/{k}": v for k, v in fit.params.items()}
+    arrays.update({f"state/{i:04d}": v for i, v in enumerate(fit.opt_state)})
+    recipe = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(fit.recipe).items()}
+    meta = {"name": fit.problem.name, "grid": list(fit.problem.grid), "step": fit.steps,
+            "history": fit.history, "jitter": fit.recipe.jitter,
+            "jitter_retries": fit.jitter_retries, "recipe": recipe}
+    arrays["meta"] = np.array(json.dumps(meta))
+
+    def write(path):
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    write_atomic(Path(out_dir) / NAME, write)
+
+
+def load(out_dir, problem, recipe):
+    """Read DIR/checkpoint.npz and check that it belongs to this problem and recipe."""
+    path = Path(out_dir) / NAME
+    try:
+        data = np.load(path)
+        meta = json.loads(str(data["meta"]))
+    except (OSError, ValueError, KeyError) as err:
+        raise SpecError(f"no readable checkpoint ({err})", path) from None
+    if meta["name"] != problem.name or meta["grid"] != list(problem.grid):
+        raise SpecError(f"checkpoint is of {meta['name']} on grid {meta['grid']}, not of "
+                        f"{problem.name} on {list(problem.grid)}", path, "--resume")
+    for key in ("optimizer", "learning_rate", "chunk"):
+        if meta["recipe"][key] != getattr(recipe, key):
+            raise SpecError(f"checkpoint was made with {key} = {meta['recipe'][key]!r}, the "
+                            f"recipe now says {getattr(recipe, key)!r}", path, "--resume")
+    params = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("param/")}
+    state = [data[k] for k in sorted(k for k in data.files if k.startswith("state/"))]
+    return Checkpoint(params=params, opt_state=state, step=int(meta["step"]),
+                      history=meta["history"], jitter=float(meta["jitter"]),
+                      jitter_retries=meta["jitter_retries"])
