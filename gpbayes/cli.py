@@ -30,6 +30,15 @@ def _parser():
     solve.add_argument("--resume", metavar="DIR",
                        help="continue an interrupted Adam run from DIR/checkpoint.npz "
                             "(writes into DIR unless --out is given)")
+    sample = sub.add_parser("sample", help="posterior of a model: NUTS or the Gaussian posterior",
+                            description="Posterior uncertainty: a MAP first, then NUTS (or the "
+                                        "exact Gaussian posterior with --method gaussian).")
+    sample.add_argument("model", help="model file (TOML)")
+    sample.add_argument("--inference", metavar="RECIPE", default="inference/nuts.toml",
+                        help="sampling recipe (default inference/nuts.toml)")
+    sample.add_argument("--method", choices=("nuts", "gaussian"),
+                        help="override the recipe's method")
+    sample.add_argument("--out", metavar="DIR", help="output folder (default runs/<name>-<method>)")
     bench = sub.add_parser("bench", help="error, steps and time per model file, as a table",
                            description="Solve each model (default: every models/*.toml) and "
                                        "print error, steps, time and stop reason; writes "
@@ -81,6 +90,40 @@ def _catch_signals():
             signal.signal(s, h)
 
 
+def _sample(args):
+    import gpbayes as gb
+    from gpbayes.infer import nuts, posterior
+
+    problem = gb.load_model(args.model)
+    recipe = gb.load_inference(args.inference)
+    method = args.method or recipe.method
+    if method not in ("nuts", "gaussian"):
+        raise SpecError("expected method = \"nuts\" or \"gaussian\"", args.inference, "method")
+    map_recipe = gb.load_inference(Path(args.inference).parent / recipe.map)
+    out = Path(args.out or Path("runs") / f"{problem.name}-{method}")
+    with _catch_signals() as interrupt:
+        fit = gb.fit_map(problem, map_recipe, interrupt=interrupt)
+        if fit.interrupted or fit.failed:
+            fit.save(out)
+            print(f"gpbayes: the MAP stopped: {fit.stop_reason}", file=sys.stderr)
+            return 130 if fit.interrupted else 1
+        if method == "gaussian":
+            summary = posterior.save(posterior.gaussian_posterior(problem, fit), fit, out)
+            print(json.dumps(summary, indent=2))
+            return 0
+        result = nuts.sample_nuts(problem, fit, chains=recipe.chains, warmup=recipe.warmup,
+                                  draws=recipe.draws, seed=recipe.seed,
+                                  progress=sys.stderr.isatty())
+        summary, table = nuts.save(result, out)
+    print(table.to_string(max_rows=12))
+    print(f"{problem.name}: {summary['chains']} chains x {summary['draws_per_chain']} draws in "
+          f"{summary['wall_time_s']:.1f} s, {summary['divergences']} divergences, "
+          f"u max r_hat {summary['u_test_max_r_hat']:.3f}, min ess_bulk "
+          f"{summary['u_test_min_ess_bulk']:.0f} ({summary['ess_bulk_per_s']:.0f}/s)")
+    print(f"wrote {out}/posterior.nc, summary.csv, summary.json, posterior.png")
+    return 0
+
+
 def _solve(args):
     import gpbayes as gb
     from gpbayes import checkpoint
@@ -124,7 +167,7 @@ def main(argv=None):
         parser.print_help()
         return 0
     try:
-        return {"solve": _solve, "bench": _bench}[args.command](args)
+        return {"solve": _solve, "sample": _sample, "bench": _bench}[args.command](args)
     except SpecError as err:
         print(f"gpbayes: error: {err}", file=sys.stderr)
         return 2

@@ -64,12 +64,31 @@ def derivative_fields(problem, values, trils, u):
     return out
 
 
-def equation_residual(problem, values, trils, u):
-    """L[u] - f on every grid point."""
+def equation_residual(problem, values, trils, u, unknowns=None):
+    """L[u] - f on every grid point (``unknowns``: values of the model's unknown constants)."""
     env = dict(problem.constants)
+    env.update(unknowns or unknown_values(problem, values))
     env.update(problem.coordinates())
     env.update(derivative_fields(problem, values, trils, u))
     return jnp.broadcast_to(problem.equation(env), u.shape) - problem.source_values
+
+
+def unknown_values(problem, values):
+    """{name: value} of the unknown constants from site values (lognormal: exp of log_)."""
+    out = {}
+    for name, site in problem.unknown_sites.items():
+        out[name] = values[site] if site == name else jnp.exp(values[site])
+    return out
+
+
+def conditional_mean(problem, values, trils, u, points):
+    """The GP conditional mean of u at scattered points, an array of shape (M, d)."""
+    t = kron.kron_solve(trils, u)
+    for j in range(problem.ndim):
+        c = kernels.cross(problem.family, axis_params(problem, values, j), points[:, j],
+                          jnp.asarray(problem.axes[j]))
+        t = c @ t if j == 0 else jnp.einsum("mi,mi...->m...", c, t)
+    return t
 
 
 def boundary_difference(problem, u):
@@ -79,23 +98,46 @@ def boundary_difference(problem, u):
     return jnp.concatenate([f.take(u) for f in problem.faces]) - problem.boundary_values
 
 
-def pde_model(problem, jitter=1e-6):
-    """The NumPyro model of the PDE (see the module docstring)."""
+def pde_model(problem, jitter=1e-6, whiten=False):
+    """The NumPyro model of the PDE (see the module docstring).
+
+    ``whiten=True`` samples Z ~ N(0, I) on the grid and sets U = (L_1 kron ... L_d) Z
+    (a deterministic site): the same model in the coordinates NUTS samples well.
+    """
     values = {}
     q = problem.components
     for j in range(problem.ndim):
         for name in axis_site_names(problem, j):
             values[name] = numpyro.sample(name, _flat((q,)))
-    log_tau_e = numpyro.sample("log_tau_e", _flat())
-    log_tau_b = numpyro.sample("log_tau_b", _flat())
+    for name, (_, loc, scale) in problem.unknowns.items():
+        site = problem.unknown_sites[name]
+        values[site] = numpyro.sample(site, dist.Normal(loc, scale))
     trils = axis_factors(problem, values, jitter)
-    u = numpyro.sample("U", kron.KroneckerNormal(trils))
+    if whiten:
+        z = numpyro.sample("Z", dist.Normal(0.0, 1.0).expand(problem.grid)
+                           .to_event(problem.ndim))
+        u = numpyro.deterministic("U", kron.kron_apply(trils, z))
+    else:
+        u = numpyro.sample("U", kron.KroneckerNormal(trils))
     r = numpyro.deterministic("residual", equation_residual(problem, values, trils, u))
-    numpyro.factor("equation", dist.Normal(0.0, jnp.exp(-0.5 * log_tau_e)).log_prob(r).sum())
+    if problem.equation_noise is None:
+        sd_e = jnp.exp(-0.5 * numpyro.sample("log_tau_e", _flat()))
+    else:
+        sd_e = problem.equation_noise
+    numpyro.factor("equation", dist.Normal(0.0, sd_e).log_prob(r).sum())
     b = numpyro.deterministic("boundary_gap", boundary_difference(problem, u))
-    if b.size:
-        ll = dist.Normal(0.0, jnp.exp(-0.5 * log_tau_b)).log_prob(b).sum()
+    if b.size and problem.boundary_noise is not None:
+        numpyro.sample("boundary_data", dist.Normal(b + problem.boundary_values,
+                                                    problem.boundary_noise),
+                       obs=problem.boundary_values)
+    elif b.size:
+        sd_b = jnp.exp(-0.5 * numpyro.sample("log_tau_b", _flat()))
+        ll = dist.Normal(0.0, sd_b).log_prob(b).sum()
         numpyro.factor("boundary", problem.boundary_weight * ll)
+    if problem.observations is not None:
+        points, data, noise = problem.observations
+        mean = conditional_mean(problem, values, trils, u, jnp.asarray(points))
+        numpyro.sample("observations", dist.Normal(mean, noise), obs=jnp.asarray(data))
 
 
 def log_density(problem, params, jitter=1e-6):
@@ -113,7 +155,11 @@ def initial_params(problem):
         params[f"log_rho_{v}"] = jnp.zeros(q)
         if kernels.has_frequencies(problem.family):
             params[f"mu_{v}"] = jnp.asarray(np.linspace(0.0, 1.0, q) * problem.max_frequency)
-    params["log_tau_e"] = jnp.zeros(())
-    params["log_tau_b"] = jnp.zeros(())
+    for name, (_, loc, _) in problem.unknowns.items():
+        params[problem.unknown_sites[name]] = jnp.asarray(float(loc))
+    if problem.equation_noise is None:
+        params["log_tau_e"] = jnp.zeros(())
+    if problem.faces and problem.boundary_noise is None:
+        params["log_tau_b"] = jnp.zeros(())
     params["U"] = jnp.zeros(problem.grid)
     return params

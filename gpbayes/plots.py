@@ -95,3 +95,46 @@ def save_all(fit, out_dir):
         plt.close(fig)
         written.append(name)
     return written
+
+
+def band_figure(problem, mean, sd, title):
+    """Posterior mean +- 2 sd on the test grid (1-D), with the exact solution and the data."""
+    if problem.ndim != 1:
+        return None
+    x = problem.test_axes[0]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    ax.fill_between(x, mean - 2 * sd, mean + 2 * sd, color="C0", alpha=0.3, label="mean ± 2 sd")
+    ax.plot(x, mean, "C0-", lw=1, label="posterior mean")
+    if problem.exact_test is not None:
+        ax.plot(x, problem.exact_test, "k--", lw=1, label="exact")
+    if problem.observations is not None:
+        pts, vals, _ = problem.observations
+        ax.plot(pts[:, 0], vals, "C3o", ms=4, label="observations")
+    if problem.faces:
+        bx = [problem.axes[0][0 if f.side == "lo" else -1] for f in problem.faces]
+        ax.plot(bx, problem.boundary_values, "C2s", ms=5, label="boundary data")
+    ax.set_xlabel(problem.variables[0])
+    ax.set_ylabel("u")
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def trace_figure(idata, var_names):
+    from gpbayes.results import import_arviz
+
+    if not var_names:
+        return None
+    axes = import_arviz().plot_trace(idata, var_names=var_names, compact=True)
+    fig = np.asarray(axes).ravel()[0].figure
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path):
+    from gpbayes.results import write_atomic
+
+    if fig is not None:
+        write_atomic(path, lambda f: fig.savefig(f, dpi=110, format="png"))
+        plt.close(fig)

@@ -50,6 +50,10 @@ class Problem:
     components: int = 30
     max_frequency: float = 20.0
     boundary_weight: float = 200.0
+    boundary_noise: float = None  # noise sd of the boundary data (replaces the tempered weight)
+    equation_noise: float = None  # sd of the equation residual (fixes tau_e)
+    observations: tuple = None  # (points (M, d), values (M,), noise sd): interior data
+    unknowns: dict = field(default_factory=dict)  # name -> (prior, loc, scale)
     description: str = ""
     origin: str = None  # the file it came from, for messages
 
@@ -61,6 +65,9 @@ class Problem:
         self.faces = tuple(self.faces)
         if self.source is None and self.solution is None:
             raise SpecError("give a source or an exact solution", self.origin, "pde.source")
+        if self.source is None and set(self.unknowns) & set(self.equation.names):
+            raise SpecError("the equation has unknowns: give the source explicitly", self.origin,
+                            "pde.source")
         if self.boundary_value is None and self.solution is None and self.faces:
             raise SpecError("give a boundary value or an exact solution", self.origin,
                             "pde.boundary.value")
@@ -98,6 +105,12 @@ class Problem:
             shape[j] = -1
             out[name] = jnp.asarray(x).reshape(shape)
         return out
+
+    @property
+    def unknown_sites(self):
+        """{unknown name: numpyro site name}; lognormal unknowns are sampled as log_<name>."""
+        return {n: (n if prior == "normal" else f"log_{n}")
+                for n, (prior, _, _) in self.unknowns.items()}
 
     def _field(self, expr, axes):
         env = dict(self.constants)

@@ -12,7 +12,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from gpbayes import kernels, kron
-from gpbayes.model import axis_factors, axis_params, boundary_difference, equation_residual
+from gpbayes.model import (
+    axis_factors,
+    axis_params,
+    boundary_difference,
+    conditional_mean,
+    equation_residual,
+    unknown_values,
+)
 
 
 @dataclass(eq=False)
@@ -57,12 +64,9 @@ class MapFit:
 
     def predict(self, points):
         """The conditional mean at scattered points, an array of shape (M, d) (or (M,) in 1-D)."""
-        points = np.asarray(points, dtype=float).reshape(len(points), -1)
-        t = self._alpha
-        for j in range(self.problem.ndim):
-            c = self._cross(j, points[:, j])  # (M, N_j)
-            t = c @ t if j == 0 else jnp.einsum("mi,mi...->m...", c, t)
-        return np.asarray(t)
+        points = jnp.asarray(np.asarray(points, dtype=float).reshape(len(points), -1))
+        return np.asarray(conditional_mean(self.problem, self.params, self._trils,
+                                           jnp.asarray(self.params["U"]), points))
 
     @cached_property
     def test_prediction(self):
@@ -149,8 +153,9 @@ class MapFit:
             "recipe": {k: getattr(self.recipe, k) for k in ("optimizer", "learning_rate",
                                                             "steps", "jitter")},
             "jitter_retries": self.jitter_retries,
-            "tau_e": float(np.exp(self.params["log_tau_e"])),
-            "tau_b": float(np.exp(self.params["log_tau_b"])),
+            "tau_e": _tau(self.params, "log_tau_e"),
+            "tau_b": _tau(self.params, "log_tau_b"),
+            "unknowns": {n: float(v) for n, v in unknown_values(p, self.params).items()},
             "spectrum": self.spectrum(),
         }
 
@@ -160,9 +165,10 @@ class MapFit:
         p = self.problem
         grid_dims = list(p.variables)
         test_dims = [f"{v}_test" for v in p.variables]
-        posterior = {"u": self.params["U"][None, None], "u_test": self.test_prediction[None, None],
-                     "log_tau_e": np.asarray(self.params["log_tau_e"])[None, None],
-                     "log_tau_b": np.asarray(self.params["log_tau_b"])[None, None]}
+        posterior = {"u": self.params["U"][None, None], "u_test": self.test_prediction[None, None]}
+        for name in ("log_tau_e", "log_tau_b", *p.unknown_sites.values()):
+            if name in self.params:
+                posterior[name] = np.asarray(self.params[name])[None, None]
         dims = {"u": grid_dims, "u_test": test_dims}
         coords = {v: x for v, x in zip(p.variables, p.axes)}
         coords.update({f"{v}_test": x for v, x in zip(p.variables, p.test_axes)})
@@ -193,6 +199,10 @@ class MapFit:
 
             plots.save_all(self, out)
         return summary
+
+
+def _tau(params, name):
+    return float(np.exp(params[name])) if name in params else None
 
 
 def import_arviz():

@@ -3,11 +3,13 @@
 Every problem is reported as one SpecError line naming the file and the key.
 """
 
+import csv
 import difflib
 import math
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+import numpy as np
 import tomllib
 
 from gpbayes import kernels, operators
@@ -19,13 +21,15 @@ MIN_POINTS = 3
 MAX_BYTES = 16 * 2**30  # refuse grids whose working set would exceed this
 
 _MODEL_KEYS = {
-    "": {"name", "description", "pde", "grid", "kernel", "likelihood"},
+    "": {"name", "description", "pde", "grid", "kernel", "likelihood", "observations",
+         "unknowns"},
     "pde": {"variables", "domain", "equation", "solution", "source", "constants", "boundary"},
     "pde.boundary": {"faces", "value"},
     "grid": {"points", "test_points"},
     "kernel": {"family", "components", "max_frequency"},
-    "likelihood": {"boundary_weight"},
+    "likelihood": {"boundary_weight", "boundary_noise", "equation_noise"},
 }
+PRIORS = ("normal", "lognormal")
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,10 @@ class Recipe:
     tau_max: float = 1e12  # profile: cap on the closed-form precisions
     tolerance: float = 1e-6  # profile: relative change of the log joint that stops
     gauss_newton_steps: int = 3  # profile: per sweep, for nonlinear PDEs
+    chains: int = 4  # nuts
+    warmup: int = 500  # nuts
+    draws: int = 500  # nuts: per chain
+    map: str = "map.toml"  # nuts, gaussian: the MAP recipe to start from (beside this file)
     description: str = ""
 
 
@@ -52,10 +60,10 @@ _RECIPE_TYPES = {"method": str, "optimizer": str, "learning_rate": float, "steps
                  "jitter": float, "seed": int, "chunk": int, "sweeps": int, "init": str,
                  "rho_scales": list,
                  "tau_max": float, "tolerance": float, "gauss_newton_steps": int,
-                 "description": str}
+                 "chains": int, "warmup": int, "draws": int, "map": str, "description": str}
 OPTIMIZERS = ("adam", "profile", "auto")
 INITS = ("paper", "spectrum")
-METHODS = ("map",)
+METHODS = ("map", "nuts", "gaussian")
 
 
 def _read(path):
@@ -135,12 +143,14 @@ def load_model(path):
         bounds.append((lo, hi))
 
     names = set(variables) | set(constants)
+    unknowns = _unknowns(data, names, variables, path)
 
     def expr(table, key, full, allow_u=False, required=False):
         text = _get(table, key, (str, int, float), path, full, required=required)
         if text is None:
             return None
-        return operators.parse(text, names, path, full, allow_u=allow_u, variables=variables)
+        allowed = names | set(unknowns) if allow_u else names
+        return operators.parse(text, allowed, path, full, allow_u=allow_u, variables=variables)
 
     equation = expr(pde, "equation", "pde.equation", allow_u=True, required=True)
     solution = expr(pde, "solution", "pde.solution")
@@ -169,8 +179,13 @@ def load_model(path):
         raise SpecError("expected a finite number >= 0", path, "kernel.max_frequency")
     lik = _get(data, "likelihood", dict, path, "likelihood", {})
     weight = _get(lik, "boundary_weight", float, path, "likelihood.boundary_weight", 200.0)
-    if not (math.isfinite(weight) and weight > 0):
-        raise SpecError("expected a finite number > 0", path, "likelihood.boundary_weight")
+    noise = {}
+    for key in ("boundary_weight", "boundary_noise", "equation_noise"):
+        setting = _get(lik, key, float, path, f"likelihood.{key}")
+        if setting is not None and not (math.isfinite(setting) and setting > 0):
+            raise SpecError("expected a finite number > 0", path, f"likelihood.{key}")
+        noise[key] = setting
+    observations = _observations(data.get("observations"), bounds, variables, path)
 
     problem = Problem(
         name=_get(data, "name", str, path, "name", path.stem),
@@ -178,8 +193,91 @@ def load_model(path):
         variables=tuple(variables), domain=tuple(bounds), grid=points, test_grid=test_points,
         equation=equation, solution=solution, source=source, boundary_value=value,
         faces=faces, constants=constants, family=family, components=q,
-        max_frequency=fmax, boundary_weight=weight, origin=str(path))
+        max_frequency=fmax, boundary_weight=weight, boundary_noise=noise["boundary_noise"],
+        equation_noise=noise["equation_noise"], observations=observations, unknowns=unknowns,
+        origin=str(path))
     return problem
+
+
+def _unknowns(data, names, variables, path):
+    """[unknowns] name = { prior = "normal" | "lognormal", loc = .., scale = .. }."""
+    out = {}
+    for name, spec in _get(data, "unknowns", dict, path, "unknowns", {}).items():
+        key = f"unknowns.{name}"
+        if not name.isidentifier() or name in names or name in operators.FUNCTIONS \
+                or operators.derivative_orders(name, variables) is not None:
+            raise SpecError("is not a usable name for an unknown", path, key)
+        _check_keys(spec, {"prior", "loc", "scale"}, path, key)
+        prior = _get(spec, "prior", str, path, f"{key}.prior", "normal")
+        if prior not in PRIORS:
+            raise SpecError(f"unknown prior {prior!r} (choose from {', '.join(PRIORS)})", path,
+                            f"{key}.prior")
+        loc = _get(spec, "loc", float, path, f"{key}.loc", required=True)
+        scale = _get(spec, "scale", float, path, f"{key}.scale", required=True)
+        if not (math.isfinite(loc) and math.isfinite(scale) and scale > 0):
+            raise SpecError("expected a finite loc and a scale > 0", path, key)
+        out[name] = (prior, loc, scale)
+    return out
+
+
+def _observations(tables, bounds, variables, path):
+    """[[observations]] tables -> (points (M, d), values (M,), noise sd) or None.
+
+    Each table has ``noise`` and either ``points`` and ``values`` or ``csv`` (a file,
+    relative to the model file, with one column per variable and a ``value`` column).
+    All tables must share one noise sd.
+    """
+    if tables is None:
+        return None
+    if not isinstance(tables, list) or not tables:
+        raise SpecError("expected [[observations]] tables", path, "observations")
+    points, values, noises = [], [], set()
+    for i, t in enumerate(tables):
+        key = f"observations[{i}]"
+        _check_keys(t, {"points", "values", "noise", "csv"}, path, key)
+        noise = _get(t, "noise", float, path, f"{key}.noise", required=True)
+        if not (math.isfinite(noise) and noise > 0):
+            raise SpecError("expected a finite number > 0", path, f"{key}.noise")
+        noises.add(noise)
+        if "csv" in t:
+            p, v = _read_csv(path.parent / _get(t, "csv", str, path, f"{key}.csv"), variables,
+                             path, f"{key}.csv")
+        else:
+            p = _get(t, "points", list, path, f"{key}.points", required=True)
+            v = _get(t, "values", list, path, f"{key}.values", required=True)
+        try:
+            p = np.asarray(p, dtype=float).reshape(len(p), -1)
+            v = np.asarray(v, dtype=float).reshape(-1)
+        except (TypeError, ValueError):
+            raise SpecError("expected numbers", path, key) from None
+        if p.shape != (len(v), len(variables)):
+            raise SpecError(f"expected {len(v)} points of {len(variables)} coordinates for "
+                            f"{len(v)} values", path, key)
+        if not (np.all(np.isfinite(p)) and np.all(np.isfinite(v))):
+            raise SpecError("has NaN or infinity", path, key)
+        lo, hi = np.array(bounds).T
+        if np.any(p < lo) or np.any(p > hi):
+            raise SpecError("has points outside the domain", path, key)
+        points.append(p)
+        values.append(v)
+    if len(noises) > 1:
+        raise SpecError("all [[observations]] must share one noise sd", path, "observations")
+    return np.concatenate(points), np.concatenate(values), noises.pop()
+
+
+def _read_csv(file, variables, path, key):
+    try:
+        rows = list(csv.DictReader(open(file, newline="")))
+    except OSError as err:
+        raise SpecError(f"cannot read {file} ({err.strerror})", path, key) from None
+    columns = list(variables) + ["value"]
+    if not rows or any(c not in rows[0] for c in columns):
+        raise SpecError(f"{file} needs the columns {', '.join(columns)}", path, key)
+    try:
+        return ([[float(r[v]) for v in variables] for r in rows],
+                [float(r["value"]) for r in rows])
+    except ValueError:
+        raise SpecError(f"{file} has a value that is not a number", path, key) from None
 
 
 def _faces(spec, variables, path):
@@ -247,7 +345,7 @@ def load_inference(path=None, **overrides):
         v = getattr(recipe, key)
         if not (math.isfinite(v) and v > 0):
             raise SpecError("expected a finite number > 0", path, key)
-    for key in ("steps", "chunk", "sweeps", "gauss_newton_steps"):
+    for key in ("steps", "chunk", "sweeps", "gauss_newton_steps", "chains", "warmup", "draws"):
         if getattr(recipe, key) < 1:
             raise SpecError("expected a whole number >= 1", path, key)
     return recipe

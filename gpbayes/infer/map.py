@@ -29,13 +29,17 @@ def objective_fn(problem, jitter):
 
 
 def resolve_optimizer(problem, recipe):
-    """'auto' is the profile solver where it applies (1-D, dense), else Adam."""
-    fits_dense = problem.ndim == 1 and problem.size <= MAX_DENSE
+    """'auto' is the profile solver where it applies (1-D, dense, a plain PDE problem with
+    no data, noise settings or unknowns), else Adam."""
+    plain = (problem.observations is None and not problem.unknowns
+             and problem.boundary_noise is None and problem.equation_noise is None)
+    fits_dense = problem.ndim == 1 and problem.size <= MAX_DENSE and plain
     if recipe.optimizer == "auto":
         return "profile" if fits_dense else "adam"
     if recipe.optimizer == "profile" and not fits_dense:
         raise SpecError(f"the profile optimizer needs a 1-D grid of at most {MAX_DENSE} points "
-                        "(use adam or auto)", "recipe", "optimizer")
+                        "and no observations, noise settings or unknowns (use adam or auto)",
+                        "recipe", "optimizer")
     return recipe.optimizer
 
 

@@ -1,0 +1,140 @@
+"""The Gaussian posterior of U at fixed hyperparameters (dense; grids up to 4000 points).
+
+With the kernel parameters, precisions and unknown constants fixed at the MAP, the model's
+log joint is quadratic in the whitened grid values Z when the PDE is linear, so the
+posterior of U is exactly Gaussian: one Newton step from the MAP gives its mean, the
+Hessian its precision. For a nonlinear PDE the same computation is the Laplace
+approximation at the MAP.
+"""
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from jax.scipy.linalg import solve_triangular
+
+from gpbayes import kernels, kron
+from gpbayes.errors import SpecError
+from gpbayes.model import axis_factors, axis_params, log_density
+
+MAX_DENSE = 4000
+
+
+def fixed_sites(fit, keep=()):
+    """The MAP values of every site but U (and those in ``keep``)."""
+    return {k: jnp.asarray(v) for k, v in fit.params.items() if k != "U" and k not in keep}
+
+
+def whitened_objective(problem, fixed, jitter, trils):
+    """latent dict {"Z": ..., unknown sites...} -> minus the log joint."""
+
+    def neg(latent):
+        u = kron.kron_apply(trils, latent["Z"])
+        values = {**fixed, **{k: v for k, v in latent.items() if k != "Z"}, "U": u}
+        return -log_density(problem, values, jitter)[0]
+
+    return neg
+
+
+def laplace(problem, fit, keep=()):
+    """(mean latent dict, lower Cholesky factor of the Hessian, unravel) at fixed sites.
+
+    ``keep`` names unknown sites to treat as latent together with Z.
+    """
+    if problem.size > MAX_DENSE:
+        raise SpecError(f"the Gaussian posterior is dense: at most {MAX_DENSE} grid points",
+                        "recipe", "method")
+    jitter = fit.recipe.jitter
+    fixed = fixed_sites(fit, keep)
+    trils = axis_factors(problem, fixed, jitter)
+    latent = {"Z": kron.kron_whiten(trils, jnp.asarray(fit.params["U"]))}
+    latent.update({k: jnp.asarray(fit.params[k]) for k in keep})
+    flat, unravel = ravel_pytree(latent)
+    neg = whitened_objective(problem, fixed, jitter, trils)
+    f = jax.jit(lambda x: neg(unravel(x)))
+    x = flat
+    for _ in range(3):  # Newton: exact in one step for a linear PDE
+        g = jax.grad(f)(x)
+        h = jax.hessian(f)(x)
+        lh = jnp.linalg.cholesky(h)
+        x = x - jax.scipy.linalg.cho_solve((lh, True), g)
+    h = jax.hessian(f)(x)
+    lh = jnp.linalg.cholesky(h)
+    if not bool(jnp.all(jnp.isfinite(lh))):
+        raise FloatingPointError("the posterior precision is not positive definite at the MAP")
+    return unravel(x), lh, unravel, trils, fixed
+
+
+@dataclass
+class GaussianPosterior:
+    """Mean and pointwise sd of u on the grid and the test grid."""
+
+    problem: object
+    mean: np.ndarray
+    sd: np.ndarray
+    test_mean: np.ndarray
+    test_sd: np.ndarray
+
+    def interval(self, mass=0.9, test=True):
+        zq = float(jax.scipy.stats.norm.ppf(0.5 + mass / 2))
+        m, s = (self.test_mean, self.test_sd) if test else (self.mean, self.sd)
+        return m - zq * s, m + zq * s
+
+
+def _dense_kron(mats):
+    out = jnp.ones((1, 1))
+    for m in mats:
+        out = jnp.kron(out, m)
+    return out
+
+
+def gaussian_posterior(problem, fit):
+    """The Gaussian posterior of u given the MAP's hyperparameters (see the module doc)."""
+    latent, lh, _, trils, fixed = laplace(problem, fit)
+    a = _dense_kron(trils)  # U = A Z
+    mean = (a @ latent["Z"].reshape(-1)).reshape(problem.grid)
+    sd = jnp.sqrt(jnp.sum(solve_triangular(lh, a.T, lower=True) ** 2, axis=0))
+    cross = []
+    for j, (x, l) in enumerate(zip(problem.test_axes, trils)):
+        k = kernels.cross(problem.family, axis_params(problem, fixed, j), jnp.asarray(x),
+                          jnp.asarray(problem.axes[j]))
+        cross.append(solve_triangular(l, k.T, lower=True).T)  # k* L^{-T}
+    c = _dense_kron(cross)
+    test_mean = (c @ latent["Z"].reshape(-1)).reshape(problem.test_grid)
+    test_sd = jnp.sqrt(jnp.sum(solve_triangular(lh, c.T, lower=True) ** 2, axis=0))
+    return GaussianPosterior(problem, np.asarray(mean), np.asarray(sd).reshape(problem.grid),
+                             np.asarray(test_mean), np.asarray(test_sd).reshape(problem.test_grid))
+
+
+def save(post, fit, out_dir):
+    """posterior.nc (mean and sd on the grid and the test grid), summary.json, PNG."""
+    import json
+    from pathlib import Path
+
+    import xarray as xr
+
+    from gpbayes import plots
+    from gpbayes.results import write_atomic
+
+    p = post.problem
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    grid, test = list(p.variables), [f"{v}_test" for v in p.variables]
+    coords = {v: x for v, x in zip(p.variables, p.axes)}
+    coords.update({f"{v}_test": x for v, x in zip(p.variables, p.test_axes)})
+    ds = xr.Dataset({"u_mean": (grid, post.mean), "u_sd": (grid, post.sd),
+                     "u_test_mean": (test, post.test_mean), "u_test_sd": (test, post.test_sd)},
+                    coords=coords, attrs={"name": p.name, "method": "gaussian"})
+    write_atomic(out / "posterior.nc", lambda f: ds.to_netcdf(str(f), engine="h5netcdf"))
+    summary = {"name": p.name, "method": "gaussian", "map_rel_l2_error": fit.rel_l2_error,
+               "u_test_sd_min": float(post.test_sd.min()),
+               "u_test_sd_max": float(post.test_sd.max())}
+    if p.exact_test is not None:
+        lo, hi = post.interval(0.9)
+        summary["coverage_90"] = float(np.mean((p.exact_test >= lo) & (p.exact_test <= hi)))
+    write_atomic(out / "summary.json", lambda f: f.write_text(json.dumps(summary, indent=2)))
+    plots.save_figure(plots.band_figure(p, post.test_mean, post.test_sd,
+                                        f"{p.name}: Gaussian posterior"), out / "posterior.png")
+    return summary
