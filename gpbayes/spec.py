@@ -106,6 +106,13 @@ def _get(table, key, kind, path, full, default=None, required=False):
     return float(value) if kind is float else value
 
 
+def _check_name(name, taken, variables, path, key, what):
+    """A new name for expressions: an identifier, not taken, not a function or u-derivative."""
+    if not name.isidentifier() or name in taken or name in operators.FUNCTIONS \
+            or operators.derivative_orders(name, variables) is not None:
+        raise SpecError(f"is not a usable {what}", path, key)
+
+
 def load_model(path):
     """Read a model file into a Problem (raises SpecError on bad input)."""
     path = Path(path)
@@ -125,9 +132,7 @@ def load_model(path):
     constants = {}
     for name, value in _get(pde, "constants", dict, path, "pde.constants", {}).items():
         key = f"pde.constants.{name}"
-        if not name.isidentifier() or name in variables or name in operators.FUNCTIONS \
-                or operators.derivative_orders(name, variables) is not None:
-            raise SpecError("is not a usable constant name", path, key)
+        _check_name(name, set(variables), variables, path, key, "constant name")
         constants[name] = operators.constant(value, constants, path, key)
     domain = _get(pde, "domain", list, path, "pde.domain", required=True)
     if len(domain) != d:
@@ -204,9 +209,7 @@ def _unknowns(data, names, variables, path):
     out = {}
     for name, spec in _get(data, "unknowns", dict, path, "unknowns", {}).items():
         key = f"unknowns.{name}"
-        if not name.isidentifier() or name in names or name in operators.FUNCTIONS \
-                or operators.derivative_orders(name, variables) is not None:
-            raise SpecError("is not a usable name for an unknown", path, key)
+        _check_name(name, names, variables, path, key, "name for an unknown")
         _check_keys(spec, {"prior", "loc", "scale"}, path, key)
         prior = _get(spec, "prior", str, path, f"{key}.prior", "normal")
         if prior not in PRIORS:

@@ -1,0 +1,44 @@
+"""NUTS wall time and ESS per second on a 1-D problem with 100 and 400 grid points.
+
+The problem: u_xx = f on [0, 1], u = sin(6x) + x, noisy boundary values (sd 0.05),
+three noisy interior observations (sd 0.02), equation noise sd 30 (tests/infer's
+calibration problem). MAP (Adam, 3000 steps) first, then 4 chains x 500 draws after 500
+warm-up, sequential on the CPU. ESS is the minimum bulk ESS over u on the test grid;
+wall time is the NUTS run (warm-up and sampling, compilation included).
+
+    XLA_FLAGS=--xla_cpu_multi_thread_eigen=false python benchmarks/nuts.py
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import gpbayes as gb
+from gpbayes.infer.nuts import sample_nuts
+from gpbayes.infer.posterior import gaussian_posterior
+from gpbayes.results import import_arviz
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "infer"))
+from test_posterior import noisy_problem  # noqa: E402
+
+
+def main():
+    az = import_arviz()
+    print(f"{'N':>5} {'wall s':>8} {'min ess_bulk':>12} {'ess/s':>8} {'max r_hat':>9} "
+          f"{'div':>4} {'leapfrog':>8} {'sd ratio NUTS/exact':>20}")
+    for n in (100, 400):
+        p = noisy_problem(np.random.default_rng(0), n=n)
+        fit = gb.fit_map(p, gb.load_inference(), steps=3000, progress=False)
+        r = sample_nuts(p, fit, chains=4, warmup=500, draws=500, progress=False)
+        s = az.summary(r.to_arviz(), var_names=["u_test"])
+        g = gaussian_posterior(p, fit)
+        ratio = r.u_test.reshape(-1, *p.test_grid).std(0) / g.test_sd
+        print(f"{n:5d} {r.wall_time_s:8.1f} {s['ess_bulk'].min():12.0f} "
+              f"{s['ess_bulk'].min() / r.wall_time_s:8.0f} {s['r_hat'].max():9.3f} "
+              f"{int(r.extra['diverging'].sum()):4d} {r.extra['num_steps'].mean():8.1f} "
+              f"{ratio.min():9.3f}-{ratio.max():.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Exact Gaussian posterior: agreement with NUTS, and calibration over replicated data."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import gpbayes as gb
+from gpbayes import operators as op
+from gpbayes.infer.nuts import sample_nuts
+from gpbayes.infer.posterior import gaussian_posterior
+from gpbayes.problem import Face
+from gpbayes.results import MapFit
+
+V = ("x",)
+XS = np.array([0.1, 0.2, 0.3])
+
+
+def truth(x):
+    return np.sin(6 * x) + x
+
+
+def noisy_problem(rng, n=40):
+    b0, b1 = truth(0.0) + 0.05 * rng.normal(), truth(1.0) + 0.05 * rng.normal()
+    obs = truth(XS) + 0.02 * rng.normal(size=XS.size)
+    return gb.Problem(
+        name="noisy", variables=V, domain=[(0, 1)], grid=(n,), test_grid=(25,),
+        equation=op.parse("u_xx", {"x"}, allow_u=True, variables=V),
+        source=op.parse("-36*sin(6*x)", {"x"}), solution=op.parse("sin(6*x) + x", {"x"}),
+        boundary_value=op.parse(f"{b0} + ({b1} - {b0})*x", {"x"}),
+        faces=(Face(0, "lo"), Face(0, "hi")), family="se", components=2,
+        boundary_noise=0.05, equation_noise=30.0,
+        observations=(XS[:, None], obs, 0.02))
+
+
+@pytest.fixture(scope="module")
+def map_fit():
+    p = noisy_problem(np.random.default_rng(0))
+    return gb.fit_map(p, gb.load_inference(), steps=3000, progress=False)
+
+
+def test_nuts_agrees_with_the_gaussian_posterior(map_fit):
+    p = map_fit.problem
+    g = gaussian_posterior(p, map_fit)
+    r = sample_nuts(p, map_fit, chains=2, warmup=300, draws=1000, progress=False)
+    draws = r.u_test.reshape(-1, *p.test_grid)
+    m, s = draws.mean(0), draws.std(0)
+    # Monte-Carlo error of the mean is sd/sqrt(ESS); ESS is about the number of draws here
+    assert np.max(np.abs(m - g.test_mean) / g.test_sd) < 5 / np.sqrt(2000) * 3
+    assert np.all(np.abs(s / g.test_sd - 1) < 0.1)
+    assert r.extra["diverging"].sum() == 0
+
+
+def test_band_is_narrow_near_data_and_wide_far_from_it(map_fit):
+    g = gaussian_posterior(map_fit.problem, map_fit)
+    x = map_fit.problem.test_axes[0]
+    assert g.test_sd[(x > 0.1) & (x < 0.3)].max() < 0.5 * g.test_sd[(x > 0.6) & (x < 0.8)].min()
+
+
+def test_calibration_over_replicated_data(map_fit):
+    """90% intervals of u at test points cover the truth 80-97% of the time over 25 noisy
+    data sets (hyperparameters fixed at one MAP; the Newton step re-solves U for each)."""
+    rng = np.random.default_rng(123)
+    hits = []
+    for _ in range(25):
+        p = noisy_problem(rng)
+        fit = MapFit(p, map_fit.params, map_fit.recipe, 0, 0.0, "", False)
+        lo, hi = gaussian_posterior(p, fit).interval(0.9)
+        u = truth(p.test_axes[0])
+        hits.append((u >= lo) & (u <= hi))
+    coverage = np.mean(hits)
+    assert 0.80 <= coverage <= 0.97, coverage
+
+
+def test_spec_reads_observations_noise_and_unknowns(tmp_path):
+    (tmp_path / "obs.csv").write_text("x,value\n0.5,1.0\n0.7,2.0\n")
+    f = tmp_path / "m.toml"
+    f.write_text('[pde]\nvariables = ["x"]\ndomain = [[0, 1]]\nequation = "u_xx + k*u"\n'
+                 'source = "x"\n[pde.boundary]\nvalue = "0"\n[grid]\npoints = [10]\n'
+                 '[likelihood]\nboundary_noise = 0.1\nequation_noise = 2\n'
+                 '[[observations]]\ncsv = "obs.csv"\nnoise = 0.3\n'
+                 '[unknowns]\nk = { prior = "lognormal", loc = 0, scale = 1 }\n')
+    p = gb.load_model(f)
+    assert p.observations[0].tolist() == [[0.5], [0.7]] and p.observations[2] == 0.3
+    assert p.unknowns == {"k": ("lognormal", 0.0, 1.0)} and p.unknown_sites == {"k": "log_k"}
+    assert (p.boundary_noise, p.equation_noise) == (0.1, 2.0)
+    lp, trace = gb.log_density(p, gb.model.initial_params(p))
+    assert {"log_k", "observations", "boundary_data"} <= set(trace)
+    assert "log_tau_e" not in trace and "log_tau_b" not in trace and np.isfinite(lp)
+
+
+@pytest.mark.parametrize("edit, key, fragment", [
+    ("noise = 0.3", "observations[0].noise", "expected a finite number > 0"),
+    ('prior = "lognormal"', "unknowns.k.prior", "unknown prior"),
+    ('csv = "obs.csv"', "observations[0].csv", "cannot read"),
+])
+def test_bad_data_sections(tmp_path, edit, key, fragment):
+    text = ('[pde]\nvariables = ["x"]\ndomain = [[0, 1]]\nequation = "u_xx + k*u"\n'
+            'source = "x"\n[pde.boundary]\nvalue = "0"\n[grid]\npoints = [10]\n'
+            '[[observations]]\ncsv = "obs.csv"\nnoise = 0.3\n'
+            '[unknowns]\nk = { prior = "lognormal", loc = 0, scale = 1 }\n')
+    (tmp_path / "obs.csv").write_text("x,value\n0.5,1.0\n")
+    bad = {"noise = 0.3": "noise = -1", 'prior = "lognormal"': 'prior = "gamma"',
+           'csv = "obs.csv"': 'csv = "missing.csv"'}[edit]
+    f = tmp_path / "m.toml"
+    f.write_text(text.replace(edit, bad))
+    with pytest.raises(gb.SpecError) as err:
+        gb.load_model(f)
+    assert str(err.value).startswith(f"{f}: {key}: ") and fragment in str(err.value)
+
+
+def test_unknowns_need_an_explicit_source(tmp_path):
+    f = tmp_path / "m.toml"
+    f.write_text('[pde]\nvariables = ["x"]\ndomain = [[0, 1]]\nequation = "u_xx + k*u"\n'
+                 'solution = "x"\n[grid]\npoints = [10]\n'
+                 '[unknowns]\nk = { loc = 0, scale = 1 }\n')
+    with pytest.raises(gb.SpecError, match="pde.source: the equation has unknowns"):
+        gb.load_model(f)
+
+
+def test_dataclass_replace_keeps_data(map_fit):
+    p2 = replace(map_fit.problem, grid=(30,))
+    assert p2.observations is map_fit.problem.observations
