@@ -28,9 +28,9 @@ class Checkpoint:
 
 
 def save(fit, out_dir):
-    """Write DIR/checkpoint.npz for an Adam fit (atomically)."""
+    """Write DIR/checkpoint.npz (atomically); the optimiser state is there for Adam fits."""
     arrays = {f"param/{k}": v for k, v in fit.params.items()}
-    arrays.update({f"state/{i:04d}": v for i, v in enumerate(fit.opt_state)})
+    arrays.update({f"state/{i:04d}": v for i, v in enumerate(fit.opt_state or [])})
     recipe = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(fit.recipe).items()}
     meta = {"name": fit.problem.name, "grid": list(fit.problem.grid), "step": fit.steps,
             "history": fit.history, "jitter": fit.recipe.jitter,
@@ -42,6 +42,17 @@ def save(fit, out_dir):
             np.savez(fh, **arrays)
 
     write_atomic(Path(out_dir) / NAME, write)
+
+
+def map_fit(ckpt, problem, recipe):
+    """A MapFit at a checkpoint's parameters (to sample from without re-running the MAP)."""
+    from dataclasses import replace
+
+    from gpbayes.results import MapFit
+
+    return MapFit(problem=problem, params=ckpt.params, recipe=replace(recipe, jitter=ckpt.jitter),
+                  steps=ckpt.step, wall_time_s=0.0, stop_reason="loaded from a checkpoint",
+                  converged=False, history=ckpt.history, jitter_retries=ckpt.jitter_retries)
 
 
 def load(out_dir, problem, recipe):

@@ -39,6 +39,9 @@ def _parser():
     sample.add_argument("--method", choices=("nuts", "gaussian"),
                         help="override the recipe's method")
     sample.add_argument("--out", metavar="DIR", help="output folder (default runs/<name>-<method>)")
+    sample.add_argument("--resume", metavar="DIR",
+                        help="sample from the MAP saved in DIR/map (skips the MAP); writes "
+                             "into DIR unless --out is given")
     bench = sub.add_parser("bench", help="error, steps and time per model file, as a table",
                            description="Solve each model (default: every models/*.toml) and "
                                        "print error, steps, time and stop reason; writes "
@@ -92,6 +95,7 @@ def _catch_signals():
 
 def _sample(args):
     import gpbayes as gb
+    from gpbayes import checkpoint
     from gpbayes.infer import nuts, posterior
 
     problem = gb.load_model(args.model)
@@ -100,27 +104,39 @@ def _sample(args):
     if method not in ("nuts", "gaussian"):
         raise SpecError("expected method = \"nuts\" or \"gaussian\"", args.inference, "method")
     map_recipe = gb.load_inference(Path(args.inference).parent / recipe.map)
-    out = Path(args.out or Path("runs") / f"{problem.name}-{method}")
+    out = Path(args.out or args.resume or Path("runs") / f"{problem.name}-{method}")
+    saved = (checkpoint.load(Path(args.resume) / "map", problem, map_recipe)
+             if args.resume else None)
     with _catch_signals() as interrupt:
-        fit = gb.fit_map(problem, map_recipe, interrupt=interrupt)
-        if fit.interrupted or fit.failed:
-            fit.save(out)
-            print(f"gpbayes: the MAP stopped: {fit.stop_reason}", file=sys.stderr)
-            return 130 if fit.interrupted else 1
+        if saved is None:
+            fit = gb.fit_map(problem, map_recipe, interrupt=interrupt)
+            fit.save(out / "map", figures=False)
+            checkpoint.save(fit, out / "map")
+            if fit.interrupted or fit.failed:
+                print(f"gpbayes: the MAP stopped: {fit.stop_reason}", file=sys.stderr)
+                return (130 if "SIGINT" in fit.stop_reason else 143) if fit.interrupted else 1
+        else:
+            fit = checkpoint.map_fit(saved, problem, map_recipe)
         if method == "gaussian":
             summary = posterior.save(posterior.gaussian_posterior(problem, fit), fit, out)
             print(json.dumps(summary, indent=2))
             return 0
         result = nuts.sample_nuts(problem, fit, chains=recipe.chains, warmup=recipe.warmup,
                                   draws=recipe.draws, seed=recipe.seed,
-                                  progress=sys.stderr.isatty())
+                                  progress=sys.stderr.isatty(), interrupt=interrupt)
         summary, table = nuts.save(result, out)
+    if result.interrupted:
+        print(f"gpbayes: {result.stop_reason}; wrote the partial posterior to {out} and the "
+              f"MAP to {out}/map (gpbayes sample MODEL --resume {out} samples again from it)",
+              file=sys.stderr)
+        return 130 if "SIGINT" in result.stop_reason else 143
     print(table.to_string(max_rows=12))
     print(f"{problem.name}: {summary['chains']} chains x {summary['draws_per_chain']} draws in "
           f"{summary['wall_time_s']:.1f} s, {summary['divergences']} divergences, "
           f"u max r_hat {summary['u_test_max_r_hat']:.3f}, min ess_bulk "
           f"{summary['u_test_min_ess_bulk']:.0f} ({summary['ess_bulk_per_s']:.0f}/s)")
-    print(f"wrote {out}/posterior.nc, summary.csv, summary.json, posterior.png")
+    print(f"wrote {out}/posterior.nc, summary.csv, summary.json, posterior.png; the MAP in "
+          f"{out}/map")
     return 0
 
 

@@ -31,6 +31,11 @@ class NutsResult:
     extra: dict  # sample stats (chains, draws)
     wall_time_s: float
     chains: int
+    stop_reason: str = ""
+
+    @property
+    def interrupted(self):
+        return self.stop_reason.startswith("interrupted")
 
     def to_arviz(self):
         from gpbayes.results import import_arviz
@@ -45,6 +50,14 @@ class NutsResult:
             posterior[name] = (self.samples[site] if site == name
                                else np.exp(self.samples[site]))
         constant = {}
+        for j, v in enumerate(p.variables):  # the hyperparameters, held at the MAP
+            for name, value in axis_params(p, self.fit.params, j).items():
+                constant[f"map_{name}_{v}"] = np.asarray(value)
+                dims[f"map_{name}_{v}"] = ["component"]
+        coords["component"] = np.arange(p.components)
+        for name in ("log_tau_e", "log_tau_b"):
+            if name in self.fit.params:
+                constant[f"map_{name}"] = np.asarray(self.fit.params[name])
         if p.exact_test is not None:
             constant["u_exact_test"] = p.exact_test
             dims["u_exact_test"] = dims["u_test"]
@@ -54,14 +67,20 @@ class NutsResult:
         return az.from_dict(posterior=posterior, sample_stats=stats, constant_data=constant,
                             coords=coords, dims=dims,
                             attrs={"name": p.name, "method": "nuts",
-                                   "wall_time_s": self.wall_time_s})
+                                   "wall_time_s": self.wall_time_s,
+                                   "stop_reason": self.stop_reason})
 
 
 def sample_nuts(problem, init, chains=4, warmup=500, draws=500, seed=0, progress=True,
-                chain_method=None):
-    """NUTS from the MAP ``init`` (a MapFit); returns a NutsResult (``.to_arviz()``)."""
+                chain_method=None, chunk=100, interrupt=None):
+    """NUTS from the MAP ``init`` (a MapFit); returns a NutsResult (``.to_arviz()``).
+
+    Draws come in chunks of ``chunk`` per chain; ``interrupt`` (a callable returning a
+    reason or None) is checked between chunks, and an interrupted run returns the draws
+    so far with ``stop_reason`` saying so.
+    """
     keep = tuple(problem.unknown_sites.values())
-    latent, lh, unravel, trils, fixed = laplace(problem, init, keep=keep)
+    latent, lh, _, trils, fixed = laplace(problem, init, keep=keep)
     flat, _ = ravel_pytree(latent)
     inverse_mass = cho_solve((lh, True), jnp.eye(flat.size))
     model = condition(pde_model, data=fixed)
@@ -70,23 +89,42 @@ def sample_nuts(problem, init, chains=4, warmup=500, draws=500, seed=0, progress
                   target_accept_prob=0.8)
     if chain_method is None:
         chain_method = "parallel" if jax.local_device_count() >= chains else "sequential"
-    mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains,
+    step = min(chunk, draws)
+    mcmc = MCMC(kernel, num_warmup=warmup, num_samples=step, num_chains=chains,
                 chain_method=chain_method, progress_bar=progress)
+    fields = ("diverging", "energy", "num_steps", "adapt_state.step_size")
+    kwargs = {"jitter": init.recipe.jitter, "whiten": True}
     start = time.perf_counter()
-    mcmc.run(jax.random.PRNGKey(seed), problem, jitter=init.recipe.jitter, whiten=True,
-             extra_fields=("diverging", "energy", "num_steps", "adapt_state.step_size"))
-    samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    mcmc.warmup(jax.random.PRNGKey(seed), problem, extra_fields=fields, **kwargs)
+    parts, extras, done, stop = [], [], 0, f"{draws} draws per chain"
+    while done < draws:
+        reason = interrupt() if interrupt else None
+        if reason:
+            stop = f"interrupted ({reason}) after {done} draws per chain"
+            break
+        mcmc.run(mcmc.post_warmup_state.rng_key, problem, extra_fields=fields, **kwargs)
+        mcmc.post_warmup_state = mcmc.last_state
+        parts.append(mcmc.get_samples(group_by_chain=True))
+        extras.append(mcmc.get_extra_fields(group_by_chain=True))
+        done += step
     wall = time.perf_counter() - start
-    extra = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
+
+    def joined(chunks):
+        if not chunks:
+            return {}
+        return {k: np.concatenate([np.asarray(c[k]) for c in chunks], axis=1)[:, :draws]
+                for k in chunks[0]}
+
+    samples, extra = joined(parts), joined(extras)
     # u on the test grid for each draw: (k*_j L_j^{-T}) along each axis applied to Z
     mats = []
     for j, (x, l) in enumerate(zip(problem.test_axes, trils)):
         k = kernels.cross(problem.family, axis_params(problem, fixed, j), jnp.asarray(x),
                           jnp.asarray(problem.axes[j]))
         mats.append(jax.scipy.linalg.solve_triangular(l, k.T, lower=True).T)
-    u_test = np.asarray(kron.kron_apply(mats, jnp.asarray(samples["Z"])))
-    del unravel
-    return NutsResult(problem, init, samples, u_test, extra, wall, chains)
+    z = samples.get("Z", np.zeros((chains, 0, *problem.grid)))
+    u_test = np.asarray(kron.kron_apply(mats, jnp.asarray(z)))
+    return NutsResult(problem, init, samples, u_test, extra, wall, chains, stop)
 
 
 def scalar_names(problem, idata):
@@ -105,6 +143,11 @@ def save(result, out_dir):
     az = import_arviz()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if result.u_test.shape[1] == 0:
+        summary = {"name": result.problem.name, "method": "nuts", "complete": False,
+                   "stop_reason": result.stop_reason, "draws_per_chain": 0}
+        write_atomic(out / "summary.json", lambda f: f.write_text(json.dumps(summary, indent=2)))
+        return summary, None
     idata = result.to_arviz()
     write_atomic(out / "posterior.nc", lambda f: idata.to_netcdf(str(f)))
     names = scalar_names(result.problem, idata) + ["u_test"]
@@ -114,6 +157,7 @@ def save(result, out_dir):
     draws = result.u_test.reshape(-1, *result.problem.test_grid)
     summary = {
         "name": result.problem.name, "method": "nuts", "chains": result.chains,
+        "stop_reason": result.stop_reason, "complete": not result.interrupted,
         "draws_per_chain": int(result.u_test.shape[1]), "wall_time_s": result.wall_time_s,
         "divergences": int(result.extra["diverging"].sum()),
         "mean_leapfrog_steps": float(result.extra["num_steps"].mean()),

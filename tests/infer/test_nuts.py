@@ -37,8 +37,9 @@ def test_sample_command_gaussian(root, tmp_path):
                      'equation = "u_xx"\nsolution = "sin(3*x)"\n[grid]\npoints = [30]\n'
                      '[kernel]\nfamily = "se"\ncomponents = 2\n'
                      '[likelihood]\nboundary_noise = 0.05\nequation_noise = 1\n')
+    (tmp_path / "short.toml").write_text('optimizer = "adam"\nsteps = 500\n')
     recipe = tmp_path / "g.toml"
-    recipe.write_text(f'method = "gaussian"\nmap = "{root / "inference/map-adam.toml"}"\n')
+    recipe.write_text('method = "gaussian"\nmap = "short.toml"\n')
     r = subprocess.run([sys.executable, "-m", "gpbayes.cli", "sample", str(model),
                         "--inference", str(recipe), "--out", str(tmp_path / "out")],
                        capture_output=True, text=True, timeout=600)
@@ -46,3 +47,53 @@ def test_sample_command_gaussian(root, tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["method"] == "gaussian" and summary["u_test_sd_max"] > 0
     assert (tmp_path / "out" / "posterior.png").exists()
+
+
+def test_interrupted_sampling_keeps_the_draws_so_far(tmp_path):
+    import sys as _sys
+
+    import numpy as np
+
+    import gpbayes as gb
+    from gpbayes.infer import nuts
+
+    _sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from test_posterior import noisy_problem
+
+    p = noisy_problem(np.random.default_rng(0), n=30)
+    fit = gb.fit_map(p, gb.load_inference(), steps=500, progress=False)
+    calls = []
+
+    def stop_after_one_chunk():
+        calls.append(1)
+        return "SIGINT" if len(calls) > 1 else None
+
+    r = gb.sample_nuts(p, fit, chains=2, warmup=50, draws=200, chunk=40, progress=False,
+                       interrupt=stop_after_one_chunk)
+    assert r.interrupted and r.u_test.shape[:2] == (2, 40)
+    summary, _ = nuts.save(r, tmp_path)
+    assert summary["complete"] is False and "interrupted (SIGINT)" in summary["stop_reason"]
+    idata = import_arviz().from_netcdf(str(tmp_path / "posterior.nc"))
+    assert idata.posterior.sizes["draw"] == 40
+    assert "map_log_w_x" in idata.constant_data
+
+
+@pytest.mark.slow
+def test_sample_resume_reuses_the_saved_map(root, tmp_path):
+    model = tmp_path / "m.toml"
+    model.write_text('name = "m"\n[pde]\nvariables = ["x"]\ndomain = [[0, 1]]\n'
+                     'equation = "u_xx"\nsolution = "sin(3*x)"\n[grid]\npoints = [30]\n'
+                     '[kernel]\nfamily = "se"\ncomponents = 2\n'
+                     '[likelihood]\nboundary_noise = 0.05\nequation_noise = 1\n')
+    (tmp_path / "short.toml").write_text('optimizer = "adam"\nsteps = 300\n')
+    recipe = tmp_path / "g.toml"
+    recipe.write_text('method = "gaussian"\nmap = "short.toml"\n')
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "gpbayes.cli", "sample", str(model), "--inference", str(recipe)]
+    first = subprocess.run(cmd + ["--out", str(out)], capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert (out / "map" / "checkpoint.npz").exists()
+    before = (out / "summary.json").read_text()
+    again = subprocess.run(cmd + ["--resume", str(out)], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((out / "summary.json").read_text()) == json.loads(before)
