@@ -73,7 +73,9 @@ def spectrum_figure(fit):
         ax.set_xlabel(f"frequency mu (cycles per unit {v})")
         ax.set_ylabel("weight w")
         ax.set_title(f"axis {v}")
-    fig.suptitle(f"{fit.problem.name}: learned spectrum")
+    what = ("learned spectrum" if fit.kernel_learned
+            else "kernel spectrum (held at the spectral start)")
+    fig.suptitle(f"{fit.problem.name}: {what}")
     fig.tight_layout()
     return fig
 

@@ -35,6 +35,7 @@ class MapFit:
     objective: float = None  # minus the log joint at params, as the fitter tracked it
     jitter_retries: list = field(default_factory=list)  # [{"step", "jitter"}] after failures
     opt_state: list = None  # optimiser state leaves (Adam), for checkpoints
+    kernel_learned: bool = True  # False when the kernel parameters were held at their start
 
     @property
     def failed(self):
@@ -157,6 +158,7 @@ class MapFit:
             "tau_b": _tau(self.params, "log_tau_b"),
             "unknowns": {n: float(v) for n, v in unknown_values(p, self.params).items()},
             "spectrum": self.spectrum(),
+            "kernel_learned": self.kernel_learned,
         }
 
     def to_arviz(self):

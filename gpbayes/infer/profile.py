@@ -138,7 +138,7 @@ def fit_profile(problem, recipe, progress=None, interrupt=None):
         params = {k: np.asarray(v) for k, v in {**theta, **log_tau, "U": u}.items()}
         return MapFit(problem=problem, params=params, recipe=recipe, steps=0, wall_time_s=0.0,
                       stop_reason=reason, converged=reason.startswith("log joint converged"),
-                      history=history, objective=objective)
+                      history=history, objective=objective, kernel_learned=False)
 
     scales = recipe.rho_scales if recipe.init == "spectrum" else [None]
     best, best_score, chosen, history = None, np.inf, None, []
