@@ -12,8 +12,6 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
-from jax.scipy.linalg import cho_solve
 from numpyro.handlers import condition
 from numpyro.infer import MCMC, NUTS, init_to_value
 
@@ -80,9 +78,9 @@ def sample_nuts(problem, init, chains=4, warmup=500, draws=500, seed=0, progress
     so far with ``stop_reason`` saying so.
     """
     keep = tuple(problem.unknown_sites.values())
-    latent, lh, _, trils, fixed = laplace(problem, init, keep=keep)
-    flat, _ = ravel_pytree(latent)
-    inverse_mass = cho_solve((lh, True), jnp.eye(flat.size))
+    latent, r, _, trils, fixed = laplace(problem, init, keep=keep)
+    r_inv = jax.scipy.linalg.solve_triangular(r, jnp.eye(r.shape[0]), lower=False)
+    inverse_mass = r_inv @ r_inv.T  # (R^T R)^{-1}, symmetric positive definite by construction
     model = condition(pde_model, data=fixed)
     kernel = NUTS(model, init_strategy=init_to_value(values=latent), dense_mass=True,
                   inverse_mass_matrix=inverse_mass, adapt_mass_matrix=False,

@@ -38,10 +38,48 @@ def whitened_objective(problem, fixed, jitter, trils):
     return neg
 
 
-def laplace(problem, fit, keep=()):
-    """(mean latent dict, lower Cholesky factor of the Hessian, unravel) at fixed sites.
+def residual_vector(problem, fixed, trils, latent):
+    """r(latent) with minus the log joint = |r|^2 / 2 + const at the fixed sites.
 
-    ``keep`` names unknown sites to treat as latent together with Z.
+    The model's Gaussian terms as one weighted residual: the whitened prior Z, the
+    equation residual over its sd, the boundary mismatch (tempered or with its noise sd),
+    the observations over their noise sd, and the unknowns' normal priors. Solving with
+    the Jacobian of r (QR) is stable where the Hessian itself is too ill-conditioned.
+    """
+    from gpbayes.model import (
+        boundary_difference,
+        conditional_mean,
+        equation_residual,
+        unknown_values,
+    )
+
+    u = kron.kron_apply(trils, latent["Z"])
+    values = {**fixed, **{k: v for k, v in latent.items() if k != "Z"}}
+    parts = [latent["Z"].reshape(-1)]
+    sd_e = (problem.equation_noise if problem.equation_noise is not None
+            else jnp.exp(-0.5 * values["log_tau_e"]))
+    r = equation_residual(problem, values, trils, u, unknown_values(problem, values))
+    parts.append(r.reshape(-1) / sd_e)
+    b = boundary_difference(problem, u)
+    if b.size:
+        w = (1.0 / problem.boundary_noise if problem.boundary_noise is not None
+             else jnp.sqrt(problem.boundary_weight * jnp.exp(values["log_tau_b"])))
+        parts.append(w * b)
+    if problem.observations is not None:
+        points, data, noise = problem.observations
+        mean = conditional_mean(problem, values, trils, u, jnp.asarray(points))
+        parts.append((mean - jnp.asarray(data)) / noise)
+    for name, (_, loc, scale) in problem.unknowns.items():
+        site = problem.unknown_sites[name]
+        if site in latent:
+            parts.append(jnp.atleast_1d((latent[site] - loc) / scale))
+    return jnp.concatenate(parts)
+
+
+def laplace(problem, fit, keep=()):
+    """(mean latent dict, upper R with R^T R = the Gauss-Newton Hessian, unravel, trils,
+    fixed sites) at the MAP's hyperparameters. ``keep`` names unknown sites to treat as
+    latent together with Z.
     """
     if problem.size > MAX_DENSE:
         raise SpecError(f"the Gaussian posterior is dense: at most {MAX_DENSE} grid points",
@@ -52,19 +90,20 @@ def laplace(problem, fit, keep=()):
     latent = {"Z": kron.kron_whiten(trils, jnp.asarray(fit.params["U"]))}
     latent.update({k: jnp.asarray(fit.params[k]) for k in keep})
     flat, unravel = ravel_pytree(latent)
-    neg = whitened_objective(problem, fixed, jitter, trils)
-    f = jax.jit(lambda x: neg(unravel(x)))
+
+    @jax.jit
+    def gauss_newton(x):
+        res = residual_vector(problem, fixed, trils, unravel(x))
+        jac = jax.jacfwd(lambda y: residual_vector(problem, fixed, trils, unravel(y)))(x)
+        q, r = jnp.linalg.qr(jac)
+        return x - solve_triangular(r, q.T @ res, lower=False), r
+
     x = flat
-    for _ in range(3):  # Newton: exact in one step for a linear PDE
-        g = jax.grad(f)(x)
-        h = jax.hessian(f)(x)
-        lh = jnp.linalg.cholesky(h)
-        x = x - jax.scipy.linalg.cho_solve((lh, True), g)
-    h = jax.hessian(f)(x)
-    lh = jnp.linalg.cholesky(h)
-    if not bool(jnp.all(jnp.isfinite(lh))):
-        raise FloatingPointError("the posterior precision is not positive definite at the MAP")
-    return unravel(x), lh, unravel, trils, fixed
+    for _ in range(3):  # exact in one step for a linear PDE
+        x, r = gauss_newton(x)
+    if not bool(jnp.all(jnp.isfinite(r))):
+        raise FloatingPointError("the posterior precision is not finite at the MAP")
+    return unravel(x), r, unravel, trils, fixed
 
 
 @dataclass
@@ -92,10 +131,10 @@ def _dense_kron(mats):
 
 def gaussian_posterior(problem, fit):
     """The Gaussian posterior of u given the MAP's hyperparameters (see the module doc)."""
-    latent, lh, _, trils, fixed = laplace(problem, fit)
-    a = _dense_kron(trils)  # U = A Z
+    latent, r, _, trils, fixed = laplace(problem, fit)
+    a = _dense_kron(trils)  # U = A Z; cov(Z) = (R^T R)^{-1}, so var(a_i . Z) = |R^-T a_i|^2
     mean = (a @ latent["Z"].reshape(-1)).reshape(problem.grid)
-    sd = jnp.sqrt(jnp.sum(solve_triangular(lh, a.T, lower=True) ** 2, axis=0))
+    sd = jnp.sqrt(jnp.sum(solve_triangular(r, a.T, trans=1, lower=False) ** 2, axis=0))
     cross = []
     for j, (x, l) in enumerate(zip(problem.test_axes, trils)):
         k = kernels.cross(problem.family, axis_params(problem, fixed, j), jnp.asarray(x),
@@ -103,7 +142,7 @@ def gaussian_posterior(problem, fit):
         cross.append(solve_triangular(l, k.T, lower=True).T)  # k* L^{-T}
     c = _dense_kron(cross)
     test_mean = (c @ latent["Z"].reshape(-1)).reshape(problem.test_grid)
-    test_sd = jnp.sqrt(jnp.sum(solve_triangular(lh, c.T, lower=True) ** 2, axis=0))
+    test_sd = jnp.sqrt(jnp.sum(solve_triangular(r, c.T, trans=1, lower=False) ** 2, axis=0))
     return GaussianPosterior(problem, np.asarray(mean), np.asarray(sd).reshape(problem.grid),
                              np.asarray(test_mean), np.asarray(test_sd).reshape(problem.test_grid))
 

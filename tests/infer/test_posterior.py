@@ -121,3 +121,29 @@ def test_unknowns_need_an_explicit_source(tmp_path):
 def test_dataclass_replace_keeps_data(map_fit):
     p2 = replace(map_fit.problem, grid=(30,))
     assert p2.observations is map_fit.problem.observations
+
+
+def test_residual_vector_is_the_models_log_joint(map_fit):
+    """|r|^2 / 2 differs from minus the log joint by a constant (two random points)."""
+    import jax.numpy as jnp
+
+    from gpbayes.infer.posterior import fixed_sites, residual_vector, whitened_objective
+    from gpbayes.model import axis_factors
+
+    p = map_fit.problem
+    fixed = fixed_sites(map_fit)
+    trils = axis_factors(p, fixed, map_fit.recipe.jitter)
+    neg = whitened_objective(p, fixed, map_fit.recipe.jitter, trils)
+    rng = np.random.default_rng(5)
+    z1, z2 = ({"Z": jnp.asarray(rng.normal(size=p.grid))} for _ in range(2))
+    half = [0.5 * float(jnp.sum(residual_vector(p, fixed, trils, z) ** 2)) for z in (z1, z2)]
+    assert half[0] - half[1] == pytest.approx(float(neg(z1) - neg(z2)), rel=1e-9)
+
+
+def test_stiff_posterior_is_finite_and_narrow(root):
+    """After the profile solver (tau up to 1e12) the posterior sd is tiny, not garbage."""
+    p = gb.load_model(root / "models/poisson1d-sin100.toml")
+    fit = gb.fit_map(p, gb.load_inference(root / "inference/map.toml"), progress=False)
+    g = gaussian_posterior(p, fit)
+    assert np.all(np.isfinite(g.test_sd)) and g.test_sd.max() < 1e-6
+    assert np.max(np.abs(g.test_mean - fit.test_prediction)) < 1e-6
