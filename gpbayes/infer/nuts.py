@@ -70,13 +70,16 @@ class NutsResult:
 
 
 def sample_nuts(problem, init, chains=4, warmup=500, draws=500, seed=0, progress=True,
-                chain_method=None, chunk=100, interrupt=None):
+                chain_method=None, chunk=None, interrupt=None):
     """NUTS from the MAP ``init`` (a MapFit); returns a NutsResult (``.to_arviz()``).
 
-    Draws come in chunks of ``chunk`` per chain; ``interrupt`` (a callable returning a
-    reason or None) is checked between chunks, and an interrupted run returns the draws
-    so far with ``stop_reason`` saying so.
+    Draws come in chunks of ``chunk`` per chain (default: all at once without
+    ``interrupt``, else a quarter of them; each chunk is one ``MCMC.run``, which costs a
+    compilation); ``interrupt`` (a callable returning a reason or None) is checked between
+    chunks, and an interrupted run returns the draws so far with ``stop_reason`` saying so.
     """
+    if chunk is None:
+        chunk = draws if interrupt is None else max(100, draws // 4)
     keep = tuple(problem.unknown_sites.values())
     latent, r, _, trils, fixed = laplace(problem, init, keep=keep)
     r_inv = jax.scipy.linalg.solve_triangular(r, jnp.eye(r.shape[0]), lower=False)
