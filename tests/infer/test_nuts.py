@@ -17,6 +17,19 @@ def load_example(root, name):
     return module
 
 
+def write_gaussian_case(folder, map_steps):
+    """A small noisy model file and a Gaussian-posterior recipe with a short MAP."""
+    model = folder / "m.toml"
+    model.write_text('name = "m"\n[pde]\nvariables = ["x"]\ndomain = [[0, 1]]\n'
+                     'equation = "u_xx"\nsolution = "sin(3*x)"\n[grid]\npoints = [30]\n'
+                     '[kernel]\nfamily = "se"\ncomponents = 2\n'
+                     '[likelihood]\nboundary_noise = 0.05\nequation_noise = 1\n')
+    (folder / "short.toml").write_text(f'optimizer = "adam"\nsteps = {map_steps}\n')
+    recipe = folder / "g.toml"
+    recipe.write_text('method = "gaussian"\nmap = "short.toml"\n')
+    return model, recipe
+
+
 @pytest.mark.slow
 def test_inverse_problem_recovers_k(root, tmp_path):
     example = load_example(root, "inverse_problem")
@@ -32,14 +45,7 @@ def test_inverse_problem_recovers_k(root, tmp_path):
 
 @pytest.mark.slow
 def test_sample_command_gaussian(root, tmp_path):
-    model = tmp_path / "m.toml"
-    model.write_text('name = "m"\n[pde]\nvariables = ["x"]\ndomain = [[0, 1]]\n'
-                     'equation = "u_xx"\nsolution = "sin(3*x)"\n[grid]\npoints = [30]\n'
-                     '[kernel]\nfamily = "se"\ncomponents = 2\n'
-                     '[likelihood]\nboundary_noise = 0.05\nequation_noise = 1\n')
-    (tmp_path / "short.toml").write_text('optimizer = "adam"\nsteps = 500\n')
-    recipe = tmp_path / "g.toml"
-    recipe.write_text('method = "gaussian"\nmap = "short.toml"\n')
+    model, recipe = write_gaussian_case(tmp_path, map_steps=500)
     r = subprocess.run([sys.executable, "-m", "gpbayes.cli", "sample", str(model),
                         "--inference", str(recipe), "--out", str(tmp_path / "out")],
                        capture_output=True, text=True, timeout=600)
@@ -80,14 +86,7 @@ def test_interrupted_sampling_keeps_the_draws_so_far(tmp_path):
 
 @pytest.mark.slow
 def test_sample_resume_reuses_the_saved_map(root, tmp_path):
-    model = tmp_path / "m.toml"
-    model.write_text('name = "m"\n[pde]\nvariables = ["x"]\ndomain = [[0, 1]]\n'
-                     'equation = "u_xx"\nsolution = "sin(3*x)"\n[grid]\npoints = [30]\n'
-                     '[kernel]\nfamily = "se"\ncomponents = 2\n'
-                     '[likelihood]\nboundary_noise = 0.05\nequation_noise = 1\n')
-    (tmp_path / "short.toml").write_text('optimizer = "adam"\nsteps = 300\n')
-    recipe = tmp_path / "g.toml"
-    recipe.write_text('method = "gaussian"\nmap = "short.toml"\n')
+    model, recipe = write_gaussian_case(tmp_path, map_steps=300)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "gpbayes.cli", "sample", str(model), "--inference", str(recipe)]
     first = subprocess.run(cmd + ["--out", str(out)], capture_output=True, text=True)
