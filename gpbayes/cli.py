@@ -123,7 +123,8 @@ def _sample(args):
             return 0
         result = nuts.sample_nuts(problem, fit, chains=recipe.chains, warmup=recipe.warmup,
                                   draws=recipe.draws, seed=recipe.seed,
-                                  progress=sys.stderr.isatty(), interrupt=interrupt)
+                                  progress=sys.stderr.isatty(), interrupt=interrupt,
+                                  sample_hyper=recipe.sample_hyper)
         summary, table = nuts.save(result, out)
     if result.interrupted:
         print(f"gpbayes: {result.stop_reason}; wrote the partial posterior to {out} and the "

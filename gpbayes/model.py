@@ -21,6 +21,20 @@ def _flat(shape=()):
     return dist.ImproperUniform(constraints.real, (), shape)
 
 
+def hyper_prior(problem, name):
+    """The proper prior of a hyperparameter site (used when hyperparameters are sampled).
+
+    ``problem.priors`` (the model file's [priors] table) sets [loc, scale] for log_w,
+    log_rho and log_tau, and the scale of mu around its initial grid linspace(0, F, Q).
+    """
+    kind = name.rsplit("_", 1)[0] if not name.startswith("log_tau") else "log_tau"
+    loc, scale = problem.priors[kind]
+    if kind == "mu":
+        loc = jnp.asarray(np.linspace(0.0, problem.max_frequency, problem.components))
+    shape = () if kind == "log_tau" else (problem.components,)
+    return dist.Normal(jnp.broadcast_to(loc, shape), scale).to_event(len(shape))
+
+
 def axis_site_names(problem, j):
     v = problem.variables[j]
     names = [f"log_w_{v}", f"log_rho_{v}"]
@@ -98,17 +112,23 @@ def boundary_difference(problem, u):
     return jnp.concatenate([f.take(u) for f in problem.faces]) - problem.boundary_values
 
 
-def pde_model(problem, jitter=1e-6, whiten=False):
+def pde_model(problem, jitter=1e-6, whiten=False, sample_hyper=False):
     """The NumPyro model of the PDE (see the module docstring).
 
     ``whiten=True`` samples Z ~ N(0, I) on the grid and sets U = (L_1 kron ... L_d) Z
     (a deterministic site): the same model in the coordinates NUTS samples well.
+    ``sample_hyper=True`` puts the proper priors of ``hyper_prior`` on the kernel
+    parameters and log precisions instead of the flat ones (for sampling them).
     """
+
+    def prior(name, shape):
+        return hyper_prior(problem, name) if sample_hyper else _flat(shape)
+
     values = {}
     q = problem.components
     for j in range(problem.ndim):
         for name in axis_site_names(problem, j):
-            values[name] = numpyro.sample(name, _flat((q,)))
+            values[name] = numpyro.sample(name, prior(name, (q,)))
     for name, (_, loc, scale) in problem.unknowns.items():
         site = problem.unknown_sites[name]
         values[site] = numpyro.sample(site, dist.Normal(loc, scale))
@@ -121,7 +141,7 @@ def pde_model(problem, jitter=1e-6, whiten=False):
         u = numpyro.sample("U", kron.KroneckerNormal(trils))
     r = numpyro.deterministic("residual", equation_residual(problem, values, trils, u))
     if problem.equation_noise is None:
-        sd_e = jnp.exp(-0.5 * numpyro.sample("log_tau_e", _flat()))
+        sd_e = jnp.exp(-0.5 * numpyro.sample("log_tau_e", prior("log_tau_e", ())))
     else:
         sd_e = problem.equation_noise
     numpyro.factor("equation", dist.Normal(0.0, sd_e).log_prob(r).sum())
@@ -131,7 +151,7 @@ def pde_model(problem, jitter=1e-6, whiten=False):
                                                     problem.boundary_noise),
                        obs=problem.boundary_values)
     elif b.size:
-        sd_b = jnp.exp(-0.5 * numpyro.sample("log_tau_b", _flat()))
+        sd_b = jnp.exp(-0.5 * numpyro.sample("log_tau_b", prior("log_tau_b", ())))
         ll = dist.Normal(0.0, sd_b).log_prob(b).sum()
         numpyro.factor("boundary", problem.boundary_weight * ll)
     if problem.observations is not None:

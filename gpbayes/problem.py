@@ -54,6 +54,7 @@ class Problem:
     equation_noise: float = None  # sd of the equation residual (fixes tau_e)
     observations: tuple = None  # (points (M, d), values (M,), noise sd): interior data
     unknowns: dict = field(default_factory=dict)  # name -> (prior, loc, scale)
+    priors: dict = None  # hyperparameter priors for sampling them; see model.hyper_prior
     description: str = ""
     origin: str = None  # the file it came from, for messages
 
@@ -63,6 +64,9 @@ class Problem:
         self.grid = tuple(int(n) for n in self.grid)
         self.test_grid = tuple(int(n) for n in (self.test_grid or self.grid))
         self.faces = tuple(self.faces)
+        defaults = {"log_w": (float(np.log(1.0 / self.components)), 2.0), "log_rho": (0.0, 2.0),
+                    "mu": (0.0, max(self.max_frequency, 1.0) / 4), "log_tau": (0.0, 10.0)}
+        self.priors = {**defaults, **(self.priors or {})}
         if self.source is None and self.solution is None:
             raise SpecError("give a source or an exact solution", self.origin, "pde.source")
         if self.source is None and set(self.unknowns) & set(self.equation.names):

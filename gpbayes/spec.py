@@ -22,7 +22,8 @@ MAX_BYTES = 16 * 2**30  # refuse grids whose working set would exceed this
 
 _MODEL_KEYS = {
     "": {"name", "description", "pde", "grid", "kernel", "likelihood", "observations",
-         "unknowns"},
+         "unknowns", "priors"},
+    "priors": {"log_w", "log_rho", "mu", "log_tau"},
     "pde": {"variables", "domain", "equation", "solution", "source", "constants", "boundary"},
     "pde.boundary": {"faces", "value"},
     "grid": {"points", "test_points"},
@@ -53,6 +54,7 @@ class Recipe:
     warmup: int = 500  # nuts
     draws: int = 500  # nuts: per chain
     map: str = "map.toml"  # nuts, gaussian: the MAP recipe to start from (beside this file)
+    sample_hyper: bool = False  # nuts: sample the kernel parameters and precisions too
     description: str = ""
 
 
@@ -60,7 +62,8 @@ _RECIPE_TYPES = {"method": str, "optimizer": str, "learning_rate": float, "steps
                  "jitter": float, "seed": int, "chunk": int, "sweeps": int, "init": str,
                  "rho_scales": list,
                  "tau_max": float, "tolerance": float, "gauss_newton_steps": int,
-                 "chains": int, "warmup": int, "draws": int, "map": str, "description": str}
+                 "chains": int, "warmup": int, "draws": int, "map": str, "sample_hyper": bool,
+                 "description": str}
 OPTIMIZERS = ("adam", "profile", "auto")
 INITS = ("paper", "spectrum")
 METHODS = ("map", "nuts", "gaussian")
@@ -100,6 +103,8 @@ def _get(table, key, kind, path, full, default=None, required=False):
     ok = isinstance(value, kind) and not isinstance(value, bool)
     if kind is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is bool:
+        ok = isinstance(value, bool)
     if not ok:
         want = "an expression (text or number)" if isinstance(kind, tuple) else kind.__name__
         raise SpecError(f"expected {want}, got {type(value).__name__}", path, full)
@@ -161,7 +166,7 @@ def load_model(path):
     solution = expr(pde, "solution", "pde.solution")
     source = expr(pde, "source", "pde.source")
     boundary = _get(pde, "boundary", dict, path, "pde.boundary", {})
-    value = expr(boundary, "value", "pde.boundary.value")
+    boundary_value = expr(boundary, "value", "pde.boundary.value")
     faces = _faces(boundary.get("faces", "all"), variables, path)
 
     grid_t = _get(data, "grid", dict, path, "grid", required=True)
@@ -191,15 +196,23 @@ def load_model(path):
             raise SpecError("expected a finite number > 0", path, f"likelihood.{key}")
         noise[key] = setting
     observations = _observations(data.get("observations"), bounds, variables, path)
+    priors = {}
+    for key, pair in _get(data, "priors", dict, path, "priors", {}).items():
+        if (not isinstance(pair, list) or len(pair) != 2
+                or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in pair)
+                or not pair[1] > 0):
+            raise SpecError("expected [loc, scale] with scale > 0", path, f"priors.{key}")
+        priors[key] = (float(pair[0]), float(pair[1]))
 
     problem = Problem(
         name=_get(data, "name", str, path, "name", path.stem),
         description=_get(data, "description", str, path, "description", ""),
         variables=tuple(variables), domain=tuple(bounds), grid=points, test_grid=test_points,
-        equation=equation, solution=solution, source=source, boundary_value=value,
+        equation=equation, solution=solution, source=source, boundary_value=boundary_value,
         faces=faces, constants=constants, family=family, components=q,
         max_frequency=fmax, boundary_weight=weight, boundary_noise=noise["boundary_noise"],
         equation_noise=noise["equation_noise"], observations=observations, unknowns=unknowns,
+        priors=priors,
         origin=str(path))
     return problem
 

@@ -44,6 +44,14 @@ class NutsResult:
         coords = {v: x for v, x in zip(p.variables, p.axes)}
         coords.update({f"{v}_test": x for v, x in zip(p.variables, p.test_axes)})
         posterior = {"u": self.samples["U"], "u_test": self.u_test}
+        for j, v in enumerate(p.variables):  # sampled hyperparameters, when they are
+            for name in axis_params(p, self.fit.params, j):
+                if f"{name}_{v}" in self.samples:
+                    posterior[f"{name}_{v}"] = self.samples[f"{name}_{v}"]
+                    dims[f"{name}_{v}"] = ["component"]
+        for name in ("log_tau_e", "log_tau_b"):
+            if name in self.samples:
+                posterior[name] = self.samples[name]
         for name, site in p.unknown_sites.items():
             posterior[name] = (self.samples[site] if site == name
                                else np.exp(self.samples[site]))
@@ -70,7 +78,7 @@ class NutsResult:
 
 
 def sample_nuts(problem, init, chains=4, warmup=500, draws=500, seed=0, progress=True,
-                chain_method=None, chunk=None, interrupt=None):
+                chain_method=None, chunk=None, interrupt=None, sample_hyper=False):
     """NUTS from the MAP ``init`` (a MapFit); returns a NutsResult (``.to_arviz()``).
 
     Draws come in chunks of ``chunk`` per chain (default: all at once without
@@ -80,6 +88,9 @@ def sample_nuts(problem, init, chains=4, warmup=500, draws=500, seed=0, progress
     """
     if chunk is None:
         chunk = draws if interrupt is None else max(100, draws // 4)
+    if sample_hyper:
+        return _sample_with_hyper(problem, init, chains, warmup, draws, seed, progress,
+                                  chain_method)
     keep = tuple(problem.unknown_sites.values())
     latent, r, _, trils, fixed = laplace(problem, init, keep=keep)
     r_inv = jax.scipy.linalg.solve_triangular(r, jnp.eye(r.shape[0]), lower=False)
@@ -118,14 +129,56 @@ def sample_nuts(problem, init, chains=4, warmup=500, draws=500, seed=0, progress
 
     samples, extra = joined(parts), joined(extras)
     # u on the test grid for each draw: (k*_j L_j^{-T}) along each axis applied to Z
+    z = samples.get("Z", np.zeros((chains, 0, *problem.grid)))
+    u_test = np.asarray(kron.kron_apply(_test_matrices(problem, fixed, trils), jnp.asarray(z)))
+    return NutsResult(problem, init, samples, u_test, extra, wall, chains, stop)
+
+
+def _test_matrices(problem, values, trils):
+    """k*_j L_j^{-T} per axis: maps whitened Z to u on the test grid."""
     mats = []
     for j, (x, l) in enumerate(zip(problem.test_axes, trils)):
-        k = kernels.cross(problem.family, axis_params(problem, fixed, j), jnp.asarray(x),
+        k = kernels.cross(problem.family, axis_params(problem, values, j), jnp.asarray(x),
                           jnp.asarray(problem.axes[j]))
         mats.append(jax.scipy.linalg.solve_triangular(l, k.T, lower=True).T)
-    z = samples.get("Z", np.zeros((chains, 0, *problem.grid)))
-    u_test = np.asarray(kron.kron_apply(mats, jnp.asarray(z)))
-    return NutsResult(problem, init, samples, u_test, extra, wall, chains, stop)
+    return mats
+
+
+def _sample_with_hyper(problem, init, chains, warmup, draws, seed, progress, chain_method):
+    """NUTS over the kernel parameters and precisions too (proper priors, see
+    ``gpbayes.model.hyper_prior``), with a diagonal mass matrix adapted in warm-up."""
+    from functools import partial
+
+    from gpbayes.model import axis_factors
+
+    values = {k: jnp.asarray(v) for k, v in init.params.items() if k != "U"}
+    trils = axis_factors(problem, values, init.recipe.jitter)
+    start_values = {**values, "Z": kron.kron_whiten(trils, jnp.asarray(init.params["U"]))}
+    model = partial(pde_model, sample_hyper=True)
+    kernel = NUTS(model, init_strategy=init_to_value(values=start_values),
+                  target_accept_prob=0.9)
+    if chain_method is None:
+        chain_method = "parallel" if jax.local_device_count() >= chains else "sequential"
+    mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains,
+                chain_method=chain_method, progress_bar=progress)
+    fields = ("diverging", "energy", "num_steps", "adapt_state.step_size")
+    start = time.perf_counter()
+    mcmc.run(jax.random.PRNGKey(seed), problem, jitter=init.recipe.jitter, whiten=True,
+             extra_fields=fields)
+    wall = time.perf_counter() - start
+    samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    extra = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
+    hyper = [k for k in samples if k in values and not k.startswith(("log_tau",))
+             and k not in problem.unknown_sites.values()]
+
+    def u_test(draw):
+        tr = axis_factors(problem, draw, init.recipe.jitter)
+        return kron.kron_apply(_test_matrices(problem, draw, tr), draw["Z"])
+
+    flat = {k: samples[k].reshape(-1, *samples[k].shape[2:]) for k in hyper + ["Z"]}
+    ut = np.asarray(jax.lax.map(u_test, flat)).reshape(chains, draws, *problem.test_grid)
+    return NutsResult(problem, init, samples, ut, extra, wall, chains,
+                      f"{draws} draws per chain; hyperparameters sampled")
 
 
 def scalar_names(problem, idata):

@@ -96,3 +96,40 @@ def test_sample_resume_reuses_the_saved_map(root, tmp_path):
     again = subprocess.run(cmd + ["--resume", str(out)], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert json.loads((out / "summary.json").read_text()) == json.loads(before)
+
+
+@pytest.mark.slow
+def test_hyperparameters_can_be_sampled(root):
+    import sys as _sys
+
+    import numpy as np
+
+    import gpbayes as gb
+
+    _sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from test_posterior import noisy_problem
+
+    assert gb.load_inference(root / "inference/nuts.toml").sample_hyper is False
+    p = noisy_problem(np.random.default_rng(0), n=20)
+    fit = gb.fit_map(p, gb.load_inference(), steps=1000, progress=False)
+    r = gb.sample_nuts(p, fit, chains=1, warmup=150, draws=100, progress=False,
+                       sample_hyper=True)
+    idata = r.to_arviz()
+    assert idata.posterior["log_rho_x"].dims == ("chain", "draw", "component")
+    assert "log_tau_e" not in idata.posterior  # fixed by equation_noise in this model
+    sd = idata.posterior["log_w_x"].std().item()
+    assert sd > 0.1  # the weights really move
+    assert np.all(np.isfinite(r.u_test)) and r.u_test.shape == (1, 100, 25)
+
+
+def test_priors_table_is_read(tmp_path):
+    import gpbayes as gb
+
+    f = tmp_path / "m.toml"
+    f.write_text('[pde]\nvariables = ["x"]\ndomain = [[0, 1]]\nequation = "u_xx"\n'
+                 'solution = "x"\n[grid]\npoints = [10]\n[priors]\nlog_rho = [1, 0.5]\n')
+    p = gb.load_model(f)
+    assert p.priors["log_rho"] == (1.0, 0.5) and p.priors["log_tau"] == (0.0, 10.0)
+    f.write_text(f.read_text().replace("[1, 0.5]", "[1, -1]"))
+    with pytest.raises(gb.SpecError, match="priors.log_rho: expected"):
+        gb.load_model(f)
