@@ -7,6 +7,8 @@ warm-up, sequential on the CPU. ESS is the minimum bulk ESS over u on the test g
 wall time is the NUTS run (warm-up and sampling, compilation included).
 
     XLA_FLAGS=--xla_cpu_multi_thread_eigen=false python benchmarks/nuts.py
+    ... python benchmarks/nuts.py --hyper   # kernel hyperparameters sampled too: N = 40,
+                                            # 2 chains x 400 draws after 400 warm-up
 """
 
 import sys
@@ -23,7 +25,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "infer"))
 from test_posterior import noisy_problem  # noqa: E402
 
 
+def hyper():
+    az = import_arviz()
+    p = noisy_problem(np.random.default_rng(0), n=40)
+    fit = gb.fit_map(p, gb.load_inference(), steps=3000, progress=False)
+    r = sample_nuts(p, fit, chains=2, warmup=400, draws=400, progress=False, sample_hyper=True)
+    s = az.summary(r.to_arviz(), var_names=["log_w_x", "log_rho_x", "u_test"])
+    print(f"N=40, hyperparameters sampled: {r.wall_time_s:.1f} s, "
+          f"{int(r.extra['diverging'].sum())} divergences, "
+          f"{r.extra['num_steps'].mean():.0f} leapfrog steps per draw, "
+          f"max r_hat {s['r_hat'].max():.3f}, min ess_bulk {s['ess_bulk'].min():.0f}")
+
+
 def main():
+    if "--hyper" in sys.argv:
+        return hyper()
     az = import_arviz()
     print(f"{'N':>5} {'wall s':>8} {'min ess_bulk':>12} {'ess/s':>8} {'max r_hat':>9} "
           f"{'div':>4} {'leapfrog':>8} {'sd ratio NUTS/exact':>20}")
