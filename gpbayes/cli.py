@@ -157,7 +157,7 @@ def _solve(args):
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        _print_summary(summary, out)
+        _print_summary(summary, out, figures=not args.no_figures)
     if fit.interrupted:
         print(f"gpbayes: {fit.stop_reason}; wrote the partial result and checkpoint to {out}",
               file=sys.stderr)
@@ -165,7 +165,7 @@ def _solve(args):
     return 1 if fit.failed else 0
 
 
-def _print_summary(s, out):
+def _print_summary(s, out, figures=True):
     err = s["rel_l2_error"]
     lines = [f"{s['name']}: {s['steps']} steps in {s['wall_time_s']:.1f} s on {s['device']}",
              f"  relative L2 error     {err:.3e}" if err is not None else "  (no exact solution)",
@@ -173,7 +173,7 @@ def _print_summary(s, out):
              f"  equation residual rms {s['equation_residual_rms']:.3e}",
              f"  boundary rms          {s['boundary_rms']:.3e}",
              f"  stop: {s['stop_reason']}",
-             f"  wrote {out}/summary.json, result.nc, *.png"]
+             f"  wrote {out}/summary.json, result.nc" + (", *.png" if figures else "")]
     print("\n".join(line for line in lines if line))
 
 
