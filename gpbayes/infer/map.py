@@ -110,8 +110,12 @@ MAX_JITTER_RETRIES = 6
 
 def _fit_adam(problem, recipe, progress, params, resume, interrupt):
     start = time.perf_counter()
-    opt, run = make_runner(problem, recipe)
-    diagnostics = make_diagnostics(problem, recipe.jitter)
+
+    def compiled(recipe):  # the step loop and the diagnostics for this recipe's jitter
+        opt, run = make_runner(problem, recipe)
+        return opt, run, make_diagnostics(problem, recipe.jitter)
+
+    opt, run, diagnostics = compiled(recipe)
     state = opt.init(params)
     done, history, retries = 0, [], []
     if resume is not None:
@@ -120,8 +124,7 @@ def _fit_adam(problem, recipe, progress, params, resume, interrupt):
         done, history, retries = resume.step, list(resume.history), list(resume.jitter_retries)
         if resume.jitter != recipe.jitter:
             recipe = replace(recipe, jitter=resume.jitter)
-            opt, run = make_runner(problem, recipe)
-            diagnostics = make_diagnostics(problem, recipe.jitter)
+            opt, run, diagnostics = compiled(recipe)
     stop_reason = "step budget reached (fixed-step protocol)"
     show = sys.stderr.isatty() if progress is None else progress
     with tqdm(total=recipe.steps, initial=done, disable=not show, desc=problem.name,
@@ -139,8 +142,7 @@ def _fit_adam(problem, recipe, progress, params, resume, interrupt):
                 if len(retries) < MAX_JITTER_RETRIES:  # e.g. a failed factorization
                     retries.append({"step": done, "jitter": recipe.jitter * 10})
                     recipe = replace(recipe, jitter=recipe.jitter * 10)
-                    opt, run = make_runner(problem, recipe)
-                    diagnostics = make_diagnostics(problem, recipe.jitter)
+                    opt, run, diagnostics = compiled(recipe)
                     continue
                 stop_reason = (f"non-finite objective after step {done + n} (jitter raised "
                                f"{len(retries)} times to {recipe.jitter:g}); kept the state after "

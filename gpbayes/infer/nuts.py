@@ -2,12 +2,15 @@
 
 The kernel parameters and precisions are held at the MAP (conditioned); Z (the whitened
 grid values, U = (L_1 kron ... L_d) Z) and the unknown constants are sampled. The mass
-matrix is the inverse Hessian of the log joint at the MAP (``gpbayes.infer.posterior``),
-so for a linear PDE NUTS sees a standard normal and mixes in a few leapfrog steps.
+matrix is the inverse Gauss-Newton Hessian of the log joint at the MAP, from the QR
+factor of ``gpbayes.infer.posterior.laplace``, so for a linear PDE NUTS sees a standard
+normal and mixes in a few leapfrog steps. Optionally (``sample_hyper``) the kernel
+parameters and precisions are sampled too, with proper priors.
 """
 
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -15,9 +18,9 @@ import numpy as np
 from numpyro.handlers import condition
 from numpyro.infer import MCMC, NUTS, init_to_value
 
-from gpbayes import kernels, kron
-from gpbayes.infer.posterior import laplace
-from gpbayes.model import axis_params, pde_model
+from gpbayes import kron
+from gpbayes.infer.posterior import laplace, test_matrices
+from gpbayes.model import axis_factors, axis_params, pde_model
 
 
 @dataclass
@@ -130,27 +133,13 @@ def sample_nuts(problem, init, chains=4, warmup=500, draws=500, seed=0, progress
     samples, extra = joined(parts), joined(extras)
     # u on the test grid for each draw: (k*_j L_j^{-T}) along each axis applied to Z
     z = samples.get("Z", np.zeros((chains, 0, *problem.grid)))
-    u_test = np.asarray(kron.kron_apply(_test_matrices(problem, fixed, trils), jnp.asarray(z)))
+    u_test = np.asarray(kron.kron_apply(test_matrices(problem, fixed, trils), jnp.asarray(z)))
     return NutsResult(problem, init, samples, u_test, extra, wall, chains, stop)
-
-
-def _test_matrices(problem, values, trils):
-    """k*_j L_j^{-T} per axis: maps whitened Z to u on the test grid."""
-    mats = []
-    for j, (x, l) in enumerate(zip(problem.test_axes, trils)):
-        k = kernels.cross(problem.family, axis_params(problem, values, j), jnp.asarray(x),
-                          jnp.asarray(problem.axes[j]))
-        mats.append(jax.scipy.linalg.solve_triangular(l, k.T, lower=True).T)
-    return mats
 
 
 def _sample_with_hyper(problem, init, chains, warmup, draws, seed, progress, chain_method):
     """NUTS over the kernel parameters and precisions too (proper priors, see
     ``gpbayes.model.hyper_prior``), with a diagonal mass matrix adapted in warm-up."""
-    from functools import partial
-
-    from gpbayes.model import axis_factors
-
     values = {k: jnp.asarray(v) for k, v in init.params.items() if k != "U"}
     trils = axis_factors(problem, values, init.recipe.jitter)
     start_values = {**values, "Z": kron.kron_whiten(trils, jnp.asarray(init.params["U"]))}
@@ -173,7 +162,7 @@ def _sample_with_hyper(problem, init, chains, warmup, draws, seed, progress, cha
 
     def u_test(draw):
         tr = axis_factors(problem, draw, init.recipe.jitter)
-        return kron.kron_apply(_test_matrices(problem, draw, tr), draw["Z"])
+        return kron.kron_apply(test_matrices(problem, draw, tr), draw["Z"])
 
     flat = {k: samples[k].reshape(-1, *samples[k].shape[2:]) for k in hyper + ["Z"]}
     ut = np.asarray(jax.lax.map(u_test, flat)).reshape(chains, draws, *problem.test_grid)

@@ -17,9 +17,8 @@ from jax.scipy.linalg import solve_triangular
 
 from gpbayes import kernels, kron
 from gpbayes.errors import SpecError
+from gpbayes.infer.profile import MAX_DENSE
 from gpbayes.model import axis_factors, axis_params, log_density
-
-MAX_DENSE = 4000
 
 
 def fixed_sites(fit, keep=()):
@@ -122,6 +121,16 @@ class GaussianPosterior:
         return m - zq * s, m + zq * s
 
 
+def test_matrices(problem, values, trils):
+    """k*_j L_j^{-T} per axis: along each axis they map whitened Z to u on the test grid."""
+    mats = []
+    for j, (x, l) in enumerate(zip(problem.test_axes, trils)):
+        k = kernels.cross(problem.family, axis_params(problem, values, j), jnp.asarray(x),
+                          jnp.asarray(problem.axes[j]))
+        mats.append(solve_triangular(l, k.T, lower=True).T)
+    return mats
+
+
 def _dense_kron(mats):
     out = jnp.ones((1, 1))
     for m in mats:
@@ -135,12 +144,7 @@ def gaussian_posterior(problem, fit):
     a = _dense_kron(trils)  # U = A Z; cov(Z) = (R^T R)^{-1}, so var(a_i . Z) = |R^-T a_i|^2
     mean = (a @ latent["Z"].reshape(-1)).reshape(problem.grid)
     sd = jnp.sqrt(jnp.sum(solve_triangular(r, a.T, trans=1, lower=False) ** 2, axis=0))
-    cross = []
-    for j, (x, l) in enumerate(zip(problem.test_axes, trils)):
-        k = kernels.cross(problem.family, axis_params(problem, fixed, j), jnp.asarray(x),
-                          jnp.asarray(problem.axes[j]))
-        cross.append(solve_triangular(l, k.T, lower=True).T)  # k* L^{-T}
-    c = _dense_kron(cross)
+    c = _dense_kron(test_matrices(problem, fixed, trils))
     test_mean = (c @ latent["Z"].reshape(-1)).reshape(problem.test_grid)
     test_sd = jnp.sqrt(jnp.sum(solve_triangular(r, c.T, trans=1, lower=False) ** 2, axis=0))
     return GaussianPosterior(problem, np.asarray(mean), np.asarray(sd).reshape(problem.grid),
