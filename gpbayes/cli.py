@@ -118,8 +118,15 @@ def _sample(args):
         else:
             fit = checkpoint.map_fit(saved, problem, map_recipe)
         if method == "gaussian":
-            summary = posterior.save(posterior.gaussian_posterior(problem, fit), fit, out)
+            post = posterior.gaussian_posterior(
+                problem, fit, recipe.solver, recipe.samples, recipe.seed, recipe.cg_tolerance,
+                recipe.cg_max_iterations, progress=sys.stderr.isatty())
+            summary = posterior.save(post, fit, out)
             print(json.dumps(summary, indent=2))
+            if not post.converged:
+                print(f"gpbayes: CG stopped at cg_max_iterations = {recipe.cg_max_iterations} "
+                      f"before cg_tolerance; the sd in {out} is not reliable", file=sys.stderr)
+                return 1
             return 0
         result = nuts.sample_nuts(problem, fit, chains=recipe.chains, warmup=recipe.warmup,
                                   draws=recipe.draws, seed=recipe.seed,

@@ -112,6 +112,37 @@ def boundary_difference(problem, u):
     return jnp.concatenate([f.take(u) for f in problem.faces]) - problem.boundary_values
 
 
+def data_residual(problem, values, trils, u):
+    """The model's data terms at grid values u as one weighted residual vector: the
+    equation residual over its sd, the boundary mismatch (tempered or with its noise sd)
+    and the observations over their noise sd. ``values``: every site but U and Z.
+    """
+    r = equation_residual(problem, values, trils, u, unknown_values(problem, values))
+    parts = [r.reshape(-1) / equation_sd(problem, values)]
+    b = boundary_difference(problem, u)
+    if b.size:
+        parts.append(boundary_scale(problem, values) * b)
+    if problem.observations is not None:
+        points, data, noise = problem.observations
+        mean = conditional_mean(problem, values, trils, u, jnp.asarray(points))
+        parts.append((mean - jnp.asarray(data)) / noise)
+    return jnp.concatenate(parts)
+
+
+def equation_sd(problem, values):
+    """The sd of the equation residual (its noise sd, or tau_e^{-1/2})."""
+    if problem.equation_noise is not None:
+        return problem.equation_noise
+    return jnp.exp(-0.5 * values["log_tau_e"])
+
+
+def boundary_scale(problem, values):
+    """The factor of the boundary mismatch in the residual (1/noise sd, or sqrt(w tau_b))."""
+    if problem.boundary_noise is not None:
+        return 1.0 / problem.boundary_noise
+    return jnp.sqrt(problem.boundary_weight * jnp.exp(values["log_tau_b"]))
+
+
 def pde_model(problem, jitter=1e-6, whiten=False, sample_hyper=False):
     """The NumPyro model of the PDE (see the module docstring).
 

@@ -100,7 +100,10 @@ def save_all(fit, out_dir):
 
 
 def band_figure(problem, mean, sd, title):
-    """Posterior mean +- 2 sd on the test grid (1-D), with the exact solution and the data."""
+    """Posterior mean +- 2 sd on the test grid (1-D), with the exact solution and the data;
+    in 2-D: images of the mean, the sd and (with an exact solution) |error| / sd."""
+    if problem.ndim == 2:
+        return _band_images(problem, mean, sd, title)
     if problem.ndim != 1:
         return None
     x = problem.test_axes[0]
@@ -119,6 +122,18 @@ def band_figure(problem, mean, sd, title):
     ax.set_ylabel("u")
     ax.legend(loc="best", fontsize=8)
     ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def _band_images(problem, mean, sd, title):
+    panels = [(mean, "posterior mean"), (sd, "posterior sd")]
+    if problem.exact_test is not None:
+        panels.append((np.abs(mean - problem.exact_test) / sd, "|mean - exact| / sd"))
+    fig, axs = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    for ax, (values, name) in zip(axs[0], panels):
+        _image(ax, values, problem.test_axes, problem.variables, name)
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
 

@@ -55,6 +55,10 @@ class Recipe:
     draws: int = 500  # nuts: per chain
     map: str = "map.toml"  # nuts, gaussian: the MAP recipe to start from (beside this file)
     sample_hyper: bool = False  # nuts: sample the kernel parameters and precisions too
+    solver: str = "auto"  # gaussian: "dense" (<= 4000 grid points), "cg" (any grid) or auto
+    samples: int = 64  # gaussian with cg: perturbation-optimisation draws for the sd
+    cg_tolerance: float = 1e-10  # gaussian with cg: relative residual of each CG solve
+    cg_max_iterations: int = 20000  # gaussian with cg
     description: str = ""
 
 
@@ -63,10 +67,12 @@ _RECIPE_TYPES = {"method": str, "optimizer": str, "learning_rate": float, "steps
                  "rho_scales": list,
                  "tau_max": float, "tolerance": float, "gauss_newton_steps": int,
                  "chains": int, "warmup": int, "draws": int, "map": str, "sample_hyper": bool,
-                 "description": str}
+                 "solver": str, "samples": int, "cg_tolerance": float,
+                 "cg_max_iterations": int, "description": str}
 OPTIMIZERS = ("adam", "profile", "auto")
 INITS = ("paper", "spectrum")
 METHODS = ("map", "nuts", "gaussian")
+SOLVERS = ("auto", "dense", "cg")
 
 
 def _read(path):
@@ -353,15 +359,19 @@ def load_inference(path=None, **overrides):
     if recipe.init not in INITS:
         raise SpecError(f"unknown init {recipe.init!r} (choose from {', '.join(INITS)})",
                         path, "init")
+    if recipe.solver not in SOLVERS:
+        raise SpecError(f"unknown solver {recipe.solver!r} (choose from {', '.join(SOLVERS)})",
+                        path, "solver")
     if not recipe.rho_scales or any(isinstance(v, bool) or not isinstance(v, (int, float))
                                     or not v > 0 for v in recipe.rho_scales):
         raise SpecError("expected a non-empty list of numbers > 0", path, "rho_scales")
     recipe = replace(recipe, rho_scales=tuple(float(v) for v in recipe.rho_scales))
-    for key in ("learning_rate", "jitter", "tau_max", "tolerance"):
+    for key in ("learning_rate", "jitter", "tau_max", "tolerance", "cg_tolerance"):
         v = getattr(recipe, key)
         if not (math.isfinite(v) and v > 0):
             raise SpecError("expected a finite number > 0", path, key)
-    for key in ("steps", "chunk", "sweeps", "gauss_newton_steps", "chains", "warmup", "draws"):
+    for key in ("steps", "chunk", "sweeps", "gauss_newton_steps", "chains", "warmup", "draws",
+                "samples", "cg_max_iterations"):
         if getattr(recipe, key) < 1:
             raise SpecError("expected a whole number >= 1", path, key)
     return recipe

@@ -30,3 +30,23 @@ def small_problem(n=40, equation="u_xx", solution="sin(3*x)", **kw):
                 components=4, max_frequency=2.0, boundary_weight=10.0)
     args.update(kw)
     return gb.Problem(**args)
+
+
+def small_2d_problem(n=12, equation="u_xx + u_yy", solution="sin(3*x)*sin(2*y)", **kw):
+    """A 2-D problem on [0, 1]^2 with noisy-data likelihoods (fixed precisions) and the
+    spectral start as its hyperparameters: returns (problem, MapFit at those values)."""
+    from gpbayes import operators as op
+    from gpbayes.infer.init import spectral_params
+    from gpbayes.problem import Face
+    from gpbayes.results import MapFit
+
+    v = ("x", "y")
+    args = dict(name="small2d", variables=v, domain=[(0.0, 1.0)] * 2, grid=(n, n),
+                test_grid=(9, 9), equation=op.parse(equation, set(v), allow_u=True, variables=v),
+                solution=op.parse(solution, set(v)),
+                faces=tuple(Face(a, s) for a in (0, 1) for s in ("lo", "hi")),
+                components=4, max_frequency=2.0, boundary_noise=0.01, equation_noise=1.0)
+    args.update(kw)
+    p = gb.Problem(**args)
+    params = spectral_params(p)
+    return p, MapFit(p, params, gb.load_inference(), 0, 0.0, "", False)

@@ -93,6 +93,10 @@ CASES = [
      "learning_rate: expected a finite number > 0"),
     ("recipe-bad-type", "recipe", ("steps = 10", 'steps = "ten"'),
      "steps: expected int, got str"),
+    ("recipe-unknown-solver", "recipe", ("steps = 10", 'steps = 10\nsolver = "lanczos"'),
+     "solver: unknown solver 'lanczos' (choose from auto, dense, cg)"),
+    ("recipe-zero-samples", "recipe", ("steps = 10", "steps = 10\nsamples = 0"),
+     "samples: expected a whole number >= 1"),
 ]
 
 

@@ -18,7 +18,9 @@ from jax.scipy.linalg import solve_triangular
 from gpbayes import kernels, kron
 from gpbayes.errors import SpecError
 from gpbayes.infer.profile import MAX_DENSE
-from gpbayes.model import axis_factors, axis_params, log_density
+from gpbayes.model import axis_factors, axis_params, data_residual, log_density
+
+BLOCK = 16  # perturbation-optimisation draws solved together
 
 
 def fixed_sites(fit, keep=()):
@@ -40,34 +42,13 @@ def whitened_objective(problem, fixed, jitter, trils):
 def residual_vector(problem, fixed, trils, latent):
     """r(latent) with minus the log joint = |r|^2 / 2 + const at the fixed sites.
 
-    The model's Gaussian terms as one weighted residual: the whitened prior Z, the
-    equation residual over its sd, the boundary mismatch (tempered or with its noise sd),
-    the observations over their noise sd, and the unknowns' normal priors. Solving with
-    the Jacobian of r (QR) is stable where the Hessian itself is too ill-conditioned.
+    The model's Gaussian terms as one weighted residual: the whitened prior Z, the data
+    terms (``data_residual``) and the unknowns' normal priors. Solving with the Jacobian
+    of r (QR) is stable where the Hessian itself is too ill-conditioned.
     """
-    from gpbayes.model import (
-        boundary_difference,
-        conditional_mean,
-        equation_residual,
-        unknown_values,
-    )
-
     u = kron.kron_apply(trils, latent["Z"])
     values = {**fixed, **{k: v for k, v in latent.items() if k != "Z"}}
-    parts = [latent["Z"].reshape(-1)]
-    sd_e = (problem.equation_noise if problem.equation_noise is not None
-            else jnp.exp(-0.5 * values["log_tau_e"]))
-    r = equation_residual(problem, values, trils, u, unknown_values(problem, values))
-    parts.append(r.reshape(-1) / sd_e)
-    b = boundary_difference(problem, u)
-    if b.size:
-        w = (1.0 / problem.boundary_noise if problem.boundary_noise is not None
-             else jnp.sqrt(problem.boundary_weight * jnp.exp(values["log_tau_b"])))
-        parts.append(w * b)
-    if problem.observations is not None:
-        points, data, noise = problem.observations
-        mean = conditional_mean(problem, values, trils, u, jnp.asarray(points))
-        parts.append((mean - jnp.asarray(data)) / noise)
+    parts = [latent["Z"].reshape(-1), data_residual(problem, values, trils, u)]
     for name, (_, loc, scale) in problem.unknowns.items():
         site = problem.unknown_sites[name]
         if site in latent:
@@ -107,13 +88,25 @@ def laplace(problem, fit, keep=()):
 
 @dataclass
 class GaussianPosterior:
-    """Mean and pointwise sd of u on the grid and the test grid."""
+    """Mean and pointwise sd of u on the grid and the test grid.
+
+    ``solver`` "dense" (exact sd) or "cg" (sd from ``samples`` perturbation-optimisation
+    draws: relative Monte-Carlo error about 1/sqrt(2 samples)); ``cg``: iterations and the
+    worst relative residual of the CG solves, and whether they all reached the tolerance.
+    """
 
     problem: object
     mean: np.ndarray
     sd: np.ndarray
     test_mean: np.ndarray
     test_sd: np.ndarray
+    solver: str = "dense"
+    samples: int = None
+    cg: dict = None
+
+    @property
+    def converged(self):
+        return self.cg is None or self.cg["converged"]
 
     def interval(self, mass=0.9, test=True):
         zq = float(jax.scipy.stats.norm.ppf(0.5 + mass / 2))
@@ -123,12 +116,8 @@ class GaussianPosterior:
 
 def test_matrices(problem, values, trils):
     """k*_j L_j^{-T} per axis: along each axis they map whitened Z to u on the test grid."""
-    mats = []
-    for j, (x, l) in enumerate(zip(problem.test_axes, trils)):
-        k = kernels.cross(problem.family, axis_params(problem, values, j), jnp.asarray(x),
-                          jnp.asarray(problem.axes[j]))
-        mats.append(solve_triangular(l, k.T, lower=True).T)
-    return mats
+    return [solve_triangular(l, k.T, lower=True).T
+            for k, l in zip(cross_matrices(problem, values), trils)]
 
 
 def _dense_kron(mats):
@@ -138,8 +127,16 @@ def _dense_kron(mats):
     return out
 
 
-def gaussian_posterior(problem, fit):
-    """The Gaussian posterior of u given the MAP's hyperparameters (see the module doc)."""
+def gaussian_posterior(problem, fit, solver="auto", samples=64, seed=0, tolerance=1e-10,
+                       max_iterations=20000, progress=False):
+    """The Gaussian posterior of u given the MAP's hyperparameters (see the module doc).
+
+    ``solver``: "dense" (QR of the whole Jacobian, grids up to MAX_DENSE points), "cg"
+    (matrix-free, any grid: ``structured_posterior``) or "auto" (dense when it fits).
+    """
+    if solver == "cg" or (solver == "auto" and problem.size > MAX_DENSE):
+        return structured_posterior(problem, fit, samples, seed, tolerance, max_iterations,
+                                    progress)
     latent, r, _, trils, fixed = laplace(problem, fit)
     a = _dense_kron(trils)  # U = A Z; cov(Z) = (R^T R)^{-1}, so var(a_i . Z) = |R^-T a_i|^2
     mean = (a @ latent["Z"].reshape(-1)).reshape(problem.grid)
@@ -149,6 +146,73 @@ def gaussian_posterior(problem, fit):
     test_sd = jnp.sqrt(jnp.sum(solve_triangular(r, c.T, trans=1, lower=False) ** 2, axis=0))
     return GaussianPosterior(problem, np.asarray(mean), np.asarray(sd).reshape(problem.grid),
                              np.asarray(test_mean), np.asarray(test_sd).reshape(problem.test_grid))
+
+
+def structured_posterior(problem, fit, samples=64, seed=0, tolerance=1e-10,
+                         max_iterations=20000, progress=False):
+    """The Gaussian posterior without forming any grid-sized matrix.
+
+    In eigen-whitened coordinates z (``pcg``) the posterior precision is H = I + J^T J.
+    The mean is one Gauss-Newton step from the MAP, H dz = -(z + J^T r), solved by
+    preconditioned CG (Gauss-Newton steps repeat for a nonlinear PDE: the Laplace
+    approximation). The sd comes from perturbation-optimisation draws: with
+    xi ~ N(0, I) of the residual's length and eta ~ N(0, I) on the grid,
+    dz = H^{-1} (eta + J^T xi) ~ N(0, H^{-1}) exactly, up to the CG tolerance.
+    """
+    from tqdm.auto import tqdm
+
+    from gpbayes.infer import pcg
+    from gpbayes.infer.profile import is_linear
+
+    fixed = fixed_sites(fit)
+    trils = axis_factors(problem, fixed, fit.recipe.jitter)
+    iterations, worst = [], 0.0
+
+    @jax.jit
+    def newton(u):
+        z0, bases, r0, jvp, vjp, hess, diag = pcg.gauss_newton_system(problem, fixed, trils, u)
+        dz, k, res = pcg.pcg(hess, -(z0 + vjp(r0)), diag, tolerance, max_iterations)
+        return kron.kron_apply([b[0] for b in bases], z0 + dz), k, res
+
+    u = jnp.asarray(fit.params["U"])
+    for _ in range(1 if is_linear(problem) else fit.recipe.gauss_newton_steps):
+        u, k, res = newton(u)
+        iterations.append(int(k))
+        worst = max(worst, float(res))
+
+    @jax.jit
+    def draws(u, key):
+        z0, bases, r0, jvp, vjp, hess, diag = pcg.gauss_newton_system(problem, fixed, trils, u)
+        k1, k2 = jax.random.split(key)
+        xi = jax.random.normal(k2, (BLOCK, r0.size))
+        rhs = jax.random.normal(k1, (BLOCK,) + problem.grid) + jax.vmap(vjp)(xi)
+        dz, k, res = pcg.pcg(hess, rhs, diag, tolerance, max_iterations)
+        test = [c @ (b[0] / b[2]) for c, b in zip(cross_matrices(problem, fixed), bases)]
+        return (kron.kron_apply([b[0] for b in bases], dz), kron.kron_apply(test, dz),
+                kron.kron_apply(test, z0), k, res)
+
+    var, test_var = jnp.zeros(problem.grid), jnp.zeros(problem.test_grid)
+    blocks = -(-samples // BLOCK)
+    keys = jax.random.split(jax.random.PRNGKey(seed), blocks)
+    for key in tqdm(keys, desc="posterior draws", unit="block", disable=not progress):
+        du, dt, test_mean, k, res = draws(u, key)
+        var, test_var = var + jnp.sum(du**2, 0), test_var + jnp.sum(dt**2, 0)
+        iterations.append(int(k))
+        worst = max(worst, float(res))
+    n = blocks * BLOCK  # the draws have mean zero exactly: var = mean of squares
+    # converged: every solve met the tolerance on CG's own (recursive) residual; the
+    # recomputed residual |b - H x| / |b| reported beside it can sit above it by rounding
+    cg = {"iterations": iterations, "max_relative_residual": worst,
+          "converged": max(iterations) < max_iterations, "tolerance": tolerance}
+    return GaussianPosterior(problem, np.asarray(u), np.sqrt(np.asarray(var) / n),
+                             np.asarray(test_mean), np.sqrt(np.asarray(test_var) / n),
+                             solver="cg", samples=n, cg=cg)
+
+
+def cross_matrices(problem, values):
+    """k(x*_j, x_j) per axis: grid to test grid."""
+    return [kernels.cross(problem.family, axis_params(problem, values, j), jnp.asarray(x),
+                          jnp.asarray(problem.axes[j])) for j, x in enumerate(problem.test_axes)]
 
 
 def save(post, fit, out_dir):
@@ -169,11 +233,17 @@ def save(post, fit, out_dir):
     coords.update({f"{v}_test": x for v, x in zip(p.variables, p.test_axes)})
     ds = xr.Dataset({"u_mean": (grid, post.mean), "u_sd": (grid, post.sd),
                      "u_test_mean": (test, post.test_mean), "u_test_sd": (test, post.test_sd)},
-                    coords=coords, attrs={"name": p.name, "method": "gaussian"})
+                    coords=coords,
+                    attrs={"name": p.name, "method": "gaussian", "solver": post.solver})
     write_atomic(out / "posterior.nc", lambda f: ds.to_netcdf(str(f), engine="h5netcdf"))
-    summary = {"name": p.name, "method": "gaussian", "map_rel_l2_error": fit.rel_l2_error,
+    summary = {"name": p.name, "method": "gaussian", "solver": post.solver,
+               "map_rel_l2_error": fit.rel_l2_error,
                "u_test_sd_min": float(post.test_sd.min()),
                "u_test_sd_max": float(post.test_sd.max())}
+    if post.solver == "cg":
+        summary.update(samples=post.samples, cg_iterations=post.cg["iterations"],
+                       cg_max_relative_residual=post.cg["max_relative_residual"],
+                       converged=post.converged)
     if p.exact_test is not None:
         lo, hi = post.interval(0.9)
         summary["coverage_90"] = float(np.mean((p.exact_test >= lo) & (p.exact_test <= hi)))

@@ -55,6 +55,36 @@ def test_sample_command_gaussian(root, tmp_path):
     assert (tmp_path / "out" / "posterior.png").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("max_iterations, code", [(20000, 0), (2, 1)])
+def test_sample_command_gaussian_2d_goes_matrix_free(tmp_path, max_iterations, code):
+    """A 70 x 70 grid is past the dense limit: auto picks CG; a CG that cannot finish
+    still writes its result, flags it and exits 1."""
+    import xarray as xr
+
+    model = tmp_path / "m.toml"
+    model.write_text('name = "m2"\n[pde]\nvariables = ["x", "y"]\n'
+                     'domain = [[0, 1], [0, 1]]\nequation = "u_xx + u_yy"\n'
+                     'solution = "sin(3*x)*sin(2*y)"\n[grid]\npoints = [70, 70]\n'
+                     'test_points = [20, 20]\n[kernel]\nfamily = "se"\ncomponents = 1\n'
+                     '[likelihood]\nboundary_noise = 0.01\nequation_noise = 1\n')
+    (tmp_path / "short.toml").write_text('optimizer = "adam"\nsteps = 100\n')
+    recipe = tmp_path / "g.toml"
+    recipe.write_text(f'method = "gaussian"\nmap = "short.toml"\nsamples = 16\n'
+                      f'cg_max_iterations = {max_iterations}\n')
+    r = subprocess.run([sys.executable, "-m", "gpbayes.cli", "sample", str(model),
+                        "--inference", str(recipe), "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == code, r.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["solver"] == "cg" and summary["samples"] == 16
+    assert summary["converged"] == (code == 0)
+    assert ("cg_max_iterations" in r.stderr) == (code == 1)
+    ds = xr.load_dataset(tmp_path / "out" / "posterior.nc", engine="h5netcdf")
+    assert ds["u_test_sd"].dims == ("x_test", "y_test") and ds.attrs["solver"] == "cg"
+    assert (tmp_path / "out" / "posterior.png").stat().st_size > 1000
+
+
 def test_interrupted_sampling_keeps_the_draws_so_far(tmp_path):
     import sys as _sys
 

@@ -147,3 +147,44 @@ def test_stiff_posterior_is_finite_and_narrow(root):
     g = gaussian_posterior(p, fit)
     assert np.all(np.isfinite(g.test_sd)) and g.test_sd.max() < 1e-6
     assert np.max(np.abs(g.test_mean - fit.test_prediction)) < 1e-6
+
+
+def assert_structured_matches_dense(p, fit, samples=256):
+    g = gaussian_posterior(p, fit, solver="dense")
+    s = gaussian_posterior(p, fit, solver="cg", samples=samples, seed=3)
+    assert s.solver == "cg" and s.converged and s.samples == samples
+    scale = np.abs(g.mean).max()
+    np.testing.assert_allclose(s.mean, g.mean, atol=1e-7 * scale)
+    np.testing.assert_allclose(s.test_mean, g.test_mean, atol=1e-7 * scale)
+    # sd from draws: relative Monte-Carlo error 1/sqrt(2 samples) = 4.4% at 256 draws
+    for ratio in (s.sd / g.sd, s.test_sd / g.test_sd):
+        assert np.all(np.abs(ratio - 1) < 5 / np.sqrt(2 * samples))
+        assert abs(np.mean(ratio) - 1) < 0.03
+
+
+def test_structured_posterior_matches_dense_in_1d(map_fit):
+    assert_structured_matches_dense(map_fit.problem, map_fit)
+
+
+@pytest.mark.parametrize("equation", ["u_xx + u_yy", "u_xx + u_yy + u**3 - u"])
+def test_structured_posterior_matches_dense_in_2d(equation):
+    """Linear: exact; nonlinear: the same Laplace approximation (Gauss-Newton steps)."""
+    from conftest import small_2d_problem
+
+    obs = (np.array([[0.3, 0.4], [0.8, 0.1]]), np.array([0.1, -0.2]), 0.05)
+    p, fit = small_2d_problem(n=16, equation=equation, observations=obs)
+    assert_structured_matches_dense(p, fit)
+
+
+def test_auto_solver_goes_matrix_free_past_the_dense_limit():
+    from conftest import small_2d_problem
+
+    from gpbayes.infer.profile import MAX_DENSE
+
+    p, fit = small_2d_problem(n=64, equation_noise=300.0)  # a weak equation term
+    assert p.size > MAX_DENSE
+    s = gaussian_posterior(p, fit, samples=16)
+    assert s.solver == "cg" and s.converged
+    assert np.all(np.isfinite(s.test_sd)) and np.all(s.test_sd > 0)
+    # the boundary data (noise sd 0.01) pin u on the faces; the middle is loose
+    assert s.sd[0, :].max() < 0.3 * s.sd[28:36, 28:36].min()

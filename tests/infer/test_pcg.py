@@ -1,0 +1,57 @@
+"""Matrix-free Gauss-Newton systems: the exact diagonal, and PCG."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import small_2d_problem
+
+from gpbayes.infer import pcg
+from gpbayes.infer.posterior import fixed_sites
+from gpbayes.model import axis_factors
+
+
+def dense_hessian(hess, grid):
+    n = int(np.prod(grid))
+    return np.asarray(hess(jnp.eye(n).reshape((n,) + grid))).reshape(n, n)
+
+
+@pytest.mark.parametrize("equation", [
+    "u_xx + u_yy",                       # constant coefficients
+    "u_xx + x*u_y + (1 + y)*u",          # spatially varying, mixed orders
+    "u_xx + u_yy + u**3 - u",            # nonlinear: the Gauss-Newton linearisation
+])
+def test_diagonal_is_exact(equation):
+    obs = (np.array([[0.3, 0.4], [0.8, 0.1]]), np.array([0.1, -0.2]), 0.05)
+    p, fit = small_2d_problem(n=9, equation=equation, observations=obs)
+    fixed = fixed_sites(fit)
+    trils = axis_factors(p, fixed, fit.recipe.jitter)
+    u = jnp.asarray(np.random.default_rng(1).normal(size=p.grid))
+    *_, hess, diag = pcg.gauss_newton_system(p, fixed, trils, u)
+    h = dense_hessian(hess, p.grid)
+    assert np.allclose(h, h.T, rtol=1e-8, atol=1e-8 * np.abs(h).max())
+    np.testing.assert_allclose(np.diag(h), np.asarray(diag).reshape(-1), rtol=1e-7)
+
+
+def test_preconditioner_cuts_iterations_and_solution_is_exact():
+    p, fit = small_2d_problem(n=14)
+    fixed = fixed_sites(fit)
+    trils = axis_factors(p, fixed, fit.recipe.jitter)
+    z0, _, r0, _, vjp, hess, diag = pcg.gauss_newton_system(p, fixed, trils, jnp.zeros(p.grid))
+    b = jnp.stack([-(z0 + vjp(r0)), jnp.ones(p.grid)])
+    x, k, res = jax.jit(lambda b: pcg.pcg(hess, b, diag, 1e-10, 5000))(b)
+    _, k_plain, _ = jax.jit(lambda b: pcg.pcg(hess, b, jnp.ones(p.grid), 1e-10, 5000))(b)
+    h = dense_hessian(hess, p.grid)
+    want = np.linalg.solve(h, np.asarray(b).reshape(2, -1).T).T
+    assert float(res) < 1e-8 and int(k) < int(k_plain) / 5
+    np.testing.assert_allclose(np.asarray(x).reshape(2, -1), want, rtol=1e-6,
+                               atol=1e-8 * np.abs(want).max())
+
+
+def test_pcg_stops_at_max_iterations():
+    p, fit = small_2d_problem(n=9)
+    fixed = fixed_sites(fit)
+    trils = axis_factors(p, fixed, fit.recipe.jitter)
+    *_, hess, diag = pcg.gauss_newton_system(p, fixed, trils, jnp.zeros(p.grid))
+    _, k, res = pcg.pcg(hess, jnp.ones(p.grid), diag, 1e-14, 3)
+    assert int(k) == 3 and float(res) > 1e-6
