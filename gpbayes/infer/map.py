@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from gpbayes.errors import SpecError
 from gpbayes.infer.init import spectral_params
-from gpbayes.infer.profile import MAX_DENSE, fit_profile
+from gpbayes.infer.profile import fit_profile
 from gpbayes.model import initial_params, log_density
 from gpbayes.results import MapFit
 from gpbayes.spec import load_inference
@@ -29,17 +29,15 @@ def objective_fn(problem, jitter):
 
 
 def resolve_optimizer(problem, recipe):
-    """'auto' is the profile solver where it applies (1-D, dense, a plain PDE problem with
-    no data, noise settings or unknowns), else Adam."""
+    """'auto' is the profile solver where it applies (a plain PDE problem with no data,
+    noise settings or unknowns; dense in 1-D, matrix-free CG otherwise), else Adam."""
     plain = (problem.observations is None and not problem.unknowns
              and problem.boundary_noise is None and problem.equation_noise is None)
-    fits_dense = problem.ndim == 1 and problem.size <= MAX_DENSE and plain
     if recipe.optimizer == "auto":
-        return "profile" if fits_dense else "adam"
-    if recipe.optimizer == "profile" and not fits_dense:
-        raise SpecError(f"the profile optimizer needs a 1-D grid of at most {MAX_DENSE} points "
-                        "and no observations, noise settings or unknowns (use adam or auto)",
-                        "recipe", "optimizer")
+        return "profile" if plain else "adam"
+    if recipe.optimizer == "profile" and not plain:
+        raise SpecError("the profile optimizer needs a plain PDE problem: no observations, "
+                        "noise settings or unknowns (use adam or auto)", "recipe", "optimizer")
     return recipe.optimizer
 
 

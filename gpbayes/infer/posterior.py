@@ -168,12 +168,8 @@ def structured_posterior(problem, fit, samples=64, seed=0, tolerance=1e-10,
     trils = axis_factors(problem, fixed, fit.recipe.jitter)
     iterations, worst = [], 0.0
 
-    @jax.jit
-    def newton(u):
-        z0, bases, r0, jvp, vjp, hess, diag = pcg.gauss_newton_system(problem, fixed, trils, u)
-        dz, k, res = pcg.pcg(hess, -(z0 + vjp(r0)), diag, tolerance, max_iterations)
-        return kron.kron_apply([b[0] for b in bases], z0 + dz), k, res
-
+    newton = jax.jit(lambda u: pcg.newton_step(problem, fixed, trils, u, tolerance,
+                                               max_iterations))
     u = jnp.asarray(fit.params["U"])
     for _ in range(1 if is_linear(problem) else fit.recipe.gauss_newton_steps):
         u, k, res = newton(u)
@@ -182,12 +178,12 @@ def structured_posterior(problem, fit, samples=64, seed=0, tolerance=1e-10,
 
     @jax.jit
     def draws(u, key):
-        z0, bases, r0, jvp, vjp, hess, diag = pcg.gauss_newton_system(problem, fixed, trils, u)
+        z0, bases, r0, jvp, vjp, hess, _, pre = pcg.gauss_newton_system(problem, fixed, trils, u)
         k1, k2 = jax.random.split(key)
         xi = jax.random.normal(k2, (BLOCK, r0.size))
         rhs = jax.random.normal(k1, (BLOCK,) + problem.grid) + jax.vmap(vjp)(xi)
-        dz, k, res = pcg.pcg(hess, rhs, diag, tolerance, max_iterations)
-        test = [c @ (b[0] / b[2]) for c, b in zip(cross_matrices(problem, fixed), bases)]
+        dz, k, res = pcg.pcg(hess, rhs, pre, tolerance, max_iterations, problem.ndim)
+        test = [c @ b[2] for c, b in zip(cross_matrices(problem, fixed), bases)]
         return (kron.kron_apply([b[0] for b in bases], dz), kron.kron_apply(test, dz),
                 kron.kron_apply(test, z0), k, res)
 

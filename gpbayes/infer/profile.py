@@ -21,9 +21,15 @@ import numpy as np
 from jax.scipy.linalg import solve_triangular
 from tqdm.auto import tqdm
 
+from gpbayes.infer import pcg
 from gpbayes.model import axis_factors, boundary_difference, equation_residual, log_density
 
 MAX_DENSE = 4000  # grid points; the dense solve is O(N^3)
+
+
+def is_dense(problem):
+    """1-D grids up to MAX_DENSE points are solved densely (QR), the rest by PCG."""
+    return problem.ndim == 1 and problem.size <= MAX_DENSE
 
 
 def is_linear(problem):
@@ -77,6 +83,21 @@ def make_u_solver(problem, jitter, gn_steps):
     return solve
 
 
+def make_cg_solver(problem, jitter, gn_steps, tol, maxiter):
+    """(values with log precisions, U0) -> (U, most CG iterations of a step): the same
+    conditional MAP by Gauss-Newton steps, each solved matrix-free (``pcg``)."""
+
+    def solve(values, u):
+        trils = axis_factors(problem, values, jitter)
+        most = 0
+        for _ in range(gn_steps):
+            u, k, _ = pcg.newton_step(problem, values, trils, u, tol, maxiter)
+            most = jnp.maximum(most, k)
+        return u, most
+
+    return solve
+
+
 def closed_form_log_tau(problem, values, u, jitter, cap):
     """The conditional optima log tau_e = log(N/|R|^2), log tau_b = log(n_b/|B|^2), capped."""
     trils = axis_factors(problem, values, jitter)
@@ -106,15 +127,23 @@ def fit_profile(problem, recipe, progress=None, interrupt=None):
 
     start = time.perf_counter()
     gn = 1 if is_linear(problem) else recipe.gauss_newton_steps
-    solve = make_u_solver(problem, recipe.jitter, gn)
+    dense = is_dense(problem)
+    solve = (make_u_solver(problem, recipe.jitter, gn) if dense else
+             make_cg_solver(problem, recipe.jitter, gn, recipe.cg_tolerance,
+                            recipe.cg_max_iterations))
     cap = float(np.log(recipe.tau_max))
     kernel_keys = [k for k in initial_params(problem) if k not in ("U", "log_tau_e", "log_tau_b")]
 
     @jax.jit
     def sweep(theta, u, log_tau):
-        u = solve(theta, u, jnp.exp(log_tau["log_tau_e"]), jnp.exp(log_tau["log_tau_b"]))
+        if dense:
+            u, k = solve(theta, u, jnp.exp(log_tau["log_tau_e"]),
+                         jnp.exp(log_tau["log_tau_b"])), 0
+        else:
+            u, k = solve({**theta, **log_tau}, u)
         log_tau = closed_form_log_tau(problem, theta, u, recipe.jitter, cap)
-        return u, log_tau, -log_density(problem, {**theta, **log_tau, "U": u}, recipe.jitter)[0]
+        objective = -log_density(problem, {**theta, **log_tau, "U": u}, recipe.jitter)[0]
+        return u, log_tau, objective, k
 
     def run_start(scale, history):
         init = spectral_params(problem, scale) if scale else initial_params(problem)
@@ -122,15 +151,19 @@ def fit_profile(problem, recipe, progress=None, interrupt=None):
         u, log_tau = init["U"], {"log_tau_e": init["log_tau_e"], "log_tau_b": init["log_tau_b"]}
         previous, reason, objective = np.inf, f"sweep budget ({recipe.sweeps}) reached", None
         for i in range(recipe.sweeps):
-            new_u, new_tau, obj = sweep(theta, u, log_tau)
+            new_u, new_tau, obj, k = sweep(theta, u, log_tau)
             obj = float(obj)
             if not np.isfinite(obj):
                 reason = (f"non-finite objective at sweep {i + 1}; kept the last finite state. "
                           "Try a larger jitter or a smaller tau_max.")
                 break
+            if int(k) >= recipe.cg_max_iterations and objective is not None:
+                reason = (f"CG reached cg_max_iterations at sweep {i + 1}; kept the last "
+                          "converged state")
+                break
             u, log_tau, objective = new_u, new_tau, obj
             history.append({"step": len(history) + 1, "rho_scale": scale, "objective": obj,
-                            "time_s": time.perf_counter() - start})
+                            "time_s": time.perf_counter() - start, "cg_iterations": int(k)})
             if abs(previous - obj) <= recipe.tolerance * abs(obj):
                 reason = f"log joint converged (relative change <= {recipe.tolerance:g})"
                 break

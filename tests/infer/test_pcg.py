@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import small_2d_problem
 
+from conftest import small_2d_problem
 from gpbayes.infer import pcg
 from gpbayes.infer.posterior import fixed_sites
 from gpbayes.model import axis_factors
@@ -27,23 +27,36 @@ def test_diagonal_is_exact(equation):
     fixed = fixed_sites(fit)
     trils = axis_factors(p, fixed, fit.recipe.jitter)
     u = jnp.asarray(np.random.default_rng(1).normal(size=p.grid))
-    *_, hess, diag = pcg.gauss_newton_system(p, fixed, trils, u)
+    *_, hess, diag, precond = pcg.gauss_newton_system(p, fixed, trils, u)
     h = dense_hessian(hess, p.grid)
     assert np.allclose(h, h.T, rtol=1e-8, atol=1e-8 * np.abs(h).max())
     np.testing.assert_allclose(np.diag(h), np.asarray(diag).reshape(-1), rtol=1e-7)
+    # the preconditioner inverts diag(H without the boundary) + the boundary rows exactly
+    bases = pcg.axis_bases(trils)
+    rows = pcg.FaceRows(p, bases)
+    n = p.size
+    b = np.asarray(rows.apply(jnp.eye(n).reshape((n,) + p.grid))).T  # (n_b, n)
+    inner = np.diag(h) - 1e4 * np.sum(b**2, axis=0)  # boundary_noise 0.01: scale 100
+    m = np.diag(inner) + 1e4 * b.T @ b
+    np.testing.assert_allclose(np.diag(m), np.diag(h), rtol=1e-7)
+    v = np.random.default_rng(2).normal(size=n)
+    got = np.asarray(precond(jnp.asarray(v.reshape(p.grid)))).reshape(-1)
+    np.testing.assert_allclose(m @ got, v, rtol=1e-6, atol=1e-6 * np.abs(v).max())
 
 
 def test_preconditioner_cuts_iterations_and_solution_is_exact():
     p, fit = small_2d_problem(n=14)
     fixed = fixed_sites(fit)
     trils = axis_factors(p, fixed, fit.recipe.jitter)
-    z0, _, r0, _, vjp, hess, diag = pcg.gauss_newton_system(p, fixed, trils, jnp.zeros(p.grid))
+    z0, _, r0, _, vjp, hess, diag, pre = pcg.gauss_newton_system(p, fixed, trils,
+                                                                  jnp.zeros(p.grid))
     b = jnp.stack([-(z0 + vjp(r0)), jnp.ones(p.grid)])
-    x, k, res = jax.jit(lambda b: pcg.pcg(hess, b, diag, 1e-10, 5000))(b)
-    _, k_plain, _ = jax.jit(lambda b: pcg.pcg(hess, b, jnp.ones(p.grid), 1e-10, 5000))(b)
+    x, k, res = jax.jit(lambda b: pcg.pcg(hess, b, pre, 1e-10, 5000, 2))(b)
+    _, k_diag, _ = jax.jit(lambda b: pcg.pcg(hess, b, lambda v: v / diag, 1e-10, 5000, 2))(b)
+    _, k_plain, _ = jax.jit(lambda b: pcg.pcg(hess, b, lambda v: v, 1e-10, 5000, 2))(b)
     h = dense_hessian(hess, p.grid)
     want = np.linalg.solve(h, np.asarray(b).reshape(2, -1).T).T
-    assert float(res) < 1e-8 and int(k) < int(k_plain) / 5
+    assert float(res) < 1e-8 and int(k) <= int(k_diag) < int(k_plain) / 5
     np.testing.assert_allclose(np.asarray(x).reshape(2, -1), want, rtol=1e-6,
                                atol=1e-8 * np.abs(want).max())
 
@@ -52,6 +65,6 @@ def test_pcg_stops_at_max_iterations():
     p, fit = small_2d_problem(n=9)
     fixed = fixed_sites(fit)
     trils = axis_factors(p, fixed, fit.recipe.jitter)
-    *_, hess, diag = pcg.gauss_newton_system(p, fixed, trils, jnp.zeros(p.grid))
-    _, k, res = pcg.pcg(hess, jnp.ones(p.grid), diag, 1e-14, 3)
+    *_, hess, _, pre = pcg.gauss_newton_system(p, fixed, trils, jnp.zeros(p.grid))
+    _, k, res = pcg.pcg(hess, jnp.ones(p.grid), pre, 1e-14, 3, 2)
     assert int(k) == 3 and float(res) > 1e-6

@@ -178,7 +178,6 @@ def test_structured_posterior_matches_dense_in_2d(equation):
 
 def test_auto_solver_goes_matrix_free_past_the_dense_limit():
     from conftest import small_2d_problem
-
     from gpbayes.infer.profile import MAX_DENSE
 
     p, fit = small_2d_problem(n=64, equation_noise=300.0)  # a weak equation term
