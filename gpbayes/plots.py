@@ -7,9 +7,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def _image(ax, values, axes, names, title):
+def _image(ax, values, axes, names, title, **style):
     extent = [axes[1][0], axes[1][-1], axes[0][0], axes[0][-1]]
-    im = ax.imshow(values, origin="lower", extent=extent, aspect="auto", cmap="RdBu_r")
+    im = ax.imshow(values, origin="lower", extent=extent, aspect="auto",
+                   **{"cmap": "RdBu_r", **style})
     ax.set_xlabel(names[1])
     ax.set_ylabel(names[0])
     ax.set_title(title)
@@ -127,12 +128,15 @@ def band_figure(problem, mean, sd, title):
 
 
 def _band_images(problem, mean, sd, title):
-    panels = [(mean, "posterior mean"), (sd, "posterior sd")]
+    panels = [(mean, "posterior mean", {}), (sd, "posterior sd", {"cmap": "viridis"})]
     if problem.exact_test is not None:
-        panels.append((np.abs(mean - problem.exact_test) / sd, "|mean - exact| / sd"))
+        z = np.abs(mean - problem.exact_test) / sd
+        inside = np.mean(z <= 1.645)
+        panels.append((z, f"|mean - exact| / sd ({inside:.0%} within the 90% band)",
+                       {"cmap": "viridis", "vmin": 0.0, "vmax": 3.0}))
     fig, axs = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
-    for ax, (values, name) in zip(axs[0], panels):
-        _image(ax, values, problem.test_axes, problem.variables, name)
+    for ax, (values, name, style) in zip(axs[0], panels):
+        _image(ax, values, problem.test_axes, problem.variables, name, **style)
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -1,7 +1,7 @@
 """Matrix-free Gauss-Newton systems on the grid, solved by preconditioned CG.
 
 At fixed hyperparameters minus the log joint is |z|^2/2 + |r(E z)|^2/2 in whitened grid
-coordinates z, with r the model's data residual (``posterior.data_residual``). Here the
+coordinates z, with r the model's data residual (``model.data_residual``). Here the
 whitening is per-axis eigen: U = (E_1 kron ... kron E_d) z, E_j = Q_j Lambda_j^{1/2} from
 K_j = Q_j Lambda_j Q_j^T. The Gauss-Newton matrix H = I + J^T J (J the Jacobian of
 z -> r(E z)) is applied by one jvp and one vjp, never formed. In that basis the PDE's
@@ -70,8 +70,8 @@ def axis_operator(problem, values, bases, j, m):
 
 
 def hessian_diagonal(problem, values, trils, bases, u, sd_e, scale_b):
-    """The exact diagonal of H = I + J^T J in the eigen-whitened coordinates (scale_b = 0:
-    without the boundary rows)."""
+    """The exact diagonal of H = I + J^T J in the eigen-whitened coordinates (without the
+    boundary rows when scale_b is None)."""
     coef = equation_coefficients(problem, values, trils, u)
     ops = {name: [axis_operator(problem, values, bases, j, m)
                   for j, m in enumerate(problem.derivatives[name])] for name in coef}
