@@ -1,4 +1,5 @@
-"""The Gaussian posterior of U at fixed hyperparameters (dense; grids up to 4000 points).
+"""The Gaussian posterior of U at fixed hyperparameters: dense (QR, grids up to 4000
+points) or matrix-free (preconditioned CG and perturbation-optimisation draws, any grid).
 
 With the kernel parameters, precisions and unknown constants fixed at the MAP, the model's
 log joint is quadratic in the whitened grid values Z when the PDE is linear, so the

@@ -1,15 +1,15 @@
-"""Variable projection: U solved exactly for given kernel parameters, L-BFGS on the rest.
+"""The profile solver: the conditional MAP of U and the precisions at a fixed kernel.
 
-With the precisions fixed (a recipe option), the model's log joint is, for fixed kernel
-parameters, a least-squares problem in U. In whitened coordinates U = L z it reads
+For fixed kernel parameters and precisions the model's log joint is, in whitened
+coordinates U = L z, a least-squares problem in z:
 
     min_z  1/2 |z|^2 + tau_e/2 |R(L z)|^2 + w_b tau_b/2 |B L z - g|^2,
 
-solved by Gauss-Newton (one step when the PDE is linear), each step a dense QR
-least-squares solve. The outer problem, the profile over the kernel parameters, is
-minimised by optax L-BFGS; its gradient is the partial gradient of the model's log joint
-at the solved U (envelope theorem), so no derivative flows through the solve.
-Dense: for 1-D problems.
+solved by Gauss-Newton (one step when the PDE is linear): a dense QR least squares on
+1-D grids up to MAX_DENSE points, else matrix-free preconditioned CG (``pcg``). The
+precisions then take their closed-form conditional optima; sweeps alternate the two.
+The kernel parameters stay at the spectral start (``init``); several starting length
+scales are tried and the one with the smallest check residual is kept.
 """
 
 import sys
