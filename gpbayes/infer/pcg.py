@@ -71,34 +71,34 @@ def axis_operator(problem, values, bases, j, m):
     return dk @ k_inv_e
 
 
-def hessian_diagonal(problem, values, trils, bases, u, sd_e, scale_b):
-    """The exact diagonal of H = I + J^T J in the eigen-whitened coordinates (without the
-    boundary rows when scale_b is None)."""
+def equation_diagonal(problem, values, trils, bases, u, sd_e):
+    """The exact diagonal of I + J^T J in the eigen-whitened coordinates for every term
+    but the boundary rows (the prior, the equation, the observations)."""
     coef = equation_coefficients(problem, values, trils, u)
     ops = {name: [axis_operator(problem, values, bases, j, m)
                   for j, m in enumerate(problem.derivatives[name])] for name in coef}
     diag = jnp.ones(problem.grid)
-    names = list(coef)
-    for a in names:
-        for b in names:
+    for a in coef:
+        for b in coef:
             mats = [(pa * pb).T for pa, pb in zip(ops[a], ops[b])]
             diag = diag + kron.kron_apply(mats, coef[a] * coef[b]) / sd_e**2
-    for face in problem.faces if scale_b is not None else ():
+    if problem.observations is not None:
+        points, _, noise = problem.observations
+        sq = [(kernels.cross(problem.family, axis_params(problem, values, j),
+                             jnp.asarray(points[:, j]), jnp.asarray(problem.axes[j]))
+               @ bases[j][2]) ** 2 for j in range(problem.ndim)]
+        diag = diag + jnp.sum(jax.vmap(lambda *rows: _outer(rows))(*sq), 0) / noise**2
+    return diag
+
+
+def boundary_diagonal(problem, bases, scale_b):
+    """The diagonal of the boundary rows' part scale_b^2 B^T B."""
+    diag = 0.0
+    for face in problem.faces:
         row = 0 if face.side == "lo" else -1
         parts = [bases[j][0][row] ** 2 if j == face.axis else jnp.sum(bases[j][0] ** 2, 0)
                  for j in range(problem.ndim)]
         diag = diag + scale_b**2 * _outer(parts)
-    if problem.observations is not None:
-        points, _, noise = problem.observations
-        rows = [kernels.cross(problem.family, axis_params(problem, values, j),
-                              jnp.asarray(points[:, j]), jnp.asarray(problem.axes[j]))
-                @ bases[j][2] for j in range(problem.ndim)]
-        sq = [r**2 for r in rows]
-        term = sq[0]
-        for s in sq[1:]:
-            term = term[..., None] * s.reshape((s.shape[0],) + (1,) * (term.ndim - 1)
-                                               + (s.shape[1],))
-        diag = diag + jnp.sum(term, axis=0) / noise**2
     return diag
 
 
@@ -219,17 +219,14 @@ def gauss_newton_system(problem, values, trils, u):
         out = flat + jax.vmap(lambda x: vjp(jvp(x)))(flat)
         return out.reshape(v.shape)
 
-    sd_e = equation_sd(problem, values)
+    inner = equation_diagonal(problem, values, trils, bases, u, equation_sd(problem, values))
     if not problem.faces:
-        diag = hessian_diagonal(problem, values, trils, bases, u, sd_e, None)
-        return z0, bases, r0, jvp, vjp, hess, diag, lambda v: v / diag
+        return z0, bases, r0, jvp, vjp, hess, inner, lambda v: v / inner
     scale_b = boundary_scale(problem, values)
-    diag = hessian_diagonal(problem, values, trils, bases, u, sd_e, scale_b)
-    if d != 2:
-        return z0, bases, r0, jvp, vjp, hess, diag, lambda v: v / diag
-    inner = hessian_diagonal(problem, values, trils, bases, u, sd_e, None)
-    return (z0, bases, r0, jvp, vjp, hess, diag,
-            woodbury_preconditioner(problem, bases, inner, scale_b))
+    diag = inner + boundary_diagonal(problem, bases, scale_b)
+    precond = (woodbury_preconditioner(problem, bases, inner, scale_b) if d == 2
+               else lambda v: v / diag)
+    return z0, bases, r0, jvp, vjp, hess, diag, precond
 
 
 def newton_step(problem, values, trils, u, tol, maxiter):

@@ -15,10 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 from jax.scipy.linalg import solve_triangular
+from tqdm.auto import tqdm
 
 from gpbayes import kernels, kron
 from gpbayes.errors import SpecError
-from gpbayes.infer.profile import MAX_DENSE
+from gpbayes.infer import pcg
+from gpbayes.infer.profile import MAX_DENSE, is_linear
 from gpbayes.model import axis_factors, axis_params, data_residual, log_density
 
 BLOCK = 16  # perturbation-optimisation draws solved together
@@ -160,11 +162,6 @@ def structured_posterior(problem, fit, samples=64, seed=0, tolerance=1e-10,
     xi ~ N(0, I) of the residual's length and eta ~ N(0, I) on the grid,
     dz = H^{-1} (eta + J^T xi) ~ N(0, H^{-1}) exactly, up to the CG tolerance.
     """
-    from tqdm.auto import tqdm
-
-    from gpbayes.infer import pcg
-    from gpbayes.infer.profile import is_linear
-
     fixed = fixed_sites(fit)
     trils = axis_factors(problem, fixed, fit.recipe.jitter)
     iterations, worst = [], 0.0

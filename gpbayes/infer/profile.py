@@ -52,11 +52,13 @@ def is_linear(problem):
 
 
 def make_u_solver(problem, jitter, gn_steps):
-    """(values, U0, tau_e, tau_b) -> U minimising the log joint for fixed kernel parameters."""
+    """(values with log precisions, U0) -> (U, 0): U minimising the log joint for fixed
+    kernel parameters and precisions, by dense QR (the 0 stands for CG iterations)."""
     n = problem.size
     weight = problem.boundary_weight
 
-    def solve(values, u0, tau_e, tau_b):
+    def solve(values, u0):
+        tau_e, tau_b = jnp.exp(values["log_tau_e"]), jnp.exp(values["log_tau_b"])
         trils = axis_factors(problem, values, jitter)
         lower = trils[0]
 
@@ -78,7 +80,7 @@ def make_u_solver(problem, jitter, gn_steps):
                                    jnp.zeros(n)])
             q, r = jnp.linalg.qr(m)
             z = solve_triangular(r, q.T @ rhs, lower=False)
-        return lower @ z
+        return lower @ z, 0
 
     return solve
 
@@ -127,8 +129,7 @@ def fit_profile(problem, recipe, progress=None, interrupt=None):
 
     start = time.perf_counter()
     gn = 1 if is_linear(problem) else recipe.gauss_newton_steps
-    dense = is_dense(problem)
-    solve = (make_u_solver(problem, recipe.jitter, gn) if dense else
+    solve = (make_u_solver(problem, recipe.jitter, gn) if is_dense(problem) else
              make_cg_solver(problem, recipe.jitter, gn, recipe.cg_tolerance,
                             recipe.cg_max_iterations))
     cap = float(np.log(recipe.tau_max))
@@ -136,11 +137,7 @@ def fit_profile(problem, recipe, progress=None, interrupt=None):
 
     @jax.jit
     def sweep(theta, u, log_tau):
-        if dense:
-            u, k = solve(theta, u, jnp.exp(log_tau["log_tau_e"]),
-                         jnp.exp(log_tau["log_tau_b"])), 0
-        else:
-            u, k = solve({**theta, **log_tau}, u)
+        u, k = solve({**theta, **log_tau}, u)
         log_tau = closed_form_log_tau(problem, theta, u, recipe.jitter, cap)
         objective = -log_density(problem, {**theta, **log_tau, "U": u}, recipe.jitter)[0]
         return u, log_tau, objective, k
