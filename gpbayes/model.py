@@ -78,13 +78,39 @@ def derivative_fields(problem, values, trils, u):
     return out
 
 
-def equation_residual(problem, values, trils, u, unknowns=None):
-    """L[u] - f on every grid point (``unknowns``: values of the model's unknown constants)."""
+def whitened_fields(problem, values, trils, z):
+    """The fields of ``derivative_fields`` at U = (L_1 kron ... kron L_d) z, from z.
+
+    Since K_j^{-1} L_j = L_j^{-T}, axis j applies k_j^(m)(x_j, x_j) L_j^{-T} (m > 0) or
+    L_j (m = 0): one triangular solve instead of a Cholesky solve after a product with
+    L_j, which keeps the rounding of an ill-conditioned K_j (small jitter) out of the
+    fields.
+    """
+    out = {}
+    for name, orders in problem.derivatives.items():
+        field = z
+        for j, m in enumerate(orders):
+            if m:
+                dk = kernels.toeplitz(problem.family, axis_params(problem, values, j),
+                                      jnp.asarray(problem.axes[j]), m)
+                field = kron.mode_dot(dk, kron.mode_solve_tril(trils[j], field, j, True), j)
+            else:
+                field = kron.mode_dot(trils[j], field, j)
+        out[name] = field
+    return out
+
+
+def equation_residual(problem, values, trils, u, unknowns=None, z=None):
+    """L[u] - f on every grid point (``unknowns``: values of the model's unknown constants).
+
+    With ``z`` (whitened coordinates of u, see ``whitened_fields``) the fields come from z.
+    """
     env = dict(problem.constants)
     env.update(unknowns or unknown_values(problem, values))
     env.update(problem.coordinates())
-    env.update(derivative_fields(problem, values, trils, u))
-    return jnp.broadcast_to(problem.equation(env), u.shape) - problem.source_values
+    env.update(derivative_fields(problem, values, trils, u) if z is None
+               else whitened_fields(problem, values, trils, z))
+    return jnp.broadcast_to(problem.equation(env), problem.grid) - problem.source_values
 
 
 def unknown_values(problem, values):

@@ -5,7 +5,7 @@ import pytest
 
 import gpbayes as gb
 from conftest import small_problem
-from gpbayes import kernels, model
+from gpbayes import kernels, kron, model
 
 
 def random_params(p, seed=0):
@@ -87,3 +87,22 @@ def test_mixed_derivative_in_2d():
     u = jnp.asarray(np.sin(p.axes[0])[:, None] * np.cos(p.axes[1])[None, :])
     f = model.derivative_fields(p, values, trils, u)["u_xy"]
     np.testing.assert_allclose(f[5:-5, 5:-5], p.source_values[5:-5, 5:-5], atol=1e-3)
+
+
+def test_whitened_fields_equal_the_fields_of_u():
+    """Fields from z (U = L z) equal those from U, with mixed and zero-order terms, in 2-D."""
+    from conftest import small_2d_problem
+
+    p, fit = small_2d_problem(equation="u_xx + u_xy + u*u_y")
+    values = fit.params
+    trils = model.axis_factors(p, values, 1e-6)
+    z = jax.random.normal(jax.random.PRNGKey(1), p.grid)
+    u = kron.kron_apply(trils, z)
+    a = model.derivative_fields(p, values, trils, u)
+    b = model.whitened_fields(p, values, trils, z)
+    assert set(a) == set(b) == {"u", "u_xx", "u_xy", "u_y"}
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-6, atol=1e-7 * float(jnp.max(jnp.abs(a[k]))))
+    np.testing.assert_allclose(model.equation_residual(p, values, trils, None, z=z),
+                               model.equation_residual(p, values, trils, u), rtol=1e-6, atol=1e-6)
+

@@ -55,11 +55,19 @@ def _unit(a):
 
 
 def peak_frequencies(freqs, amp, count):
-    """Up to ``count`` local maxima of amp, strongest first, above FLOOR."""
+    """Up to ``count`` local maxima of amp, strongest first, above FLOOR.
+
+    Each peak is refined between the bins by a parabola through the log amplitude of the
+    peak bin and its two neighbours (the window's main lobe is near Gaussian, so this is
+    close to exact for a clean tone, far finer than the bin width).
+    """
     inner = (amp[1:-1] > amp[:-2]) & (amp[1:-1] >= amp[2:]) & (amp[1:-1] > FLOOR)
     idx = np.nonzero(inner)[0] + 1
     idx = idx[np.argsort(amp[idx])[::-1]][:count]
-    return freqs[idx]
+    a, b, c = (np.log(amp[i]) for i in (idx - 1, idx, idx + 1))
+    curve = a - 2 * b + c
+    shift = np.where(curve < 0, 0.5 * (a - c) / np.where(curve < 0, curve, -1.0), 0.0)
+    return freqs[idx] + np.clip(shift, -0.5, 0.5) * (freqs[1] - freqs[0])
 
 
 def spectral_params(problem, rho_scale=0.3):

@@ -29,3 +29,16 @@ def test_peaks_above_floor_only():
     f = np.linspace(0, 10, 101)
     amp = np.exp(-((f - 3) ** 2) / 0.01) + 0.5 * np.exp(-((f - 7) ** 2) / 0.01)
     np.testing.assert_allclose(peak_frequencies(f, amp, 5), [3.0, 7.0])
+
+
+def test_peaks_are_refined_between_bins():
+    """A tone between two FFT bins is located to a small fraction of the bin width."""
+    from gpbayes.infer.init import PAD, window
+
+    n, h, nu = 400, 1 / 399, 79.577
+    x = np.arange(n) * h
+    freqs = np.fft.rfftfreq(PAD * n, h)
+    amp = np.abs(np.fft.rfft(np.sin(2 * np.pi * nu * x) * window(n), PAD * n))
+    bin_width = freqs[1] - freqs[0]
+    assert abs(freqs[np.argmax(amp)] - nu) > 0.05 * bin_width  # the tone is off-bin
+    assert abs(peak_frequencies(freqs, amp / amp.max(), 1)[0] - nu) < 0.01 * bin_width

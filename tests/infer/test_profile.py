@@ -115,3 +115,31 @@ def test_3d_profile_runs_matrix_free():
     assert fit.rel_l2_error < 5e-3  # measured 2.0e-3
     lp, _ = gb.log_density(p, fit.params, recipe.jitter)
     assert fit.objective == pytest.approx(-float(lp), rel=1e-6)
+
+
+def test_dense_solve_is_accurate_in_one_step(root):
+    """The U solve works in whitened coordinates (model.whitened_fields): with jitter 1e-10
+    on a stiff case a second solve from the first one's U (iterative refinement) moves it
+    by rounding only (the route through K^{-1} moved it by 2e-2 here)."""
+    import jax.numpy as jnp
+
+    from gpbayes.infer.init import spectral_params
+    from gpbayes.infer.profile import make_u_solver
+
+    p = gb.load_model(root / "models/poisson1d-xsin200.toml")
+    values = {k: v for k, v in spectral_params(p, 1.0).items() if k != "U"}
+    values.update(log_tau_e=jnp.asarray(13.5), log_tau_b=jnp.asarray(27.6))
+    solve = make_u_solver(p, 1e-10, 1)
+    u1, _ = solve(values, jnp.zeros(p.grid))
+    u2, _ = solve(values, u1)
+    assert float(jnp.linalg.norm(u2 - u1) / jnp.linalg.norm(u1)) < 1e-6
+
+
+def test_check_score_scales_the_boundary_by_the_solution_when_the_data_vanish():
+    """u = 0 on the faces: a rounding-level boundary mismatch must not dominate the score."""
+    from types import SimpleNamespace
+
+    problem = SimpleNamespace(boundary_values=np.zeros(2))
+    fit = SimpleNamespace(problem=problem, params={"U": np.full(10, 2.0)},
+                          midpoint_residual=1e-8, boundary_rms=1e-12)
+    assert check_score(fit) == pytest.approx(1e-8 + 5e-13)
