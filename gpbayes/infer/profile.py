@@ -25,6 +25,7 @@ from gpbayes.infer import pcg
 from gpbayes.model import axis_factors, boundary_difference, equation_residual, log_density
 
 MAX_DENSE = 4000  # grid points; the dense solve is O(N^3)
+ROUNDING = 100  # a fall of the log joint up to ROUNDING x tolerance (relative) is rounding
 
 
 def is_dense(problem):
@@ -155,6 +156,11 @@ def fit_profile(problem, recipe, progress=None, interrupt=None):
             if int(k) >= recipe.cg_max_iterations and objective is not None:
                 reason = (f"CG reached cg_max_iterations at sweep {i + 1}; kept the last "
                           "converged state")
+                break
+            # each sweep raises the log joint in exact arithmetic: a small fall is rounding
+            if previous <= obj <= previous + ROUNDING * recipe.tolerance * abs(obj):
+                reason = (f"log joint converged (stopped rising at sweep {i + 1}: rounding "
+                          "level; kept the sweep before)")
                 break
             u, log_tau, objective = new_u, new_tau, obj
             history.append({"step": len(history) + 1, "rho_scale": scale, "objective": obj,

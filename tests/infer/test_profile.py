@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import gpbayes as gb
-from conftest import small_problem
+from conftest import ROOT, small_problem
 from gpbayes.infer.profile import check_score, is_linear
 
 
@@ -27,10 +27,19 @@ def test_default_recipe_beats_the_paper_on_poisson1d_sin100(fast_fit):
 
 def test_fast_objective_is_the_models_log_joint(fast_fit):
     """What the fast path minimises is minus the NumPyro model's log joint (with the
-    precisions at their capped closed-form values): recompute it at the returned point."""
+    precisions at their capped closed-form values): recompute it at the returned point.
+
+    At the default jitter (1e-10) the log joint evaluated from U carries rounding of
+    1e-5 to 2e-4 relative (measured: U = L z drops digits that K^{-1} U needs, and tau_e
+    ~ 1e6 multiplies them), so the paper's jitter (1e-6) checks the identity tightly and
+    the default to 1e-3 (the starts' objectives differ by 1e-2 to 3e-1)."""
     lp, _ = gb.log_density(fast_fit.problem, fast_fit.params, fast_fit.recipe.jitter)
-    # the objective is stiff (tau up to 1e12); compiled and eager evaluation differ ~1e-7
-    assert fast_fit.objective == pytest.approx(-float(lp), rel=1e-6)
+    assert fast_fit.objective == pytest.approx(-float(lp), rel=1e-3)
+    recipe = gb.load_inference(ROOT / "inference/map.toml", jitter=1e-6, rho_scales=[0.3])
+    fit = gb.fit_map(fast_fit.problem, recipe, progress=False)
+    lp, _ = gb.log_density(fit.problem, fit.params, 1e-6)
+    # stiff (tau up to 1e12): compiled and eager evaluation differ ~1e-7
+    assert fit.objective == pytest.approx(-float(lp), rel=1e-6)
 
 
 def test_precisions_are_at_their_conditional_optimum(fast_fit):
