@@ -117,10 +117,10 @@ def fit_profile(problem, recipe, progress=None, interrupt=None):
     from the data's spectrum (``gpbayes.infer.init``) and held there; U and the precisions
     are then maximised by alternating the exact U solve with the closed-form precisions
     (each sweep raises the log joint) until the log joint changes by less than
-    ``recipe.tolerance`` (relative) or falls at rounding level. Among the candidates the one whose PDE residual at the
-    cell midpoints (between collocation points) is smallest is kept: a check that uses
-    the equation and the source only, never the exact solution (plus the boundary
-    mismatch, see ``check_score``).
+    ``recipe.tolerance`` (relative) or falls at rounding level. Among the candidates the
+    one whose PDE residual at the cell midpoints (between collocation points) is smallest
+    is kept: a check that uses the equation and the source only, never the exact solution
+    (plus the boundary mismatch, see ``check_score``).
     """
     from gpbayes.infer.init import spectral_params
     from gpbayes.model import initial_params
