@@ -9,7 +9,8 @@ solved by Gauss-Newton (one step when the PDE is linear): a dense QR least squar
 1-D grids up to MAX_DENSE points, else matrix-free preconditioned CG (``pcg``). The
 precisions then take their closed-form conditional optima; sweeps alternate the two.
 The kernel parameters stay at the spectral start (``init``); several starting length
-scales are tried and the one with the smallest check residual is kept.
+scales are tried and, among those that pass a check (``choose``), the one with the
+largest log joint is kept.
 """
 
 import sys
@@ -26,6 +27,7 @@ from gpbayes.model import axis_factors, boundary_difference, equation_residual, 
 
 MAX_DENSE = 4000  # grid points; the dense solve is O(N^3)
 ROUNDING = 100  # a fall of the log joint up to ROUNDING x tolerance (relative) is rounding
+CHECK_RANGE = 100  # starts whose check score is within this factor of the best compete
 
 
 def is_dense(problem):
@@ -117,10 +119,11 @@ def fit_profile(problem, recipe, progress=None, interrupt=None):
     from the data's spectrum (``gpbayes.infer.init``) and held there; U and the precisions
     are then maximised by alternating the exact U solve with the closed-form precisions
     (each sweep raises the log joint) until the log joint changes by less than
-    ``recipe.tolerance`` (relative) or falls at rounding level. Among the candidates the
-    one whose PDE residual at the cell midpoints (between collocation points) is smallest
-    is kept: a check that uses the equation and the source only, never the exact solution
-    (plus the boundary mismatch, see ``check_score``).
+    ``recipe.tolerance`` (relative) or falls at rounding level. Among the candidates
+    whose check score (PDE residual at the cell midpoints, between collocation points,
+    plus the boundary mismatch: ``check_score``, from the equation, the source and the
+    boundary data only, never the exact solution) is within CHECK_RANGE of the best, the
+    one with the largest log joint is kept.
     """
     from gpbayes.infer.init import spectral_params
     from gpbayes.model import initial_params
@@ -175,28 +178,43 @@ def fit_profile(problem, recipe, progress=None, interrupt=None):
                       history=history, objective=objective, kernel_learned=False)
 
     scales = recipe.rho_scales if recipe.init == "spectrum" else [None]
-    best, best_score, chosen, history = None, np.inf, None, []
+    starts, history = [], []  # (check score, fit, scale)
     show = sys.stderr.isatty() if progress is None else progress
     with tqdm(total=len(scales), disable=not show, desc=problem.name, unit="start",
               file=sys.stderr) as bar:
         for scale in scales:
             reason = interrupt() if interrupt else None
-            if reason and best is not None:
-                best.stop_reason = (f"interrupted ({reason}) after {len(history)} sweeps; kept "
-                                    "the best start so far (rerun to finish)")
+            if reason and starts:
                 break
             fit = run_start(scale, history)
             score = check_score(fit) if fit.objective is not None else np.inf
-            if best is None or score < best_score:
-                best, best_score, chosen = fit, score, scale
+            starts.append((score, fit, scale))
             bar.update(1)
             bar.set_postfix(check=f"{score:.3g}")
+    best, chosen, passed = choose(starts)
     best.steps = len(history)
     best.wall_time_s = time.perf_counter() - start
-    if len(scales) > 1 and not best.interrupted:
-        best.stop_reason += (f"; kept the start with length-scale factor {chosen} "
-                             f"(smallest check residual of {len(scales)})")
+    if reason and len(starts) < len(scales):
+        best.stop_reason = (f"interrupted ({reason}) after {len(history)} sweeps; kept "
+                            "the best start so far (rerun to finish)")
+    elif len(scales) > 1:
+        best.stop_reason += (f"; kept the start with length-scale factor {chosen} (largest "
+                             f"log joint of the {passed} of {len(scales)} that pass the check)")
     return best
+
+
+def choose(starts):
+    """The start with the largest log joint among those whose check score is within
+    CHECK_RANGE of the smallest (a start far behind on the check, e.g. one stuck with a
+    loose boundary, is a poor local optimum whatever its log joint). Returns (fit, its
+    length-scale factor, how many passed)."""
+    floor = min(score for score, _, _ in starts)
+    passed = [(fit.objective, i) for i, (score, fit, _) in enumerate(starts)
+              if fit.objective is not None and score <= CHECK_RANGE * floor]
+    if not passed:  # no finite start: the first, with its failure reason
+        return starts[0][1], starts[0][2], 0
+    _, i = min(passed)
+    return starts[i][1], starts[i][2], len(passed)
 
 
 def check_score(fit):
