@@ -29,7 +29,7 @@ def test_fast_objective_is_the_models_log_joint(fast_fit):
     """What the fast path minimises is minus the NumPyro model's log joint (with the
     precisions at their capped closed-form values): recompute it at the returned point.
 
-    At the default jitter (1e-10) the log joint evaluated from U carries rounding of
+    At the default jitter (3e-11) the log joint evaluated from U carries rounding of
     1e-5 to 2e-4 relative (measured: U = L z drops digits that K^{-1} U needs, and tau_e
     ~ 1e6 multiplies them), so the paper's jitter (1e-6) checks the identity tightly and
     the default to 1e-3 (the starts' objectives differ by 1e-2 to 3e-1)."""
@@ -152,3 +152,19 @@ def test_check_score_scales_the_boundary_by_the_solution_when_the_data_vanish():
     fit = SimpleNamespace(problem=problem, params={"U": np.full(10, 2.0)},
                           midpoint_residual=1e-8, boundary_rms=1e-12)
     assert check_score(fit) == pytest.approx(1e-8 + 5e-13)
+
+
+def test_choice_of_start_is_the_largest_log_joint_that_passes_the_check():
+    """A start far behind on the check (a poor local optimum, e.g. a loose boundary) is
+    skipped even with the best log joint; among the rest the largest log joint wins."""
+    from types import SimpleNamespace
+
+    from gpbayes.infer.profile import CHECK_RANGE, choose
+
+    def start(score, objective, scale):
+        return score, SimpleNamespace(objective=objective), scale
+
+    starts = [start(1e-6, -100.0, 0.3), start(2e-6, -120.0, 0.1),
+              start(1e-6 * CHECK_RANGE * 2, -500.0, 1.0), start(np.inf, None, 3.0)]
+    fit, scale, passed = choose(starts)
+    assert scale == 0.1 and fit.objective == -120.0 and passed == 2
