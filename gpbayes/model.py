@@ -61,10 +61,14 @@ def axis_factors(problem, values, jitter):
     return trils
 
 
-def derivative_fields(problem, values, trils, u):
+def derivative_fields(problem, values, trils, u, whitened=False):
     """u and its derivatives on the grid, by name, from the GP conditional mean.
 
     d^m u / dx_j^m = k_j^(m)(x_j, x_j) K_j^{-1} applied along axis j (mode product).
+    ``whitened=True``: ``u`` holds whitened coordinates z of U = (L_1 kron ... L_d) z, and
+    since K_j^{-1} L_j = L_j^{-T} axis j applies k_j^(m) L_j^{-T} (m > 0) or L_j (m = 0):
+    one triangular solve instead of a Cholesky solve after a product with L_j, which
+    keeps the rounding of an ill-conditioned K_j (small jitter) out of the fields.
     """
     out = {}
     for name, orders in problem.derivatives.items():
@@ -73,44 +77,23 @@ def derivative_fields(problem, values, trils, u):
             if m:
                 dk = kernels.toeplitz(problem.family, axis_params(problem, values, j),
                                       jnp.asarray(problem.axes[j]), m)
-                field = kron.mode_dot(dk, kron.mode_cho_solve(trils[j], field, j), j)
+                field = kron.mode_dot(dk, kron.mode_solve_tril(trils[j], field, j, True)
+                                      if whitened else kron.mode_cho_solve(trils[j], field, j),
+                                      j)
+            elif whitened:
+                field = kron.mode_dot(trils[j], field, j)
         out[name] = field  # XLA merges the repeated solves of U along an axis
     return out
 
 
-def whitened_fields(problem, values, trils, z):
-    """The fields of ``derivative_fields`` at U = (L_1 kron ... kron L_d) z, from z.
-
-    Since K_j^{-1} L_j = L_j^{-T}, axis j applies k_j^(m)(x_j, x_j) L_j^{-T} (m > 0) or
-    L_j (m = 0): one triangular solve instead of a Cholesky solve after a product with
-    L_j, which keeps the rounding of an ill-conditioned K_j (small jitter) out of the
-    fields.
-    """
-    out = {}
-    for name, orders in problem.derivatives.items():
-        field = z
-        for j, m in enumerate(orders):
-            if m:
-                dk = kernels.toeplitz(problem.family, axis_params(problem, values, j),
-                                      jnp.asarray(problem.axes[j]), m)
-                field = kron.mode_dot(dk, kron.mode_solve_tril(trils[j], field, j, True), j)
-            else:
-                field = kron.mode_dot(trils[j], field, j)
-        out[name] = field
-    return out
-
-
-def equation_residual(problem, values, trils, u, unknowns=None, z=None):
-    """L[u] - f on every grid point (``unknowns``: values of the model's unknown constants).
-
-    With ``z`` (whitened coordinates of u, see ``whitened_fields``) the fields come from z.
-    """
+def equation_residual(problem, values, trils, u, unknowns=None, whitened=False):
+    """L[u] - f on every grid point (``unknowns``: values of the model's unknown constants;
+    ``whitened``: ``u`` holds whitened coordinates, see ``derivative_fields``)."""
     env = dict(problem.constants)
     env.update(unknowns or unknown_values(problem, values))
     env.update(problem.coordinates())
-    env.update(derivative_fields(problem, values, trils, u) if z is None
-               else whitened_fields(problem, values, trils, z))
-    return jnp.broadcast_to(problem.equation(env), problem.grid) - problem.source_values
+    env.update(derivative_fields(problem, values, trils, u, whitened))
+    return jnp.broadcast_to(problem.equation(env), u.shape) - problem.source_values
 
 
 def unknown_values(problem, values):

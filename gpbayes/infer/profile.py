@@ -65,8 +65,8 @@ def make_u_solver(problem, jitter, gn_steps):
         trils = axis_factors(problem, values, jitter)
         lower = trils[0]
 
-        def residual(z):  # in whitened coordinates: see model.whitened_fields
-            return equation_residual(problem, values, trils, None, z=z)
+        def residual(z):  # in whitened coordinates: see model.derivative_fields
+            return equation_residual(problem, values, trils, z, whitened=True)
 
         def boundary(z):
             return boundary_difference(problem, lower @ z)
@@ -178,13 +178,13 @@ def fit_profile(problem, recipe, progress=None, interrupt=None):
                       history=history, objective=objective, kernel_learned=False)
 
     scales = recipe.rho_scales if recipe.init == "spectrum" else [None]
-    starts, history = [], []  # (check score, fit, scale)
+    starts, history, stopped = [], [], None  # starts: (check score, fit, scale)
     show = sys.stderr.isatty() if progress is None else progress
     with tqdm(total=len(scales), disable=not show, desc=problem.name, unit="start",
               file=sys.stderr) as bar:
         for scale in scales:
-            reason = interrupt() if interrupt else None
-            if reason and starts:
+            stopped = interrupt() if interrupt else None
+            if stopped and starts:
                 break
             fit = run_start(scale, history)
             score = check_score(fit) if fit.objective is not None else np.inf
@@ -194,8 +194,8 @@ def fit_profile(problem, recipe, progress=None, interrupt=None):
     best, chosen, passed = choose(starts)
     best.steps = len(history)
     best.wall_time_s = time.perf_counter() - start
-    if reason and len(starts) < len(scales):
-        best.stop_reason = (f"interrupted ({reason}) after {len(history)} sweeps; kept "
+    if stopped and len(starts) < len(scales):
+        best.stop_reason = (f"interrupted ({stopped}) after {len(history)} sweeps; kept "
                             "the best start so far (rerun to finish)")
     elif len(scales) > 1:
         best.stop_reason += (f"; kept the start with length-scale factor {chosen} (largest "

@@ -127,9 +127,9 @@ def test_3d_profile_runs_matrix_free():
 
 
 def test_dense_solve_is_accurate_in_one_step(root):
-    """The U solve works in whitened coordinates (model.whitened_fields): with jitter 1e-10
-    on a stiff case a second solve from the first one's U (iterative refinement) moves it
-    by rounding only (the route through K^{-1} moved it by 2e-2 here)."""
+    """The U solve works in whitened coordinates (model.derivative_fields, whitened=True):
+    with jitter 1e-10 on a stiff case a second solve from the first one's U (iterative
+    refinement) moves it by rounding only (the route through K^{-1} moved it by 2e-2)."""
     import jax.numpy as jnp
 
     from gpbayes.infer.init import spectral_params
