@@ -32,7 +32,7 @@ def test_diagonal_is_exact(equation):
     assert np.allclose(h, h.T, rtol=1e-8, atol=1e-8 * np.abs(h).max())
     np.testing.assert_allclose(np.diag(h), np.asarray(diag).reshape(-1), rtol=1e-7)
     # the preconditioner inverts diag(H without the boundary) + the boundary rows exactly
-    bases = pcg.axis_bases(trils)
+    bases = pcg.axis_bases(p, fixed, trils)
     rows = pcg.FaceRows(p, bases)
     n = p.size
     b = np.asarray(rows.apply(jnp.eye(n).reshape((n,) + p.grid))).T  # (n_b, n)
@@ -68,3 +68,35 @@ def test_pcg_stops_at_max_iterations():
     *_, hess, _, pre = pcg.gauss_newton_system(p, fixed, trils, jnp.zeros(p.grid))
     _, k, res = pcg.pcg(hess, jnp.ones(p.grid), pre, 1e-14, 3, 2)
     assert int(k) == 3 and float(res) > 1e-6
+
+
+def test_axis_bases_factor_k_and_diagonalise_the_derivative_gram_per_decade():
+    p, fit = small_2d_problem(n=14)
+    fixed = fixed_sites(fit)
+    trils = axis_factors(p, fixed, fit.recipe.jitter)
+    for j, (e, e_inv, k_inv_e) in enumerate(pcg.axis_bases(p, fixed, trils)):
+        e, e_inv, k_inv_e = map(np.asarray, (e, e_inv, k_inv_e))
+        k = np.asarray(trils[j] @ trils[j].T)
+        np.testing.assert_allclose(e @ e.T, k, atol=1e-10 * np.abs(k).max())
+        np.testing.assert_allclose(e_inv @ e, np.eye(len(k)), atol=1e-6)
+        np.testing.assert_allclose(k @ k_inv_e, e, atol=1e-8 * np.abs(e).max())
+        lam = np.sum(e**2, axis=0)  # the rotation keeps each column within its decade
+        b = np.asarray(pcg.axis_operator(p, fixed, pcg.axis_bases(p, fixed, trils), j, 2))
+        gram = b.T @ b
+        decade = np.floor(np.log10(lam) + 1e-9)
+        same = decade[:, None] == decade[None, :]
+        off = np.where(same & ~np.eye(len(lam), dtype=bool), gram, 0.0)
+        assert np.abs(off).max() <= 1e-8 * np.abs(gram).max()
+        assert not np.allclose(np.where(~same, gram, 0.0), 0.0)  # across decades: not
+
+
+def test_decade_rotation_is_orthogonal_and_block_diagonal():
+    rng = np.random.default_rng(3)
+    lam = np.sort(np.concatenate([rng.uniform(1, 9, 4), rng.uniform(0.01, 0.09, 3)]))
+    a = rng.normal(size=(7, 7))
+    r = np.asarray(pcg.decade_rotation(jnp.asarray(lam), jnp.asarray(a @ a.T)))
+    np.testing.assert_allclose(r.T @ r, np.eye(7), atol=1e-12)
+    assert np.all(r[:3, 3:] == 0) and np.all(r[3:, :3] == 0)
+    blocks = (r.T @ a @ a.T @ r)[:3, :3], (r.T @ a @ a.T @ r)[3:, 3:]
+    for blk in blocks:
+        assert np.abs(blk - np.diag(np.diag(blk))).max() < 1e-10 * np.abs(blk).max()
