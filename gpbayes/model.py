@@ -52,6 +52,12 @@ def axis_params(problem, values, j):
     return out
 
 
+def derivative_matrix(problem, values, j, m):
+    """k_j^(m)(x_j, x_j): the kernel's m-th derivative along axis j, on the axis's grid."""
+    return kernels.toeplitz(problem.family, axis_params(problem, values, j),
+                            jnp.asarray(problem.axes[j]), m)
+
+
 def axis_factors(problem, values, jitter):
     """Per-axis lower Cholesky factors of K_j = k_j(x_j, x_j) + jitter I."""
     trils = []
@@ -75,8 +81,7 @@ def derivative_fields(problem, values, trils, u, whitened=False):
         field = u
         for j, m in enumerate(orders):
             if m:
-                dk = kernels.toeplitz(problem.family, axis_params(problem, values, j),
-                                      jnp.asarray(problem.axes[j]), m)
+                dk = derivative_matrix(problem, values, j, m)
                 field = kron.mode_dot(dk, kron.mode_solve_tril(trils[j], field, j, True)
                                       if whitened else kron.mode_cho_solve(trils[j], field, j),
                                       j)

@@ -100,6 +100,10 @@ class Problem:
         """{name: orders per axis} of the u-derivatives the equation uses."""
         return self.equation.derivatives(list(self.variables))
 
+    def axis_order(self, j):
+        """The highest derivative order along axis j in the equation (0 if none)."""
+        return max([orders[j] for orders in self.derivatives.values()] + [0])
+
     def coordinates(self, axes=None):
         """Axis arrays shaped to broadcast against a grid tensor, by variable name."""
         axes = self.axes if axes is None else axes

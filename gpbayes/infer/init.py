@@ -33,7 +33,7 @@ def axis_spectrum(problem, j):
     n = problem.grid[j]
     h = problem.axes[j][1] - problem.axes[j][0]
     freqs = np.fft.rfftfreq(PAD * n, h)
-    order = max([o[j] for o in problem.derivatives.values()] + [0])
+    order = problem.axis_order(j)
     symbol = np.maximum(2 * np.pi * freqs, 2 * np.pi * freqs[PAD]) ** order
     arrays = [(np.asarray(problem.source_values), j, symbol)]
     for face, values in problem.boundary_arrays():

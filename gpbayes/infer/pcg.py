@@ -23,6 +23,7 @@ from gpbayes.model import (
     boundary_scale,
     data_residual,
     derivative_fields,
+    derivative_matrix,
     equation_sd,
     unknown_values,
 )
@@ -52,7 +53,7 @@ def axis_bases(problem, values, trils):
         lam = jnp.maximum(lam, lam[-1] * 1e-300)
         root = jnp.sqrt(lam)
         e, e_inv, k_inv_e = q * root, (q / root).T, q / root
-        order = max([o[j] for o in problem.derivatives.values()] + [0])
+        order = problem.axis_order(j)
         if order:
             b = derivative_matrix(problem, values, j, order) @ k_inv_e
             rot = decade_rotation(lam, b.T @ b)
@@ -76,12 +77,6 @@ def decade_rotation(lam, gram):
         return out
 
     return jax.pure_callback(rotation, jax.ShapeDtypeStruct(gram.shape, gram.dtype), lam, gram)
-
-
-def derivative_matrix(problem, values, j, m):
-    """K_j^(m): the kernel's m-th derivative along axis j, on the axis's grid."""
-    return kernels.toeplitz(problem.family, axis_params(problem, values, j),
-                            jnp.asarray(problem.axes[j]), m)
 
 
 def equation_coefficients(problem, values, trils, u):
