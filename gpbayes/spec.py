@@ -48,6 +48,7 @@ class Recipe:
     init: str = "paper"  # or "spectrum": frequencies from the data's FFT
     rho_scales: tuple = (0.3, 0.1, 1.0, 3.0)  # profile: starting length-scale factors
     tau_max: float = 1e12  # profile: cap on the closed-form precisions
+    tau_b_start: float = 1.0  # profile: starting boundary precision (capped at tau_max)
     tolerance: float = 1e-6  # profile: relative change of the log joint that stops
     gauss_newton_steps: int = 3  # profile: per sweep, for nonlinear PDEs
     chains: int = 4  # nuts
@@ -65,7 +66,7 @@ class Recipe:
 _RECIPE_TYPES = {"method": str, "optimizer": str, "learning_rate": float, "steps": int,
                  "jitter": float, "seed": int, "chunk": int, "sweeps": int, "init": str,
                  "rho_scales": list,
-                 "tau_max": float, "tolerance": float, "gauss_newton_steps": int,
+                 "tau_max": float, "tau_b_start": float, "tolerance": float, "gauss_newton_steps": int,
                  "chains": int, "warmup": int, "draws": int, "map": str, "sample_hyper": bool,
                  "solver": str, "samples": int, "cg_tolerance": float,
                  "cg_max_iterations": int, "description": str}
@@ -366,7 +367,8 @@ def load_inference(path=None, **overrides):
                                     or not v > 0 for v in recipe.rho_scales):
         raise SpecError("expected a non-empty list of numbers > 0", path, "rho_scales")
     recipe = replace(recipe, rho_scales=tuple(float(v) for v in recipe.rho_scales))
-    for key in ("learning_rate", "jitter", "tau_max", "tolerance", "cg_tolerance"):
+    for key in ("learning_rate", "jitter", "tau_max", "tau_b_start", "tolerance",
+                "cg_tolerance"):
         v = getattr(recipe, key)
         if not (math.isfinite(v) and v > 0):
             raise SpecError("expected a finite number > 0", path, key)

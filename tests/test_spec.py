@@ -113,6 +113,7 @@ def test_memory_estimate_grows_with_grid():
     ("rho_scales = []\n", "rho_scales", "non-empty list"),
     ("rho_scales = [1, -2]\n", "rho_scales", "non-empty list"),
     ("tau_max = 0\n", "tau_max", "> 0"),
+    ("tau_b_start = -1.0\n", "tau_b_start", "> 0"),
     ("sweeps = 0\n", "sweeps", ">= 1"),
     ('optimizer = "lbfgs"\n', "optimizer", "unknown optimizer"),
 ])

@@ -94,6 +94,20 @@ def test_2d_profile_objective_is_the_models_log_joint(fit_2d):
     assert fit_2d.objective == pytest.approx(-float(lp), rel=1e-6)
 
 
+def test_2d_profile_from_a_tight_boundary_start(fit_2d):
+    """Starting tau_b at the cap (the default recipe's tau_b_start) reaches the same
+    maximum of the log joint with far less CG work (measured: 411 CG iterations in all
+    against 12 000, the same error 9.4e-4)."""
+    recipe = gb.load_inference(optimizer="profile", init="spectrum", rho_scales=[0.3, 1.0],
+                               cg_tolerance=1e-8, tau_b_start=1e12)
+    fit = gb.fit_map(fit_2d.problem, recipe, progress=False)
+    assert fit.converged and fit.history[0]["cg_iterations"] < 100
+    assert fit.objective == pytest.approx(fit_2d.objective, rel=1e-7)
+    assert fit.rel_l2_error == pytest.approx(fit_2d.rel_l2_error, rel=1e-2)
+    cg = [sum(h["cg_iterations"] for h in f.history) for f in (fit, fit_2d)]
+    assert cg[0] < cg[1] / 5
+
+
 def test_2d_profile_keeps_the_last_state_when_cg_cannot_finish():
     from conftest import small_2d_problem
 
@@ -107,7 +121,8 @@ def test_2d_profile_keeps_the_last_state_when_cg_cannot_finish():
 
 def test_3d_profile_runs_matrix_free():
     """3-D: the diagonal preconditioner only (no Woodbury boundary rows); as tau_b grows
-    CG may reach its cap, and the last converged state is kept."""
+    CG may reach its cap, and the last converged state is kept. A tight boundary start
+    would stall it (measured: error 0.74), so 3-D ignores tau_b_start."""
     from gpbayes import operators as op
     from gpbayes.problem import Face
 
@@ -119,7 +134,7 @@ def test_3d_profile_runs_matrix_free():
                    faces=tuple(Face(a, s) for a in range(3) for s in ("lo", "hi")),
                    components=3, max_frequency=2.0, boundary_weight=10.0)
     recipe = gb.load_inference(optimizer="profile", init="spectrum", rho_scales=[0.3],
-                               cg_tolerance=1e-8, cg_max_iterations=3000)
+                               cg_tolerance=1e-8, cg_max_iterations=3000, tau_b_start=1e12)
     fit = gb.fit_map(p, recipe, progress=False)
     assert fit.rel_l2_error < 5e-3  # measured 2.0e-3
     lp, _ = gb.log_density(p, fit.params, recipe.jitter)
