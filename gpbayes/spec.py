@@ -65,8 +65,8 @@ class Recipe:
 
 _RECIPE_TYPES = {"method": str, "optimizer": str, "learning_rate": float, "steps": int,
                  "jitter": float, "seed": int, "chunk": int, "sweeps": int, "init": str,
-                 "rho_scales": list,
-                 "tau_max": float, "tau_b_start": float, "tolerance": float, "gauss_newton_steps": int,
+                 "rho_scales": list, "tau_max": float, "tau_b_start": float,
+                 "tolerance": float, "gauss_newton_steps": int,
                  "chains": int, "warmup": int, "draws": int, "map": str, "sample_hyper": bool,
                  "solver": str, "samples": int, "cg_tolerance": float,
                  "cg_max_iterations": int, "description": str}
