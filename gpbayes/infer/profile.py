@@ -58,11 +58,12 @@ def boundary_start(problem, recipe):
     """The starting boundary precision: ``recipe.tau_b_start`` where the U solve takes the
     boundary rows exactly (the dense solve; the Woodbury preconditioner in 2-D), else 1.
 
-    The boundary data are exact, so tau_b's conditional optimum ends at the cap, and
+    The boundary data are exact, so tau_b's conditional optimum tends to the cap, and
     starting there keeps CG fast in 2-D (allencahn2d-multiscale at 400^2: ~500 CG
-    iterations per solve from the start, against 20000 without converging from tau_b = 1).
-    The 3-D preconditioner takes the boundary rows by their diagonal only; a tight start
-    stalls its CG (measured on a 12^3 Poisson problem), so 3-D grids start at 1.
+    iterations per solve from the start; from tau_b = 1 its solves ran to the 20000 cap).
+    Elsewhere (3-D; 1-D beyond MAX_DENSE) the preconditioner takes the boundary rows by
+    their diagonal only, and a tight start stalls CG (measured on a 12^3 Poisson
+    problem: error 0.74 against 2e-3), so those grids start at 1.
     """
     exact = is_dense(problem) or problem.ndim == 2
     return recipe.tau_b_start if exact else 1.0
