@@ -162,6 +162,12 @@ class FaceRows:
         return out
 
 
+def exact_boundary_rows(problem):
+    """True where the preconditioner takes the boundary rows exactly (Woodbury: 2-D);
+    elsewhere it takes them by their diagonal only."""
+    return problem.ndim == 2
+
+
 def woodbury_preconditioner(problem, bases, diag, scale_b):
     """v -> P^{-1} v for P = D + scale_b^2 B^T B (2-D): the diagonal D of the other terms
     plus the boundary rows B exactly, by the Woodbury identity with the capacitance
@@ -253,8 +259,8 @@ def gauss_newton_system(problem, values, trils, u):
         return z0, bases, r0, jvp, vjp, hess, inner, lambda v: v / inner
     scale_b = boundary_scale(problem, values)
     diag = inner + boundary_diagonal(problem, bases, scale_b)
-    precond = (woodbury_preconditioner(problem, bases, inner, scale_b) if d == 2
-               else lambda v: v / diag)
+    precond = (woodbury_preconditioner(problem, bases, inner, scale_b)
+               if exact_boundary_rows(problem) else lambda v: v / diag)
     return z0, bases, r0, jvp, vjp, hess, diag, precond
 
 

@@ -65,7 +65,7 @@ def boundary_start(problem, recipe):
     their diagonal only, and a tight start stalls CG (measured on a 12^3 Poisson
     problem: error 0.74 against 2e-3), so those grids start at 1.
     """
-    exact = is_dense(problem) or problem.ndim == 2
+    exact = is_dense(problem) or pcg.exact_boundary_rows(problem)
     return recipe.tau_b_start if exact else 1.0
 
 
