@@ -22,7 +22,7 @@ import gpbayes as gb
 from gpbayes import operators as op
 from gpbayes.infer.init import spectral_params
 from gpbayes.infer.posterior import gaussian_posterior
-from gpbayes.infer.profile import MAX_DENSE
+from gpbayes.infer.solvers import MAX_DENSE
 from gpbayes.problem import Face
 from gpbayes.results import MapFit
 

@@ -19,7 +19,7 @@ import numpy as np
 import gpbayes as gb
 from gpbayes.infer.nuts import sample_nuts
 from gpbayes.infer.posterior import gaussian_posterior
-from gpbayes.results import import_arviz
+from gpbayes.io import import_arviz
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "infer"))
 from test_posterior import noisy_problem  # noqa: E402

@@ -4,6 +4,7 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
+from gpbayes.conditional import Conditional  # noqa: E402
 from gpbayes.errors import SpecError  # noqa: E402
 from gpbayes.infer.map import fit_map  # noqa: E402
 from gpbayes.infer.nuts import sample_nuts  # noqa: E402
@@ -12,6 +13,6 @@ from gpbayes.model import log_density, pde_model  # noqa: E402
 from gpbayes.problem import Problem  # noqa: E402
 from gpbayes.spec import Recipe, load_inference, load_model  # noqa: E402
 
-__all__ = ["Problem", "Recipe", "SpecError", "fit_map", "gaussian_posterior", "load_inference",
-           "load_model", "log_density", "pde_model", "sample_nuts"]
+__all__ = ["Conditional", "Problem", "Recipe", "SpecError", "fit_map", "gaussian_posterior",
+           "load_inference", "load_model", "log_density", "pde_model", "sample_nuts"]
 __version__ = "0.1.0"

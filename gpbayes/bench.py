@@ -1,8 +1,9 @@
 """``gpbayes bench``: error, steps, time and stop reason per model file, as a table."""
 
 import csv
-import json
 from pathlib import Path
+
+from gpbayes.io import write_atomic, write_json
 
 # Relative L2 errors of GP-HM-StM in the paper (best of 20 checkpoints, chosen with the
 # exact solution) and the reference's Adam step counts; ../shared/paper-targets.md.
@@ -23,7 +24,8 @@ COLUMNS = ("name", "rel_l2_error", "paper_error", "meets_paper", "steps", "wall_
            "converged", "stop_reason", "device")
 
 
-def run(models, recipe, out_dir, steps=None, progress=None):
+def run(models: list, recipe, out_dir: str | Path, steps: int | None = None,
+        progress: bool | None = None) -> list[dict]:
     """Solve each model; write bench.csv and bench.json into out_dir; return the rows."""
     import gpbayes as gb
 
@@ -45,11 +47,11 @@ def run(models, recipe, out_dir, steps=None, progress=None):
     return rows
 
 
-def header():
+def header() -> str:
     return f"{'case':<24} {'error':>9} {'paper':>9} {'ok':>3} {'steps':>7} {'time s':>8}  stop"
 
 
-def format_row(r):
+def format_row(r: dict) -> str:
     def e(v):
         return f"{v:9.2e}" if v is not None else f"{'-':>9}"
 
@@ -58,9 +60,7 @@ def format_row(r):
             f"{r['steps']:>7} {r['wall_time_s']:8.1f}  {r['stop_reason']}")
 
 
-def write_table(rows, out):
-    from gpbayes.results import write_atomic
-
+def write_table(rows: list[dict], out: Path) -> None:
     def csv_writer(path):
         with open(path, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=COLUMNS)
@@ -68,4 +68,4 @@ def write_table(rows, out):
             w.writerows(rows)
 
     write_atomic(out / "bench.csv", csv_writer)
-    write_atomic(out / "bench.json", lambda f: f.write_text(json.dumps(rows, indent=2)))
+    write_json(out / "bench.json", rows)

@@ -1,18 +1,16 @@
-"""Checkpoints of an Adam run: parameters, optimiser state, step and history.
-
-``DIR/checkpoint.npz`` holds the arrays; its ``meta`` entry (JSON) the step, the history,
-the jitter and what the run was (model name, grid, recipe), so that ``--resume DIR``
-continues exactly where the run stopped and ends at the same result, bit for bit.
+"""Checkpoints of an Adam run (``DIR/checkpoint.npz``): parameters, optimiser state, step,
+history and what the run was, so that ``--resume DIR`` ends at the same result, bit for bit.
 """
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from gpbayes.errors import SpecError
-from gpbayes.results import write_atomic
+from gpbayes.io import write_atomic
+from gpbayes.results import MapFit
 
 NAME = "checkpoint.npz"
 
@@ -27,7 +25,7 @@ class Checkpoint:
     jitter_retries: list
 
 
-def save(fit, out_dir):
+def save(fit: MapFit, out_dir: str | Path) -> None:
     """Write DIR/checkpoint.npz (atomically); the optimiser state is there for Adam fits."""
     arrays = {f"param/{k}": v for k, v in fit.params.items()}
     arrays.update({f"state/{i:04d}": v for i, v in enumerate(fit.opt_state or [])})
@@ -44,18 +42,14 @@ def save(fit, out_dir):
     write_atomic(Path(out_dir) / NAME, write)
 
 
-def map_fit(ckpt, problem, recipe):
+def map_fit(ckpt: Checkpoint, problem, recipe) -> MapFit:
     """A MapFit at a checkpoint's parameters (to sample from without re-running the MAP)."""
-    from dataclasses import replace
-
-    from gpbayes.results import MapFit
-
     return MapFit(problem=problem, params=ckpt.params, recipe=replace(recipe, jitter=ckpt.jitter),
                   steps=ckpt.step, wall_time_s=0.0, stop_reason="loaded from a checkpoint",
                   converged=False, history=ckpt.history, jitter_retries=ckpt.jitter_retries)
 
 
-def load(out_dir, problem, recipe):
+def load(out_dir: str | Path, problem, recipe) -> Checkpoint:
     """Read DIR/checkpoint.npz and check that it belongs to this problem and recipe."""
     path = Path(out_dir) / NAME
     try:

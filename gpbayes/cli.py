@@ -184,7 +184,7 @@ def _print_summary(s, out, figures=True):
     print("\n".join(line for line in lines if line))
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:

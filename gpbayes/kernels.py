@@ -1,20 +1,18 @@
-"""1-D stationary kernels and their closed-form derivatives.
-
-Every kernel is a sum over Q components of a weighted envelope, optionally times a
-cosine: ``k(r) = sum_q w_q * envelope(r; rho_q) * cos(2 pi mu_q r)`` with r = x - x'.
-``evaluate(family, params, r, order)`` returns d^order k / dx^order (x the first
-argument), so order 1 is odd in r and order 2 even. Orders 0, 1 and 2 are closed form.
+"""1-D stationary kernels (spectral and student-t mixtures, Matern-5/2, SE) and their
+closed-form derivatives of orders 0, 1 and 2.
 """
 
 import math
 
 import jax.numpy as jnp
+from jax import Array
+from jax.typing import ArrayLike
 
 FAMILIES = ("student-t-mixture", "gaussian-mixture", "matern52", "se")
 _SQRT5 = math.sqrt(5.0)
 
 
-def has_frequencies(family):
+def has_frequencies(family: str) -> bool:
     """True for the spectral families, whose components carry a frequency mu."""
     return family in ("student-t-mixture", "gaussian-mixture")
 
@@ -58,8 +56,12 @@ _ENVELOPE = {
 _BINOMIAL = {0: (1,), 1: (1, 1), 2: (1, 2, 1)}
 
 
-def evaluate(family, params, r, order=0):
-    """d^order k(r)/dx^order summed over components; r any shape, params of shape (Q,)."""
+def evaluate(family: str, params: dict, r: ArrayLike, order: int = 0) -> Array:
+    """d^order k(r)/dx^order summed over components; r any shape, params of shape (Q,).
+
+    k(r) = sum_q w_q * envelope(r; rho_q) [* cos(2 pi mu_q r)], r = x - x': order 1 is
+    odd in r and order 2 even.
+    """
     if order not in _BINOMIAL:
         raise ValueError(f"kernel derivative order {order} is not supported (0, 1 or 2)")
     r = jnp.asarray(r)[..., None]
@@ -75,7 +77,7 @@ def evaluate(family, params, r, order=0):
     return jnp.sum(w * total, axis=-1)
 
 
-def toeplitz(family, params, x, order=0):
+def toeplitz(family: str, params: dict, x: ArrayLike, order: int = 0) -> Array:
     """The N x N matrix d^order k(x_i - x_j)/dx_i^order on a uniform axis x.
 
     The kernel is evaluated on the 2N-1 lags only, then gathered.
@@ -88,6 +90,6 @@ def toeplitz(family, params, x, order=0):
     return values[idx]
 
 
-def cross(family, params, xa, xb, order=0):
+def cross(family: str, params: dict, xa: ArrayLike, xb: ArrayLike, order: int = 0) -> Array:
     """The len(xa) x len(xb) matrix d^order k(xa_i - xb_j)/dxa^order (any points)."""
     return evaluate(family, params, xa[:, None] - xb[None, :], order)

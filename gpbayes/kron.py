@@ -1,25 +1,24 @@
-"""Kronecker algebra on grid tensors, and the KroneckerNormal distribution.
-
-A grid tensor U has shape (N_1, ..., N_d) (optionally with leading batch axes); the
-matrix K_1 kron ... kron K_d acts on it by one mode product per axis. Nothing here
-forms an N x N matrix for the whole grid.
+"""Kronecker algebra on grid tensors (mode products, solves, log-determinants) and the
+KroneckerNormal distribution; nothing here forms an N x N matrix for the whole grid.
 """
 
 import math
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+from jax import Array
 from jax.scipy.linalg import solve_triangular
 from numpyro.distributions import Distribution, constraints
 
 
-def mode_dot(a, u, axis):
+def mode_dot(a: Array, u: Array, axis: int) -> Array:
     """Multiply u by the matrix a along ``axis`` (the mode product a x_axis u)."""
     moved = jnp.moveaxis(u, axis, -1)
     return jnp.moveaxis(moved @ a.T, -1, axis)
 
 
-def mode_solve_tril(l, u, axis, transpose=False):
+def mode_solve_tril(l: Array, u: Array, axis: int, transpose: bool = False) -> Array:
     """Solve L X = U (or L^T X = U) along ``axis``, L lower triangular."""
     moved = jnp.moveaxis(u, axis, 0)
     shape = moved.shape
@@ -27,12 +26,12 @@ def mode_solve_tril(l, u, axis, transpose=False):
     return jnp.moveaxis(x.reshape(shape), 0, axis)
 
 
-def mode_cho_solve(l, u, axis):
+def mode_cho_solve(l: Array, u: Array, axis: int) -> Array:
     """Solve (L L^T) X = U along ``axis``."""
     return mode_solve_tril(l, mode_solve_tril(l, u, axis), axis, transpose=True)
 
 
-def kron_apply(mats, u):
+def kron_apply(mats: Sequence[Array], u: Array) -> Array:
     """(A_1 kron ... kron A_d) vec(U), on the last d axes of u."""
     d = len(mats)
     for j, a in enumerate(mats):
@@ -40,7 +39,7 @@ def kron_apply(mats, u):
     return u
 
 
-def kron_whiten(trils, u):
+def kron_whiten(trils: Sequence[Array], u: Array) -> Array:
     """(L_1 kron ... kron L_d)^{-1} vec(U), on the last d axes of u."""
     d = len(trils)
     for j, l in enumerate(trils):
@@ -48,7 +47,7 @@ def kron_whiten(trils, u):
     return u
 
 
-def kron_solve(trils, u):
+def kron_solve(trils: Sequence[Array], u: Array) -> Array:
     """K^{-1} vec(U) with K = kron_j L_j L_j^T, on the last d axes of u."""
     d = len(trils)
     for j, l in enumerate(trils):
@@ -56,7 +55,7 @@ def kron_solve(trils, u):
     return u
 
 
-def kron_logdet(trils):
+def kron_logdet(trils: Sequence[Array]) -> Array:
     """log|K_1 kron ... kron K_d| from the per-axis Cholesky factors."""
     sizes = [l.shape[0] for l in trils]
     n = math.prod(sizes)

@@ -1,8 +1,5 @@
-"""PDE expressions: a safe parser (a whitelist over Python's ``ast``) and evaluation.
-
-An expression is text such as ``u_xx + u*(u**2 - 1)`` or ``-1e4*sin(100*x)``. Names are
-the axis variables, the model's constants, ``pi``, and in equations ``u`` and its
-derivatives ``u_x, u_xx, u_xy, u_t, ...``. Nothing is ever passed to ``eval``.
+"""PDE expressions (``u_xx + u*(u**2 - 1)``, ``-1e4*sin(100*x)``): a safe parser, a whitelist
+over Python's ``ast`` (never ``eval``), and evaluation in a given environment.
 """
 
 import ast
@@ -29,7 +26,7 @@ _BINOPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
 _UNARY = {ast.USub: lambda a: -a, ast.UAdd: lambda a: a}
 
 
-def derivative_orders(name, variables):
+def derivative_orders(name: str, variables) -> tuple | None:
     """Orders per axis of a derivative name: ``u_xxy`` -> (2, 1); ``u`` -> (0, ...)."""
     orders = [0] * len(variables)
     if name == "u":
@@ -56,7 +53,7 @@ class Expression:
     def __call__(self, env):
         return _eval(self.tree.body, env)
 
-    def derivatives(self, variables):
+    def derivatives(self, variables) -> dict:
         """{name: orders} of the u-derivatives this expression uses."""
         out = {}
         for n in self.names:
@@ -66,7 +63,8 @@ class Expression:
         return out
 
 
-def parse(text, allowed_names, source=None, key=None, allow_u=False, variables=()):
+def parse(text, allowed_names, source=None, key=None, allow_u: bool = False,
+          variables=()) -> Expression:
     """Parse ``text`` into an Expression, or raise SpecError naming ``source`` and ``key``."""
     if isinstance(text, bool) or not isinstance(text, (str, int, float)):
         raise SpecError(f"expected an expression (text or number), got {type(text).__name__}",
@@ -144,7 +142,7 @@ def _eval(node, env):
     return BUILTIN_CONSTANTS[node.id]
 
 
-def constant(text, constants, source=None, key=None):
+def constant(text, constants: dict, source=None, key=None) -> float:
     """Evaluate a constant expression (numbers, pi, the model's constants) to a float."""
     expr = parse(text, set(constants), source, key)
     with np.errstate(all="ignore"):

@@ -1,10 +1,16 @@
-"""Figures of a result: solution against exact, pointwise error, learned spectrum."""
+"""Figures: solution against exact, pointwise error, learned spectrum, posterior bands,
+traces; drawn from a MapFit or posterior arrays.
+"""
+
+from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from gpbayes.io import import_arviz, write_atomic  # noqa: E402
 
 
 def _image(ax, values, axes, names, title, **style):
@@ -85,10 +91,8 @@ FIGURES = {"solution.png": solution_figure, "error.png": error_figure,
            "spectrum.png": spectrum_figure}
 
 
-def save_all(fit, out_dir):
+def save_all(fit, out_dir: Path) -> list[str]:
     """Write every figure that applies; returns the file names written."""
-    from gpbayes.results import write_atomic
-
     written = []
     for name, make in FIGURES.items():
         fig = make(fit)
@@ -100,7 +104,7 @@ def save_all(fit, out_dir):
     return written
 
 
-def band_figure(problem, mean, sd, title):
+def band_figure(problem, mean: np.ndarray, sd: np.ndarray, title: str):
     """Posterior mean +- 2 sd on the test grid (1-D), with the exact solution and the data;
     in 2-D: images of the mean, the sd and (with an exact solution) |error| / sd."""
     if problem.ndim == 2:
@@ -143,8 +147,6 @@ def _band_images(problem, mean, sd, title):
 
 
 def trace_figure(idata, var_names):
-    from gpbayes.results import import_arviz
-
     if not var_names:
         return None
     axes = import_arviz().plot_trace(idata, var_names=var_names, compact=True)
@@ -154,8 +156,6 @@ def trace_figure(idata, var_names):
 
 
 def save_figure(fig, path):
-    from gpbayes.results import write_atomic
-
     if fig is not None:
         write_atomic(path, lambda f: fig.savefig(f, dpi=110, format="png"))
         plt.close(fig)

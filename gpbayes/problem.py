@@ -1,4 +1,6 @@
-"""Problem: the PDE, its box domain and grid, its data, and the kernel settings."""
+"""Problem: the PDE, its box domain and grid, its data (source, boundary values,
+observations), the kernel settings, and the environment its expressions see.
+"""
 
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -80,11 +82,11 @@ class Problem:
             self.source_values, self.boundary_values, self.exact_test  # noqa: B018
 
     @property
-    def ndim(self):
+    def ndim(self) -> int:
         return len(self.variables)
 
     @property
-    def size(self):
+    def size(self) -> int:
         return int(np.prod(self.grid))
 
     @cached_property
@@ -100,11 +102,11 @@ class Problem:
         """{name: orders per axis} of the u-derivatives the equation uses."""
         return self.equation.derivatives(list(self.variables))
 
-    def axis_order(self, j):
+    def axis_order(self, j: int) -> int:
         """The highest derivative order along axis j in the equation (0 if none)."""
         return max([orders[j] for orders in self.derivatives.values()] + [0])
 
-    def coordinates(self, axes=None):
+    def coordinates(self, axes=None) -> dict:
         """Axis arrays shaped to broadcast against a grid tensor, by variable name."""
         axes = self.axes if axes is None else axes
         out = {}
@@ -120,9 +122,14 @@ class Problem:
         return {n: (n if prior == "normal" else f"log_{n}")
                 for n, (prior, _, _) in self.unknowns.items()}
 
+    def environment(self, coordinates: dict, extra: dict | None = None) -> dict:
+        """The names an expression may use: the constants, the coordinates (by axis name)
+        and ``extra`` (the unknowns' values and u's fields, for the equation). The one
+        place where an expression's environment is assembled."""
+        return {**self.constants, **coordinates, **(extra or {})}
+
     def _field(self, expr, axes):
-        env = dict(self.constants)
-        env.update(self.coordinates(axes))
+        env = self.environment(self.coordinates(axes))
         shape = tuple(len(x) for x in axes)
         with np.errstate(all="ignore"):
             return jnp.broadcast_to(jnp.asarray(expr(env), dtype=jnp.float64), shape)
@@ -134,16 +141,15 @@ class Problem:
         key = "pde.source" if self.source is not None else "pde.solution"
         return _finite(np.asarray(values), self.origin, key)
 
-    def source_on(self, axes):
+    def source_on(self, axes) -> np.ndarray:
         """f on the grid spanned by ``axes`` (any points)."""
         if self.source is not None:
             return np.asarray(self._field(self.source, axes))
         return np.asarray(self.equation_of_solution(axes))
 
-    def equation_of_solution(self, axes):
+    def equation_of_solution(self, axes) -> jax.Array:
         """L[solution] on the grid spanned by ``axes`` (automatic differentiation)."""
-        env = dict(self.constants)
-        env.update(self.coordinates(axes))
+        fields = {}
         mesh = jnp.meshgrid(*[jnp.asarray(x) for x in axes], indexing="ij")
         points = jnp.stack([m.reshape(-1) for m in mesh], axis=-1)
         shape = mesh[0].shape
@@ -152,18 +158,18 @@ class Problem:
             for j, k in enumerate(orders):
                 for _ in range(k):
                     fn = _partial(fn, j)
-            env[name] = jax.vmap(fn)(points).reshape(shape)
-        return jnp.broadcast_to(self.equation(env), shape)
+            fields[name] = jax.vmap(fn)(points).reshape(shape)
+        return jnp.broadcast_to(self.equation(self.environment(self.coordinates(axes), fields)),
+                                shape)
 
     def _pointwise_solution(self):
         def u(p):
-            env = dict(self.constants)
-            env.update({v: p[j] for j, v in enumerate(self.variables)})
+            env = self.environment({v: p[j] for j, v in enumerate(self.variables)})
             return jnp.asarray(self.solution(env), dtype=jnp.float64)
 
         return u
 
-    def boundary_arrays(self):
+    def boundary_arrays(self) -> list:
         """[(face, g on that face shaped as the face)] for the listed faces."""
         sizes = [self.size // self.grid[f.axis] for f in self.faces]
         parts = np.split(np.asarray(self.boundary_values), np.cumsum(sizes)[:-1])
@@ -189,7 +195,7 @@ class Problem:
         return _finite(np.asarray(self._field(self.solution, self.test_axes)), self.origin,
                        "pde.solution")
 
-    def exact(self, axes):
+    def exact(self, axes) -> np.ndarray | None:
         return None if self.solution is None else np.asarray(self._field(self.solution, axes))
 
 

@@ -1,8 +1,8 @@
-"""MapFit: the result of a MAP run, its metrics, ArviZ conversion and files."""
+"""MapFit: the result of a MAP run, its metrics and checks (all from the ``Conditional``
+at its parameters), ArviZ conversion and files.
+"""
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -11,15 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gpbayes import kernels, kron
-from gpbayes.model import (
-    axis_factors,
-    axis_params,
-    boundary_difference,
-    conditional_mean,
-    equation_residual,
-    unknown_values,
-)
+from gpbayes.conditional import Conditional, axis_params
+from gpbayes.io import import_arviz, write_atomic, write_json
 
 
 @dataclass(eq=False)
@@ -38,91 +31,68 @@ class MapFit:
     kernel_learned: bool = True  # False when the kernel parameters were held at their start
 
     @property
-    def failed(self):
+    def failed(self) -> bool:
         return self.stop_reason.startswith("non-finite")
 
     @property
-    def interrupted(self):
+    def interrupted(self) -> bool:
         return self.stop_reason.startswith("interrupted")
 
     @cached_property
-    def _trils(self):
-        return axis_factors(self.problem, self.params, self.recipe.jitter)
+    def conditional(self) -> Conditional:
+        """The model at this fit's hyperparameters."""
+        return Conditional(self.problem, self.params, self.recipe.jitter)
 
-    @cached_property
-    def _alpha(self):
-        """K^{-1} vec(U), the weights of the conditional mean."""
-        return kron.kron_solve(self._trils, jnp.asarray(self.params["U"]))
+    @property
+    def u(self) -> jax.Array:
+        return jnp.asarray(self.params["U"])
 
-    def _cross(self, j, points):
-        return kernels.cross(self.problem.family, axis_params(self.problem, self.params, j),
-                             jnp.asarray(points), jnp.asarray(self.problem.axes[j]))
-
-    def predict_grid(self, axes):
+    def predict_grid(self, axes) -> np.ndarray:
         """The conditional mean on the tensor grid spanned by ``axes`` (one array per axis)."""
-        mats = [self._cross(j, x) for j, x in enumerate(axes)]
-        return np.asarray(kron.kron_apply(mats, self._alpha))
+        return np.asarray(self.conditional.predict_grid(self.u, axes))
 
-    def predict(self, points):
-        """The conditional mean at scattered points, an array of shape (M, d) (or (M,) in 1-D)."""
-        points = jnp.asarray(np.asarray(points, dtype=float).reshape(len(points), -1))
-        return np.asarray(conditional_mean(self.problem, self.params, self._trils,
-                                           jnp.asarray(self.params["U"]), points))
+    def predict(self, points) -> np.ndarray:
+        """The conditional mean at scattered points (M, d), or (M,) in 1-D: shape (M,)."""
+        points = np.asarray(points, dtype=float).reshape(len(points), -1)
+        return np.asarray(self.conditional.predict(self.u, points))
 
     @cached_property
-    def test_prediction(self):
+    def test_prediction(self) -> np.ndarray:
         return self.predict_grid(self.problem.test_axes)
 
     @cached_property
-    def rel_l2_error(self):
+    def rel_l2_error(self) -> float | None:
         exact = self.problem.exact_test
         if exact is None:
             return None
         return float(np.linalg.norm(self.test_prediction - exact) / np.linalg.norm(exact))
 
     @cached_property
-    def max_abs_error(self):
+    def max_abs_error(self) -> float | None:
         exact = self.problem.exact_test
         return None if exact is None else float(np.max(np.abs(self.test_prediction - exact)))
 
     @cached_property
-    def equation_residual_rms(self):
-        u = jnp.asarray(self.params["U"])
-        r = equation_residual(self.problem, self.params, self._trils, u)
+    def equation_residual_rms(self) -> float:
+        r = self.conditional.residual(self.u)
         return float(jnp.sqrt(jnp.mean(r**2)))
 
-    def fields_at(self, axes):
-        """u and the equation's derivatives on the tensor grid spanned by ``axes``."""
-        p = self.problem
-        out = {}
-        for name, orders in p.derivatives.items():
-            mats = [kernels.cross(p.family, axis_params(p, self.params, j), jnp.asarray(x),
-                                  jnp.asarray(p.axes[j]), m)
-                    for j, (x, m) in enumerate(zip(axes, orders))]
-            out[name] = kron.kron_apply(mats, self._alpha)
-        return out
-
     @cached_property
-    def midpoint_residual(self):
+    def midpoint_residual(self) -> float:
         """Relative rms of the PDE residual at the cell midpoints, between the collocation
         points: a check of the solution that uses the equation and source only."""
-        p = self.problem
-        mid = [0.5 * (x[1:] + x[:-1]) for x in p.axes]
-        env = dict(p.constants)
-        env.update(p.coordinates(mid))
-        env.update(self.fields_at(mid))
-        shape = tuple(len(x) for x in mid)
-        f = p.source_on(mid)
-        r = jnp.broadcast_to(p.equation(env), shape) - f
-        scale = max(float(jnp.sqrt(jnp.mean(f**2))), 1.0)
+        mid = [0.5 * (x[1:] + x[:-1]) for x in self.problem.axes]
+        r = self.conditional.residual_on(self.u, mid)
+        f = self.problem.source_on(mid)
+        scale = max(float(np.sqrt(np.mean(f**2))), 1.0)
         return float(jnp.sqrt(jnp.mean(r**2))) / scale
 
     @cached_property
-    def boundary_rms(self):
-        b = boundary_difference(self.problem, jnp.asarray(self.params["U"]))
+    def boundary_rms(self) -> float:
+        b = self.conditional.boundary_difference(self.u)
         return float(jnp.sqrt(jnp.mean(b**2))) if b.size else 0.0
 
-    def spectrum(self):
+    def spectrum(self) -> dict:
         """Learned kernel components per axis: weight, rho and (spectral families) mu."""
         out = {}
         for j, v in enumerate(self.problem.variables):
@@ -133,7 +103,7 @@ class MapFit:
             out[v] = comp
         return out
 
-    def summary(self):
+    def summary(self) -> dict:
         p = self.problem
         dev = jax.devices()[0]
         return {
@@ -156,7 +126,7 @@ class MapFit:
             "jitter_retries": self.jitter_retries,
             "tau_e": _tau(self.params, "log_tau_e"),
             "tau_b": _tau(self.params, "log_tau_b"),
-            "unknowns": {n: float(v) for n, v in unknown_values(p, self.params).items()},
+            "unknowns": {n: float(v) for n, v in self.conditional.unknowns.items()},
             "spectrum": self.spectrum(),
             "kernel_learned": self.kernel_learned,
         }
@@ -188,16 +158,16 @@ class MapFit:
                             dims=dims, attrs={"name": p.name, "method": "map",
                                               "summary": json.dumps(self.summary())})
 
-    def save(self, out_dir, figures=True):
+    def save(self, out_dir: str | Path, figures: bool = True) -> dict:
         """Write summary.json, result.nc and the PNG figures into out_dir (atomically each)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         summary = self.summary()
-        write_atomic(out / "summary.json", lambda f: f.write_text(json.dumps(summary, indent=2)))
+        write_json(out / "summary.json", summary)
         idata = self.to_arviz()
         write_atomic(out / "result.nc", lambda f: idata.to_netcdf(str(f)))
         if figures:
-            from gpbayes import plots
+            from gpbayes import plots  # matplotlib loads only when figures are drawn
 
             plots.save_all(self, out)
         return summary
@@ -205,27 +175,3 @@ class MapFit:
 
 def _tau(params, name):
     return float(np.exp(params[name])) if name in params else None
-
-
-def import_arviz():
-    """arviz, without its FutureWarning about the coming 1.0 refactor."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        import arviz
-
-    return arviz
-
-
-def write_atomic(path, write):
-    """Call write(tmp_path), then rename tmp_path to path: readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

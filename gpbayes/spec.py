@@ -1,6 +1,5 @@
-"""Model files and inference recipes (TOML) -> Problem and Recipe, with validation.
-
-Every problem is reported as one SpecError line naming the file and the key.
+"""Model files and inference recipes (TOML) -> Problem and Recipe, with validation: every
+problem is one SpecError line naming the file and the key.
 """
 
 import csv
@@ -125,7 +124,7 @@ def _check_name(name, taken, variables, path, key, what):
         raise SpecError(f"is not a usable {what}", path, key)
 
 
-def load_model(path):
+def load_model(path: str | Path) -> Problem:
     """Read a model file into a Problem (raises SpecError on bad input)."""
     path = Path(path)
     data = _read(path)
@@ -331,7 +330,7 @@ def _points(table, key, d, path, required=False):
     return tuple(value)
 
 
-def estimate_bytes(points):
+def estimate_bytes(points: tuple) -> int:
     """Rough working set of a MAP step: a few grid tensors and per-axis matrices."""
     n = math.prod(points)
     return 8 * (40 * n + 12 * sum(p * p for p in points))
@@ -344,7 +343,7 @@ def _check_memory(points, path):
                         f"the {MAX_BYTES / 2**30:.0f} GiB allowed", path, "grid.points")
 
 
-def load_inference(path=None, **overrides):
+def load_inference(path: str | Path | None = None, **overrides) -> Recipe:
     """Read an inference recipe (or the defaults when path is None) into a Recipe."""
     data = {} if path is None else _read(path)
     _check_keys(data, set(_RECIPE_TYPES), path, "")

@@ -5,7 +5,7 @@ import pytest
 
 import gpbayes as gb
 from conftest import small_problem
-from gpbayes.results import import_arviz
+from gpbayes.io import import_arviz
 
 
 @pytest.fixture(scope="module")

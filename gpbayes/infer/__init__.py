@@ -1,0 +1,3 @@
+"""Inference on the model: MAP (``map``, ``profile``, ``init``), ``nuts``, ``posterior``,
+and the Gauss-Newton ``solvers``.
+"""

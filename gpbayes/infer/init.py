@@ -1,9 +1,5 @@
-"""Starting points for MAP: the paper's, or frequencies read off the data's spectrum.
-
-The spectral start looks only at the data the model is given (the source f on the grid
-and the boundary values), never at the exact solution: per axis it takes a Blackman-Harris-windowed,
-zero-padded FFT of every data array that spans that axis, finds the strongest peaks, and
-puts one mixture component on each (the rest keep the paper's grid of frequencies).
+"""Starting points for MAP: the paper's, or frequencies read off the data's spectrum (the
+source and the boundary values, never the exact solution).
 """
 
 import jax.numpy as jnp
@@ -18,12 +14,12 @@ LOW_FREQUENCY = 1e-2  # relative amplitude below 2 bins that adds a zero-frequen
 _BH = (0.35875, 0.48829, 0.14128, 0.01168)  # Blackman-Harris: sidelobes below -92 dB
 
 
-def window(n):
+def window(n: int) -> np.ndarray:
     t = 2 * np.pi * np.arange(n) / (n - 1)
     return sum((-1) ** k * a * np.cos(k * t) for k, a in enumerate(_BH))
 
 
-def axis_spectrum(problem, j):
+def axis_spectrum(problem, j: int) -> tuple:
     """Frequencies (cycles per unit) and two amplitude spectra along axis j of the data.
 
     ``data``: the source and the boundary data, each normalised to a maximum of 1, summed.
@@ -54,7 +50,7 @@ def _unit(a):
     return a / max(a.max(), 1e-300)
 
 
-def peak_frequencies(freqs, amp, count):
+def peak_frequencies(freqs: np.ndarray, amp: np.ndarray, count: int) -> np.ndarray:
     """Up to ``count`` local maxima of amp, strongest first, above FLOOR.
 
     Each peak is refined between the bins by a parabola through the log amplitude of the
@@ -70,7 +66,7 @@ def peak_frequencies(freqs, amp, count):
     return freqs[idx] + np.clip(shift, -0.5, 0.5) * (freqs[1] - freqs[0])
 
 
-def spectral_params(problem, rho_scale=0.3):
+def spectral_params(problem, rho_scale: float = 0.3) -> dict:
     """The paper's start with mu on the data's spectral peaks and long length scales."""
     params = initial_params(problem)
     if not kernels.has_frequencies(problem.family):

@@ -1,34 +1,34 @@
-"""MAP estimation of the PDE model with optax.
-
-The objective is minus the NumPyro model's own log joint (``gpbayes.model.log_density``).
-Steps run inside one compiled loop per chunk; the host only looks at the state between
-chunks (progress bar, finiteness), so there is no device sync per step.
+"""MAP of the NumPyro model: ``fit_map`` picks the profile solver or optax Adam on minus the
+model's log joint (compiled chunks of steps, no device sync per step).
 """
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax import Array
 from tqdm.auto import tqdm
 
 from gpbayes.errors import SpecError
 from gpbayes.infer.init import spectral_params
 from gpbayes.infer.profile import fit_profile
 from gpbayes.model import initial_params, log_density
+from gpbayes.problem import Problem
 from gpbayes.results import MapFit
-from gpbayes.spec import load_inference
+from gpbayes.spec import Recipe, load_inference
 
 
-def objective_fn(problem, jitter):
+def objective_fn(problem: Problem, jitter: float) -> Callable[[dict], Array]:
     """params -> minus the model's log joint."""
     return lambda params: -log_density(problem, params, jitter)[0]
 
 
-def resolve_optimizer(problem, recipe):
+def resolve_optimizer(problem: Problem, recipe: Recipe) -> str:
     """'auto' is the profile solver where it applies (a plain PDE problem with no data,
     noise settings or unknowns; dense in 1-D, matrix-free CG otherwise), else Adam."""
     plain = (problem.observations is None and not problem.unknowns
@@ -41,11 +41,11 @@ def resolve_optimizer(problem, recipe):
     return recipe.optimizer
 
 
-def make_optimizer(recipe):
+def make_optimizer(recipe: Recipe) -> optax.GradientTransformation:
     return optax.adam(recipe.learning_rate)
 
 
-def make_runner(problem, recipe):
+def make_runner(problem: Problem, recipe: Recipe) -> tuple:
     """A compiled function (params, opt_state, n) -> (params, opt_state) doing n steps."""
     objective = objective_fn(problem, recipe.jitter)
     opt = make_optimizer(recipe)
@@ -63,7 +63,7 @@ def make_runner(problem, recipe):
     return opt, run
 
 
-def make_diagnostics(problem, jitter):
+def make_diagnostics(problem: Problem, jitter: float) -> Callable:
     """A compiled function params -> (objective, equation residual rms, boundary rms)."""
 
     @jax.jit
@@ -77,8 +77,9 @@ def make_diagnostics(problem, jitter):
     return diagnostics
 
 
-def fit_map(problem, recipe=None, steps=None, progress=None, params=None, resume=None,
-            interrupt=None):
+def fit_map(problem: Problem, recipe: Recipe | None = None, steps: int | None = None,
+            progress: bool | None = None, params: dict | None = None, resume=None,
+            interrupt: Callable[[], str | None] | None = None) -> MapFit:
     """Maximise the model's log joint; returns a MapFit.
 
     ``recipe`` is a Recipe (default: inference defaults, the paper's Adam protocol);

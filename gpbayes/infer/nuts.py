@@ -1,16 +1,12 @@
-"""NUTS on the PDE model (numpyro.infer), in whitened coordinates, started at the MAP.
-
-The kernel parameters and precisions are held at the MAP (conditioned); Z (the whitened
-grid values, U = (L_1 kron ... L_d) Z) and the unknown constants are sampled. The mass
-matrix is the inverse Gauss-Newton Hessian of the log joint at the MAP, from the QR
-factor of ``gpbayes.infer.posterior.laplace``, so for a linear PDE NUTS sees a standard
-normal and mixes in a few leapfrog steps. Optionally (``sample_hyper``) the kernel
-parameters and precisions are sampled too, with proper priors.
+"""NUTS (numpyro.infer) on the PDE model in whitened coordinates, started at the MAP with
+the Laplace mass matrix; kernel parameters held at the MAP or (``sample_hyper``) sampled.
 """
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -18,9 +14,12 @@ import numpy as np
 from numpyro.handlers import condition
 from numpyro.infer import MCMC, NUTS, init_to_value
 
-from gpbayes import kron
-from gpbayes.infer.posterior import laplace, test_matrices
-from gpbayes.model import axis_factors, axis_params, pde_model
+from gpbayes.conditional import Conditional, axis_params
+from gpbayes.infer.posterior import fixed_sites, laplace
+from gpbayes.io import import_arviz, write_atomic, write_json
+from gpbayes.model import pde_model
+from gpbayes.problem import Problem
+from gpbayes.results import MapFit
 
 
 @dataclass
@@ -39,8 +38,6 @@ class NutsResult:
         return self.stop_reason.startswith("interrupted")
 
     def to_arviz(self):
-        from gpbayes.results import import_arviz
-
         az = import_arviz()
         p = self.problem
         dims = {"u": list(p.variables), "u_test": [f"{v}_test" for v in p.variables]}
@@ -80,8 +77,11 @@ class NutsResult:
                                    "stop_reason": self.stop_reason})
 
 
-def sample_nuts(problem, init, chains=4, warmup=500, draws=500, seed=0, progress=True,
-                chain_method=None, chunk=None, interrupt=None, sample_hyper=False):
+def sample_nuts(problem: Problem, init: MapFit, chains: int = 4, warmup: int = 500,
+                draws: int = 500, seed: int = 0, progress: bool = True,
+                chain_method: str | None = None, chunk: int | None = None,
+                interrupt: Callable[[], str | None] | None = None,
+                sample_hyper: bool = False) -> "NutsResult":
     """NUTS from the MAP ``init`` (a MapFit); returns a NutsResult (``.to_arviz()``).
 
     Draws come in chunks of ``chunk`` per chain (default: all at once without
@@ -95,7 +95,8 @@ def sample_nuts(problem, init, chains=4, warmup=500, draws=500, seed=0, progress
         return _sample_with_hyper(problem, init, chains, warmup, draws, seed, progress,
                                   chain_method)
     keep = tuple(problem.unknown_sites.values())
-    latent, r, _, trils, fixed = laplace(problem, init, keep=keep)
+    latent, r, _, cond = laplace(problem, init, keep=keep)
+    fixed = fixed_sites(init, keep)
     r_inv = jax.scipy.linalg.solve_triangular(r, jnp.eye(r.shape[0]), lower=False)
     inverse_mass = r_inv @ r_inv.T  # (R^T R)^{-1}, symmetric positive definite by construction
     model = condition(pde_model, data=fixed)
@@ -131,18 +132,17 @@ def sample_nuts(problem, init, chains=4, warmup=500, draws=500, seed=0, progress
                 for k in chunks[0]}
 
     samples, extra = joined(parts), joined(extras)
-    # u on the test grid for each draw: (k*_j L_j^{-T}) along each axis applied to Z
-    z = samples.get("Z", np.zeros((chains, 0, *problem.grid)))
-    u_test = np.asarray(kron.kron_apply(test_matrices(problem, fixed, trils), jnp.asarray(z)))
+    z = samples.get("Z", np.zeros((chains, 0, *problem.grid)))  # u on the test grid per draw
+    u_test = np.asarray(cond.predict_grid(jnp.asarray(z), problem.test_axes, "z"))
     return NutsResult(problem, init, samples, u_test, extra, wall, chains, stop)
 
 
 def _sample_with_hyper(problem, init, chains, warmup, draws, seed, progress, chain_method):
     """NUTS over the kernel parameters and precisions too (proper priors, see
     ``gpbayes.model.hyper_prior``), with a diagonal mass matrix adapted in warm-up."""
-    values = {k: jnp.asarray(v) for k, v in init.params.items() if k != "U"}
-    trils = axis_factors(problem, values, init.recipe.jitter)
-    start_values = {**values, "Z": kron.kron_whiten(trils, jnp.asarray(init.params["U"]))}
+    values = fixed_sites(init)
+    z = Conditional(problem, values, init.recipe.jitter).whiten(jnp.asarray(init.params["U"]))
+    start_values = {**values, "Z": z}
     model = partial(pde_model, sample_hyper=True)
     kernel = NUTS(model, init_strategy=init_to_value(values=start_values),
                   target_accept_prob=0.9)
@@ -161,8 +161,8 @@ def _sample_with_hyper(problem, init, chains, warmup, draws, seed, progress, cha
              and k not in problem.unknown_sites.values()]
 
     def u_test(draw):
-        tr = axis_factors(problem, draw, init.recipe.jitter)
-        return kron.kron_apply(test_matrices(problem, draw, tr), draw["Z"])
+        cond = Conditional(problem, draw, init.recipe.jitter)
+        return cond.predict_grid(draw["Z"], problem.test_axes, "z")
 
     flat = {k: samples[k].reshape(-1, *samples[k].shape[2:]) for k in hyper + ["Z"]}
     ut = np.asarray(jax.lax.map(u_test, flat)).reshape(chains, draws, *problem.test_grid)
@@ -170,18 +170,14 @@ def _sample_with_hyper(problem, init, chains, warmup, draws, seed, progress, cha
                       f"{draws} draws per chain; hyperparameters sampled")
 
 
-def scalar_names(problem, idata):
+def scalar_names(problem: Problem, idata) -> list[str]:
     """Scalar posterior variables worth a trace plot and a summary row."""
     return [n for n in problem.unknown_sites if n in idata.posterior]
 
 
-def save(result, out_dir):
+def save(result: "NutsResult", out_dir: str | Path) -> tuple:
     """posterior.nc (ArviZ), summary.csv (az.summary), summary.json and PNGs into out_dir."""
-    import json
-    from pathlib import Path
-
-    from gpbayes import plots
-    from gpbayes.results import import_arviz, write_atomic
+    from gpbayes import plots  # matplotlib loads only when figures are drawn
 
     az = import_arviz()
     out = Path(out_dir)
@@ -189,7 +185,7 @@ def save(result, out_dir):
     if result.u_test.shape[1] == 0:
         summary = {"name": result.problem.name, "method": "nuts", "complete": False,
                    "stop_reason": result.stop_reason, "draws_per_chain": 0}
-        write_atomic(out / "summary.json", lambda f: f.write_text(json.dumps(summary, indent=2)))
+        write_json(out / "summary.json", summary)
         return summary, None
     idata = result.to_arviz()
     write_atomic(out / "posterior.nc", lambda f: idata.to_netcdf(str(f)))
@@ -210,7 +206,7 @@ def save(result, out_dir):
         "unknowns": {n: table.loc[n].to_dict() for n in scalar_names(result.problem, idata)},
         "map_rel_l2_error": result.fit.rel_l2_error,
     }
-    write_atomic(out / "summary.json", lambda f: f.write_text(json.dumps(summary, indent=2)))
+    write_json(out / "summary.json", summary)
     plots.save_figure(plots.band_figure(result.problem, draws.mean(0), draws.std(0),
                                         f"{result.problem.name}: NUTS posterior"),
                       out / "posterior.png")

@@ -1,92 +1,74 @@
-"""The Gaussian posterior of U at fixed hyperparameters: dense (QR, grids up to 4000
-points) or matrix-free (preconditioned CG and perturbation-optimisation draws, any grid).
-
-With the kernel parameters, precisions and unknown constants fixed at the MAP, the model's
-log joint is quadratic in the whitened grid values Z when the PDE is linear, so the
-posterior of U is exactly Gaussian: one Newton step from the MAP gives its mean, the
-Hessian its precision. For a nonlinear PDE the same computation is the Laplace
-approximation at the MAP.
+"""The Gaussian posterior of U at the MAP's hyperparameters (exact for a linear PDE, the
+Laplace approximation otherwise): dense QR, or PCG with perturbation-optimisation draws.
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import Array
 from jax.flatten_util import ravel_pytree
 from jax.scipy.linalg import solve_triangular
 from tqdm.auto import tqdm
 
-from gpbayes import kernels, kron
+from gpbayes.conditional import Conditional
 from gpbayes.errors import SpecError
-from gpbayes.infer import pcg
-from gpbayes.infer.profile import MAX_DENSE, is_linear
-from gpbayes.model import axis_factors, axis_params, data_residual, log_density
+from gpbayes.infer.solvers import MAX_DENSE, dense_gauss_newton
+from gpbayes.io import write_atomic, write_json
+from gpbayes.problem import Problem
+from gpbayes.results import MapFit
 
 BLOCK = 16  # perturbation-optimisation draws solved together
 
 
-def fixed_sites(fit, keep=()):
+def fixed_sites(fit: MapFit, keep: tuple = ()) -> dict:
     """The MAP values of every site but U (and those in ``keep``)."""
     return {k: jnp.asarray(v) for k, v in fit.params.items() if k != "U" and k not in keep}
 
 
-def whitened_objective(problem, fixed, jitter, trils):
-    """latent dict {"Z": ..., unknown sites...} -> minus the log joint."""
+def residual_vector(cond: Conditional, latent: dict) -> Array:
+    """r(latent) with minus the log joint = |r|^2 / 2 + const at the conditional's sites.
 
-    def neg(latent):
-        u = kron.kron_apply(trils, latent["Z"])
-        values = {**fixed, **{k: v for k, v in latent.items() if k != "Z"}, "U": u}
-        return -log_density(problem, values, jitter)[0]
-
-    return neg
-
-
-def residual_vector(problem, fixed, trils, latent):
-    """r(latent) with minus the log joint = |r|^2 / 2 + const at the fixed sites.
-
-    The model's Gaussian terms as one weighted residual: the whitened prior Z, the data
-    terms (``data_residual``) and the unknowns' normal priors. Solving with the Jacobian
-    of r (QR) is stable where the Hessian itself is too ill-conditioned.
+    The model's Gaussian terms as one weighted residual: the data terms
+    (``data_residual`` from the whitened Z, heavy rows first), the whitened prior Z and
+    the normal priors of the unknowns in ``latent``. Solving with the Jacobian of r (QR)
+    is stable where the Hessian itself is too ill-conditioned.
     """
-    u = kron.kron_apply(trils, latent["Z"])
-    values = {**fixed, **{k: v for k, v in latent.items() if k != "Z"}}
-    parts = [latent["Z"].reshape(-1), data_residual(problem, values, trils, u)]
-    for name, (_, loc, scale) in problem.unknowns.items():
-        site = problem.unknown_sites[name]
-        if site in latent:
-            parts.append(jnp.atleast_1d((latent[site] - loc) / scale))
+    p = cond.problem
+    unknowns = {k: v for k, v in latent.items() if k != "Z"}
+    cond = cond.with_values(unknowns) if unknowns else cond
+    parts = [cond.data_residual(latent["Z"], "z"), latent["Z"].reshape(-1)]
+    for name, (_, loc, scale) in p.unknowns.items():
+        site = p.unknown_sites[name]
+        if site in unknowns:
+            parts.append(jnp.atleast_1d((unknowns[site] - loc) / scale))
     return jnp.concatenate(parts)
 
 
-def laplace(problem, fit, keep=()):
-    """(mean latent dict, upper R with R^T R = the Gauss-Newton Hessian, unravel, trils,
-    fixed sites) at the MAP's hyperparameters. ``keep`` names unknown sites to treat as
-    latent together with Z.
+def laplace(problem: Problem, fit: MapFit, keep: tuple = ()) -> tuple:
+    """(mean latent dict, upper R with R^T R = the Gauss-Newton Hessian, unravel, the
+    Conditional at the MAP's other sites) at the MAP. ``keep`` names unknown sites to
+    treat as latent together with Z.
     """
     if problem.size > MAX_DENSE:
         raise SpecError(f"the Gaussian posterior is dense: at most {MAX_DENSE} grid points",
                         "recipe", "method")
-    jitter = fit.recipe.jitter
-    fixed = fixed_sites(fit, keep)
-    trils = axis_factors(problem, fixed, jitter)
-    latent = {"Z": kron.kron_whiten(trils, jnp.asarray(fit.params["U"]))}
+    cond = Conditional(problem, {**fixed_sites(fit, keep),
+                                 **{k: jnp.asarray(fit.params[k]) for k in keep}},
+                       fit.recipe.jitter)
+    latent = {"Z": cond.whiten(jnp.asarray(fit.params["U"]))}
     latent.update({k: jnp.asarray(fit.params[k]) for k in keep})
     flat, unravel = ravel_pytree(latent)
-
-    @jax.jit
-    def gauss_newton(x):
-        res = residual_vector(problem, fixed, trils, unravel(x))
-        jac = jax.jacfwd(lambda y: residual_vector(problem, fixed, trils, unravel(y)))(x)
-        q, r = jnp.linalg.qr(jac)
-        return x - solve_triangular(r, q.T @ res, lower=False), r
-
+    step = jax.jit(lambda x: dense_gauss_newton(
+        lambda y: residual_vector(cond, unravel(y)), x, 1))
     x = flat
     for _ in range(3):  # exact in one step for a linear PDE
-        x, r = gauss_newton(x)
+        x, r = step(x)
     if not bool(jnp.all(jnp.isfinite(r))):
         raise FloatingPointError("the posterior precision is not finite at the MAP")
-    return unravel(x), r, unravel, trils, fixed
+    return unravel(x), r, unravel, cond
 
 
 @dataclass
@@ -111,16 +93,10 @@ class GaussianPosterior:
     def converged(self):
         return self.cg is None or self.cg["converged"]
 
-    def interval(self, mass=0.9, test=True):
+    def interval(self, mass: float = 0.9, test: bool = True) -> tuple:
         zq = float(jax.scipy.stats.norm.ppf(0.5 + mass / 2))
         m, s = (self.test_mean, self.test_sd) if test else (self.mean, self.sd)
         return m - zq * s, m + zq * s
-
-
-def test_matrices(problem, values, trils):
-    """k*_j L_j^{-T} per axis: along each axis they map whitened Z to u on the test grid."""
-    return [solve_triangular(l, k.T, lower=True).T
-            for k, l in zip(cross_matrices(problem, values), trils)]
 
 
 def _dense_kron(mats):
@@ -130,8 +106,9 @@ def _dense_kron(mats):
     return out
 
 
-def gaussian_posterior(problem, fit, solver="auto", samples=64, seed=0, tolerance=1e-10,
-                       max_iterations=20000, progress=False):
+def gaussian_posterior(problem: Problem, fit: MapFit, solver: str = "auto", samples: int = 64,
+                       seed: int = 0, tolerance: float = 1e-10, max_iterations: int = 20000,
+                       progress: bool = False) -> "GaussianPosterior":
     """The Gaussian posterior of u given the MAP's hyperparameters (see the module doc).
 
     ``solver``: "dense" (QR of the whole Jacobian, grids up to MAX_DENSE points), "cg"
@@ -140,19 +117,23 @@ def gaussian_posterior(problem, fit, solver="auto", samples=64, seed=0, toleranc
     if solver == "cg" or (solver == "auto" and problem.size > MAX_DENSE):
         return structured_posterior(problem, fit, samples, seed, tolerance, max_iterations,
                                     progress)
-    latent, r, _, trils, fixed = laplace(problem, fit)
-    a = _dense_kron(trils)  # U = A Z; cov(Z) = (R^T R)^{-1}, so var(a_i . Z) = |R^-T a_i|^2
-    mean = (a @ latent["Z"].reshape(-1)).reshape(problem.grid)
+    latent, r, _, cond = laplace(problem, fit)
+    z = latent["Z"]
+    a = _dense_kron(cond.trils)  # U = A Z; cov(Z) = (R^T R)^{-1}: var(a_i . Z) = |R^-T a_i|^2
+    mean = cond.to_grid(z, "z")
     sd = jnp.sqrt(jnp.sum(solve_triangular(r, a.T, trans=1, lower=False) ** 2, axis=0))
-    c = _dense_kron(test_matrices(problem, fixed, trils))
-    test_mean = (c @ latent["Z"].reshape(-1)).reshape(problem.test_grid)
+    n = problem.size  # the test-grid map from Z, one column per grid point
+    c = cond.predict_grid(jnp.eye(n).reshape((n,) + problem.grid), problem.test_axes,
+                          "z").reshape(n, -1).T
+    test_mean = cond.predict_grid(z, problem.test_axes, "z")
     test_sd = jnp.sqrt(jnp.sum(solve_triangular(r, c.T, trans=1, lower=False) ** 2, axis=0))
     return GaussianPosterior(problem, np.asarray(mean), np.asarray(sd).reshape(problem.grid),
                              np.asarray(test_mean), np.asarray(test_sd).reshape(problem.test_grid))
 
 
-def structured_posterior(problem, fit, samples=64, seed=0, tolerance=1e-10,
-                         max_iterations=20000, progress=False):
+def structured_posterior(problem: Problem, fit: MapFit, samples: int = 64, seed: int = 0,
+                         tolerance: float = 1e-10, max_iterations: int = 20000,
+                         progress: bool = False) -> "GaussianPosterior":
     """The Gaussian posterior without forming any grid-sized matrix.
 
     In eigen-whitened coordinates z (``pcg``) the posterior precision is H = I + J^T J.
@@ -163,27 +144,28 @@ def structured_posterior(problem, fit, samples=64, seed=0, tolerance=1e-10,
     dz = H^{-1} (eta + J^T xi) ~ N(0, H^{-1}) exactly, up to the CG tolerance.
     """
     fixed = fixed_sites(fit)
-    trils = axis_factors(problem, fixed, fit.recipe.jitter)
     iterations, worst = [], 0.0
 
-    newton = jax.jit(lambda u: pcg.newton_step(problem, fixed, trils, u, tolerance,
-                                               max_iterations))
+    def conditional():  # built inside each compiled function (its parts are cached)
+        return Conditional(problem, fixed, fit.recipe.jitter)
+
+    newton = jax.jit(lambda u: conditional().gauss_newton(u).step(tolerance, max_iterations))
     u = jnp.asarray(fit.params["U"])
-    for _ in range(1 if is_linear(problem) else fit.recipe.gauss_newton_steps):
+    for _ in range(1 if conditional().is_linear() else fit.recipe.gauss_newton_steps):
         u, k, res = newton(u)
         iterations.append(int(k))
         worst = max(worst, float(res))
 
     @jax.jit
     def draws(u, key):
-        z0, bases, r0, jvp, vjp, hess, _, pre = pcg.gauss_newton_system(problem, fixed, trils, u)
+        gn = conditional().gauss_newton(u)
         k1, k2 = jax.random.split(key)
-        xi = jax.random.normal(k2, (BLOCK, r0.size))
-        rhs = jax.random.normal(k1, (BLOCK,) + problem.grid) + jax.vmap(vjp)(xi)
-        dz, k, res = pcg.pcg(hess, rhs, pre, tolerance, max_iterations, problem.ndim)
-        test = [c @ b[2] for c, b in zip(cross_matrices(problem, fixed), bases)]
-        return (kron.kron_apply([b[0] for b in bases], dz), kron.kron_apply(test, dz),
-                kron.kron_apply(test, z0), k, res)
+        xi = jax.random.normal(k2, (BLOCK, gn.r0.size))
+        rhs = jax.random.normal(k1, (BLOCK,) + problem.grid) + jax.vmap(gn.vjp)(xi)
+        ds, k, res = gn.solve(rhs, tolerance, max_iterations)
+        du = gn.to_grid(ds)
+        test = problem.test_axes
+        return du, gn.cond.predict_grid(du, test), gn.cond.predict_grid(u, test), k, res
 
     var, test_var = jnp.zeros(problem.grid), jnp.zeros(problem.test_grid)
     blocks = -(-samples // BLOCK)
@@ -203,21 +185,11 @@ def structured_posterior(problem, fit, samples=64, seed=0, tolerance=1e-10,
                              solver="cg", samples=n, cg=cg)
 
 
-def cross_matrices(problem, values):
-    """k(x*_j, x_j) per axis: grid to test grid."""
-    return [kernels.cross(problem.family, axis_params(problem, values, j), jnp.asarray(x),
-                          jnp.asarray(problem.axes[j])) for j, x in enumerate(problem.test_axes)]
-
-
-def save(post, fit, out_dir):
+def save(post: "GaussianPosterior", fit: MapFit, out_dir: str | Path) -> dict:
     """posterior.nc (mean and sd on the grid and the test grid), summary.json, PNG."""
-    import json
-    from pathlib import Path
-
     import xarray as xr
 
-    from gpbayes import plots
-    from gpbayes.results import write_atomic
+    from gpbayes import plots  # matplotlib loads only when figures are drawn
 
     p = post.problem
     out = Path(out_dir)
@@ -241,7 +213,7 @@ def save(post, fit, out_dir):
     if p.exact_test is not None:
         lo, hi = post.interval(0.9)
         summary["coverage_90"] = float(np.mean((p.exact_test >= lo) & (p.exact_test <= hi)))
-    write_atomic(out / "summary.json", lambda f: f.write_text(json.dumps(summary, indent=2)))
+    write_json(out / "summary.json", summary)
     plots.save_figure(plots.band_figure(p, post.test_mean, post.test_sd,
                                         f"{p.name}: Gaussian posterior"), out / "posterior.png")
     return summary

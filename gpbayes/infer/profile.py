@@ -1,133 +1,85 @@
-"""The profile solver: the conditional MAP of U and the precisions at a fixed kernel.
-
-For fixed kernel parameters and precisions the model's log joint is, in whitened
-coordinates U = L z, a least-squares problem in z:
-
-    min_z  1/2 |z|^2 + tau_e/2 |R(L z)|^2 + w_b tau_b/2 |B L z - g|^2,
-
-solved by Gauss-Newton (one step when the PDE is linear): a dense QR least squares on
-1-D grids up to MAX_DENSE points, else matrix-free preconditioned CG (``pcg``). The
-precisions then take their closed-form conditional optima; sweeps alternate the two.
-The kernel parameters stay at the spectral start (``init``); several starting length
-scales are tried and, among those that pass a check (``choose``), the one with the
-largest log joint is kept.
+"""The profile solver (the default MAP for plain problems): U and the precisions maximised
+exactly by alternation at a kernel held at its spectral start, over several starts.
 """
 
 import sys
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.linalg import solve_triangular
+from jax import Array
 from tqdm.auto import tqdm
 
-from gpbayes.infer import pcg
-from gpbayes.model import axis_factors, boundary_difference, equation_residual, log_density
+from gpbayes.conditional import Conditional
+from gpbayes.gauss_newton import exact_boundary_rows
+from gpbayes.infer.init import spectral_params
+from gpbayes.infer.solvers import dense_gauss_newton, is_dense
+from gpbayes.model import initial_params
+from gpbayes.problem import Problem
+from gpbayes.results import MapFit
+from gpbayes.spec import Recipe
 
-MAX_DENSE = 4000  # grid points; the dense solve is O(N^3)
 ROUNDING = 100  # a fall of the log joint up to ROUNDING x tolerance (relative) is rounding
 CHECK_RANGE = 100  # starts whose check score is within this factor of the best compete
 
 
-def is_dense(problem):
-    """1-D grids up to MAX_DENSE points are solved densely (QR), the rest by PCG."""
-    return problem.ndim == 1 and problem.size <= MAX_DENSE
-
-
-def is_linear(problem):
-    """True when the residual is affine in U (checked on random fields)."""
-    rng = jax.random.PRNGKey(0)
-    names = list(problem.derivatives)
-    shape = problem.grid
-    a, b = (dict(zip(names, jax.random.normal(k, (len(names),) + shape)))
-            for k in jax.random.split(rng))
-    env = dict(problem.constants)
-    env.update(problem.coordinates())
-
-    def ev(fields):
-        return jnp.broadcast_to(problem.equation({**env, **fields}), shape)
-
-    mix = {n: 0.3 * a[n] + 0.7 * b[n] for n in names}
-    lhs = ev(mix)
-    rhs = 0.3 * ev(a) + 0.7 * ev(b)
-    return bool(jnp.allclose(lhs, rhs, rtol=1e-9, atol=1e-9 * float(jnp.max(jnp.abs(rhs)) + 1)))
-
-
-def boundary_start(problem, recipe):
+def boundary_start(problem: Problem, recipe: Recipe) -> float:
     """The starting boundary precision: ``recipe.tau_b_start`` where the U solve takes the
     boundary rows exactly (the dense solve; the Woodbury preconditioner in 2-D), else 1.
 
     The boundary data are exact, so tau_b's conditional optimum tends to the cap, and
-    starting there keeps CG fast in 2-D (allencahn2d-multiscale at 400^2: ~500 CG
-    iterations per solve from the start; from tau_b = 1 its solves ran to the 20000 cap).
-    Elsewhere (3-D; 1-D beyond MAX_DENSE) the preconditioner takes the boundary rows by
-    their diagonal only, and a tight start stalls CG (measured on a 12^3 Poisson
-    problem: error 0.74 against 2e-3), so those grids start at 1.
+    starting there keeps 2-D CG fast; where the preconditioner takes the boundary rows by
+    their diagonal only (3-D; 1-D beyond MAX_DENSE) a tight start stalls CG
+    (benchmarks/README.md), so those grids start at 1.
     """
-    exact = is_dense(problem) or pcg.exact_boundary_rows(problem)
+    exact = is_dense(problem) or exact_boundary_rows(problem)
     return recipe.tau_b_start if exact else 1.0
 
 
-def make_u_solver(problem, jitter, gn_steps):
-    """(values with log precisions, U0) -> (U, 0): U minimising the log joint for fixed
-    kernel parameters and precisions, by dense QR (the 0 stands for CG iterations)."""
-    n = problem.size
-    weight = problem.boundary_weight
+def dense_u_solver(gn_steps: int):
+    """(conditional, U0) -> (U, 0): U maximising the log joint at the conditional's
+    hyperparameters, by dense QR in whitened coordinates z (the 0 stands for CG
+    iterations). From z the fields need one triangular solve, not K^{-1}: exact to
+    rounding in one step where K is ill-conditioned (benchmarks/README.md)."""
 
-    def solve(values, u0):
-        tau_e, tau_b = jnp.exp(values["log_tau_e"]), jnp.exp(values["log_tau_b"])
-        trils = axis_factors(problem, values, jitter)
-        lower = trils[0]
+    def solve(cond, u0):
+        def residual(z):  # heavy (boundary) rows first, the prior last
+            return jnp.concatenate([cond.data_residual(z, "z"), z])
 
-        def residual(z):  # in whitened coordinates: see model.derivative_fields
-            return equation_residual(problem, values, trils, z, whitened=True)
-
-        def boundary(z):
-            return boundary_difference(problem, lower @ z)
-
-        se, sb = jnp.sqrt(tau_e), jnp.sqrt(weight * tau_b)
-        z = solve_triangular(lower, u0, lower=True)
-        for _ in range(gn_steps):
-            jac, bjac = jax.jacfwd(residual)(z), jax.jacfwd(boundary)(z)
-            # heavy rows first: Householder QR is accurate for stiff weighted problems then
-            m = jnp.concatenate([sb * bjac, se * jac, jnp.eye(n)])
-            rhs = jnp.concatenate([sb * (bjac @ z - boundary(z)), se * (jac @ z - residual(z)),
-                                   jnp.zeros(n)])
-            q, r = jnp.linalg.qr(m)
-            z = solve_triangular(r, q.T @ rhs, lower=False)
-        return lower @ z, 0
+        z, _ = dense_gauss_newton(residual, cond.whiten(u0), gn_steps)
+        return cond.to_grid(z, "z"), 0
 
     return solve
 
 
-def make_cg_solver(problem, jitter, gn_steps, tol, maxiter):
-    """(values with log precisions, U0) -> (U, most CG iterations of a step): the same
-    conditional MAP by Gauss-Newton steps, each solved matrix-free (``pcg``)."""
+def cg_u_solver(gn_steps: int, tol: float, maxiter: int):
+    """(conditional, U0) -> (U, most CG iterations of a step): the same conditional MAP
+    by Gauss-Newton steps, each solved matrix-free (``GaussNewton.step``)."""
 
-    def solve(values, u):
-        trils = axis_factors(problem, values, jitter)
+    def solve(cond, u):
         most = 0
         for _ in range(gn_steps):
-            u, k, _ = pcg.newton_step(problem, values, trils, u, tol, maxiter)
+            u, k, _ = cond.gauss_newton(u).step(tol, maxiter)
             most = jnp.maximum(most, k)
         return u, most
 
     return solve
 
 
-def closed_form_log_tau(problem, values, u, jitter, cap):
+def closed_form_log_tau(cond: Conditional, u: Array, cap: float) -> dict:
     """The conditional optima log tau_e = log(N/|R|^2), log tau_b = log(n_b/|B|^2), capped."""
-    trils = axis_factors(problem, values, jitter)
-    r = equation_residual(problem, values, trils, u)
-    b = boundary_difference(problem, u)
+    r = cond.residual(u)
+    b = cond.boundary_difference(u)
     out = {"log_tau_e": jnp.minimum(jnp.log(r.size / jnp.sum(r**2)), cap)}
     out["log_tau_b"] = (jnp.minimum(jnp.log(b.size / jnp.sum(b**2)), cap) if b.size
                         else jnp.asarray(cap))
     return out
 
 
-def fit_profile(problem, recipe, progress=None, interrupt=None):
+def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
+                interrupt: Callable[[], str | None] | None = None) -> MapFit:
     """Conditional MAP by alternation, over a few starting length scales; returns a MapFit.
 
     For each length-scale factor in ``recipe.rho_scales`` the kernel parameters are set
@@ -140,24 +92,22 @@ def fit_profile(problem, recipe, progress=None, interrupt=None):
     boundary data only, never the exact solution) is within CHECK_RANGE of the best, the
     one with the largest log joint is kept.
     """
-    from gpbayes.infer.init import spectral_params
-    from gpbayes.model import initial_params
-    from gpbayes.results import MapFit
-
     start = time.perf_counter()
-    gn = 1 if is_linear(problem) else recipe.gauss_newton_steps
-    solve = (make_u_solver(problem, recipe.jitter, gn) if is_dense(problem) else
-             make_cg_solver(problem, recipe.jitter, gn, recipe.cg_tolerance,
-                            recipe.cg_max_iterations))
+    init0 = initial_params(problem)
+    linear = Conditional(problem, init0, recipe.jitter).is_linear()
+    gn = 1 if linear else recipe.gauss_newton_steps
+    solve = (dense_u_solver(gn) if is_dense(problem) else
+             cg_u_solver(gn, recipe.cg_tolerance, recipe.cg_max_iterations))
     cap = float(np.log(recipe.tau_max))
     log_tau_b0 = float(np.log(min(boundary_start(problem, recipe), recipe.tau_max)))
-    kernel_keys = [k for k in initial_params(problem) if k not in ("U", "log_tau_e", "log_tau_b")]
+    kernel_keys = [k for k in init0 if k not in ("U", "log_tau_e", "log_tau_b")]
 
     @jax.jit
     def sweep(theta, u, log_tau):
-        u, k = solve({**theta, **log_tau}, u)
-        log_tau = closed_form_log_tau(problem, theta, u, recipe.jitter, cap)
-        objective = -log_density(problem, {**theta, **log_tau, "U": u}, recipe.jitter)[0]
+        cond = Conditional(problem, {**theta, **log_tau}, recipe.jitter)
+        u, k = solve(cond, u)
+        log_tau = closed_form_log_tau(cond, u, cap)
+        objective = -cond.with_values(log_tau).log_joint(u)
         return u, log_tau, objective, k
 
     def run_start(scale, history):
@@ -220,7 +170,7 @@ def fit_profile(problem, recipe, progress=None, interrupt=None):
     return best
 
 
-def choose(starts):
+def choose(starts: list) -> tuple:
     """The start with the largest log joint among those whose check score is within
     CHECK_RANGE of the smallest (a start far behind on the check, e.g. one stuck with a
     loose boundary, is a poor local optimum whatever its log joint). Returns (fit, its
@@ -234,7 +184,7 @@ def choose(starts):
     return starts[i][1], starts[i][2], len(passed)
 
 
-def check_score(fit):
+def check_score(fit: MapFit) -> float:
     """Relative PDE residual at the cell midpoints plus relative boundary rms.
 
     Uses the equation, the source and the boundary data only (never the exact solution).

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from gpbayes.results import import_arviz
+from gpbayes.io import import_arviz
 
 
 def load_example(root, name):

@@ -124,20 +124,24 @@ def test_dataclass_replace_keeps_data(map_fit):
 
 
 def test_residual_vector_is_the_models_log_joint(map_fit):
-    """|r|^2 / 2 differs from minus the log joint by a constant (two random points)."""
+    """|r|^2 / 2 differs from minus the log joint by a constant (two random points), with
+    the unknowns latent or not."""
     import jax.numpy as jnp
 
-    from gpbayes.infer.posterior import fixed_sites, residual_vector, whitened_objective
-    from gpbayes.model import axis_factors
+    from gpbayes.conditional import Conditional
+    from gpbayes.infer.posterior import fixed_sites, residual_vector
 
     p = map_fit.problem
-    fixed = fixed_sites(map_fit)
-    trils = axis_factors(p, fixed, map_fit.recipe.jitter)
-    neg = whitened_objective(p, fixed, map_fit.recipe.jitter, trils)
+    cond = Conditional(p, fixed_sites(map_fit), map_fit.recipe.jitter)
     rng = np.random.default_rng(5)
     z1, z2 = ({"Z": jnp.asarray(rng.normal(size=p.grid))} for _ in range(2))
-    half = [0.5 * float(jnp.sum(residual_vector(p, fixed, trils, z) ** 2)) for z in (z1, z2)]
-    assert half[0] - half[1] == pytest.approx(float(neg(z1) - neg(z2)), rel=1e-9)
+
+    def neg(latent):
+        u = cond.to_grid(latent["Z"], "z")
+        return -float(gb.log_density(p, {**cond.values, "U": u}, cond.jitter)[0])
+
+    half = [0.5 * float(jnp.sum(residual_vector(cond, z) ** 2)) for z in (z1, z2)]
+    assert half[0] - half[1] == pytest.approx(neg(z1) - neg(z2), rel=1e-9)
 
 
 def test_stiff_posterior_is_finite_and_narrow(root):
@@ -178,7 +182,7 @@ def test_structured_posterior_matches_dense_in_2d(equation):
 
 def test_auto_solver_goes_matrix_free_past_the_dense_limit():
     from conftest import small_2d_problem
-    from gpbayes.infer.profile import MAX_DENSE
+    from gpbayes.infer.solvers import MAX_DENSE
 
     p, fit = small_2d_problem(n=64, equation_noise=300.0)  # a weak equation term
     assert p.size > MAX_DENSE

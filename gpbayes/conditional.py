@@ -1,0 +1,243 @@
+"""The model at fixed hyperparameters (``Conditional``): the one object every solver, result
+and plot uses for the factors, the expression environment, fields, residuals, the log
+joint, prediction and the Gauss-Newton operator.
+"""
+
+import math
+from functools import cached_property
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from gpbayes import gauss_newton, kernels, kron
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def axis_params(problem, values: dict, j: int) -> dict:
+    """The kernel parameters of axis j from site values, as a dict (log_w, log_rho[, mu])."""
+    v = problem.variables[j]
+    out = {"log_w": values[f"log_w_{v}"], "log_rho": values[f"log_rho_{v}"]}
+    if kernels.has_frequencies(problem.family):
+        out["mu"] = values[f"mu_{v}"]
+    return out
+
+
+def unknown_values(problem, values: dict) -> dict:
+    """{name: value} of the unknown constants from site values (lognormal: exp of log_)."""
+    return {name: values[site] if site == name else jnp.exp(values[site])
+            for name, site in problem.unknown_sites.items()}
+
+
+class Conditional:
+    """The model of ``problem`` at the site values ``values`` (every site but U).
+
+    ``trils`` reuses the Cholesky factors of another Conditional with the same kernel.
+    """
+
+    def __init__(self, problem, values: dict, jitter: float, trils: list | None = None):
+        self.problem = problem
+        self.values = values
+        self.jitter = jitter
+        self.unknowns = unknown_values(problem, values)
+        if trils is not None:
+            self.trils = list(trils)
+        self._matrices = {}
+
+    def with_values(self, updates: dict) -> "Conditional":
+        """The same model with some site values replaced (factors kept if the kernel is)."""
+        values = {**self.values, **updates}
+        same = all(k.startswith("log_tau") or k in self.problem.unknown_sites.values()
+                   for k in updates)
+        return Conditional(self.problem, values, self.jitter, self.trils if same else None)
+
+    # -- the kernel on the grid ---------------------------------------------------------
+
+    @cached_property
+    def kernel(self) -> list:
+        """The kernel parameters per axis (``axis_params``)."""
+        return [axis_params(self.problem, self.values, j) for j in range(self.problem.ndim)]
+
+    def kernel_matrix(self, j: int, m: int = 0) -> Array:
+        """k_j^(m)(x_j, x_j): the kernel's m-th derivative along axis j on the grid axis."""
+        if (j, m) not in self._matrices:
+            self._matrices[j, m] = kernels.toeplitz(self.problem.family, self.kernel[j],
+                                                    jnp.asarray(self.problem.axes[j]), m)
+        return self._matrices[j, m]
+
+    def cross(self, j: int, points, m: int = 0) -> Array:
+        """k_j^(m)(points, x_j): from the grid axis j to any points on that axis."""
+        return kernels.cross(self.problem.family, self.kernel[j], jnp.asarray(points),
+                             jnp.asarray(self.problem.axes[j]), m)
+
+    @cached_property
+    def trils(self) -> list:
+        """Per-axis lower Cholesky factors L_j of K_j = k_j(x_j, x_j) + jitter I."""
+        return [jnp.linalg.cholesky(self.kernel_matrix(j) + self.jitter * jnp.eye(len(x)))
+                for j, x in enumerate(self.problem.axes)]
+
+    @cached_property
+    def bases(self) -> list:
+        """Per axis (E_j, E_j^{-1}, K_j^{-1} E_j), the rotated eigen bases of the
+        Gauss-Newton operator (``gauss_newton.axis_bases``)."""
+        return gauss_newton.axis_bases(self)
+
+    # -- coordinates ----------------------------------------------------------------------
+
+    def whiten(self, u: Array) -> Array:
+        """z with U = (L_1 kron ... L_d) z (on the last d axes)."""
+        return kron.kron_whiten(self.trils, u)
+
+    def to_grid(self, c: Array, coords: str = "u") -> Array:
+        """The grid values U from coordinates ``c`` (on the last d axes)."""
+        return c if coords == "u" else kron.kron_apply(self.trils, c)
+
+    def weights(self, c: Array, coords: str = "u") -> Array:
+        """K^{-1} vec(U), the weights of the conditional mean (K^{-1} L = L^{-T} from z)."""
+        if coords == "u":
+            return kron.kron_solve(self.trils, c)
+        d = self.problem.ndim
+        for j, l in enumerate(self.trils):
+            c = kron.mode_solve_tril(l, c, c.ndim - d + j, transpose=True)
+        return c
+
+    # -- the equation ---------------------------------------------------------------------
+
+    def fields(self, c: Array, coords: str = "u") -> dict:
+        """u and the equation's derivatives on the grid, by name, from the GP conditional
+        mean: d^m u / dx_j^m = k_j^(m) K_j^{-1} U along axis j. From z axis j applies
+        k_j^(m) L_j^{-T} (m > 0) or L_j (m = 0): one triangular solve, which keeps the
+        rounding of an ill-conditioned K_j (small jitter) out of the fields."""
+        out = {}
+        for name, orders in self.problem.derivatives.items():
+            f = c
+            for j, m in enumerate(orders):
+                l = self.trils[j]
+                if m:
+                    w = (kron.mode_solve_tril(l, f, j, True) if coords == "z"
+                         else kron.mode_cho_solve(l, f, j))
+                    f = kron.mode_dot(self.kernel_matrix(j, m), w, j)
+                elif coords == "z":
+                    f = kron.mode_dot(l, f, j)
+            out[name] = f  # XLA merges the repeated solves along an axis
+        return out
+
+    def operator(self, fields: dict, axes=None) -> Array:
+        """L[u] from u's fields on the tensor grid spanned by ``axes`` (default: the grid)."""
+        p = self.problem
+        axes = p.axes if axes is None else axes
+        env = p.environment(p.coordinates(axes), {**self.unknowns, **fields})
+        return jnp.broadcast_to(p.equation(env), tuple(len(x) for x in axes))
+
+    def residual(self, c: Array, coords: str = "u") -> Array:
+        """L[u] - f on every grid point."""
+        return self.operator(self.fields(c, coords)) - self.problem.source_values
+
+    def residual_on(self, u: Array, axes) -> Array:
+        """L[u] - f on the tensor grid spanned by ``axes`` (e.g. the cell midpoints), from
+        the conditional mean of u and its derivatives there."""
+        fields = {name: self.predict_grid(u, axes, orders=orders)
+                  for name, orders in self.problem.derivatives.items()}
+        return self.operator(fields, axes) - self.problem.source_on(axes)
+
+    def is_linear(self) -> bool:
+        """True when L[u] is affine in u's fields (checked on random fields)."""
+        names = list(self.problem.derivatives)
+        shape = self.problem.grid
+        a, b = (dict(zip(names, jax.random.normal(k, (len(names),) + shape)))
+                for k in jax.random.split(jax.random.PRNGKey(0)))
+        mix = {n: 0.3 * a[n] + 0.7 * b[n] for n in names}
+        lhs, rhs = self.operator(mix), 0.3 * self.operator(a) + 0.7 * self.operator(b)
+        return bool(jnp.allclose(lhs, rhs, rtol=1e-9,
+                                 atol=1e-9 * float(jnp.max(jnp.abs(rhs)) + 1)))
+
+    # -- the likelihood -------------------------------------------------------------------
+
+    def boundary_difference(self, u: Array) -> Array:
+        """U - g on the listed faces, each face whole (corners count once per face)."""
+        p = self.problem
+        if not p.faces:
+            return jnp.zeros(0)
+        return jnp.concatenate([f.take(u) for f in p.faces]) - p.boundary_values
+
+    @property
+    def equation_sd(self):
+        """The sd of the equation residual (its noise sd, or tau_e^{-1/2})."""
+        if self.problem.equation_noise is not None:
+            return self.problem.equation_noise
+        return jnp.exp(-0.5 * self.values["log_tau_e"])
+
+    @property
+    def boundary_scale(self):
+        """The factor of the boundary mismatch in the residual (1/noise sd, or sqrt(w tau_b))."""
+        p = self.problem
+        if p.boundary_noise is not None:
+            return 1.0 / p.boundary_noise
+        return jnp.sqrt(p.boundary_weight * jnp.exp(self.values["log_tau_b"]))
+
+    def data_residual(self, c: Array, coords: str = "u") -> Array:
+        """The model's data terms as one weighted residual vector r, minus the log joint
+        being |z|^2/2 + |r|^2/2 + const: the boundary mismatch (heavy rows first, which
+        keeps a Householder QR accurate), the equation residual over its sd and the
+        observations over their noise sd."""
+        p = self.problem
+        parts = []
+        b = self.boundary_difference(self.to_grid(c, coords))
+        if b.size:
+            parts.append(self.boundary_scale * b)
+        parts.append(self.residual(c, coords).reshape(-1) / self.equation_sd)
+        if p.observations is not None:
+            points, data, noise = p.observations
+            parts.append((self.predict(c, points, coords) - jnp.asarray(data)) / noise)
+        return jnp.concatenate(parts)
+
+    @cached_property
+    def log_constant(self):
+        """The log joint's terms that do not depend on U: normalising constants, the
+        log-determinant of K and the unknowns' priors (the other priors are flat)."""
+        p = self.problem
+        n = p.size
+        out = -0.5 * kron.kron_logdet(self.trils) - 0.5 * n * LOG_2PI
+        out = out - n * jnp.log(self.equation_sd) - 0.5 * n * LOG_2PI
+        n_b = sum(n // p.grid[f.axis] for f in p.faces)
+        if n_b and p.boundary_noise is not None:
+            out = out - n_b * (math.log(p.boundary_noise) + 0.5 * LOG_2PI)
+        elif n_b:
+            out = out + p.boundary_weight * n_b * (0.5 * self.values["log_tau_b"] - 0.5 * LOG_2PI)
+        if p.observations is not None:
+            m, noise = len(p.observations[1]), p.observations[2]
+            out = out - m * (math.log(noise) + 0.5 * LOG_2PI)
+        for name, (_, loc, scale) in p.unknowns.items():
+            x = self.values[p.unknown_sites[name]]
+            out = out - 0.5 * ((x - loc) / scale) ** 2 - math.log(scale) - 0.5 * LOG_2PI
+        return out
+
+    def log_joint(self, u: Array) -> Array:
+        """The model's log joint at grid values u (equal to ``gpbayes.log_density``)."""
+        z = self.whiten(u)
+        r = self.data_residual(u)
+        return self.log_constant - 0.5 * jnp.sum(z**2) - 0.5 * jnp.sum(r**2)
+
+    # -- prediction -----------------------------------------------------------------------
+
+    def predict_grid(self, c: Array, axes, coords: str = "u", orders=None) -> Array:
+        """The conditional mean (or its derivative of ``orders`` per axis) on the tensor
+        grid spanned by ``axes``; ``c`` may carry leading batch axes."""
+        orders = orders or (0,) * self.problem.ndim
+        mats = [self.cross(j, x, m) for j, (x, m) in enumerate(zip(axes, orders))]
+        return kron.kron_apply(mats, self.weights(c, coords))
+
+    def predict(self, c: Array, points, coords: str = "u") -> Array:
+        """The conditional mean at scattered points, an array of shape (M, d)."""
+        points = jnp.asarray(points)
+        t = self.weights(c, coords)
+        for j in range(self.problem.ndim):
+            k = self.cross(j, points[:, j])
+            t = k @ t if j == 0 else jnp.einsum("mi,mi...->m...", k, t)
+        return t
+
+    def gauss_newton(self, u: Array) -> "gauss_newton.GaussNewton":
+        """The Gauss-Newton operator of minus the log joint, linearised at grid values u."""
+        return gauss_newton.GaussNewton(self, u)
+

@@ -1,0 +1,222 @@
+"""The Gauss-Newton operator of minus the log joint at a ``Conditional`` (``GaussNewton``:
+``mv``, ``diagonal``, ``preconditioner``, ``solve``, ``step``), in rotated eigen-whitened
+coordinates s, U = (E_1 kron ... kron E_d) s; its bases and preconditioners.
+"""
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from gpbayes import kron
+from gpbayes.infer import solvers
+
+
+def axis_bases(cond) -> list:
+    """Per axis (E_j, E_j^{-1}, K_j^{-1} E_j) with E_j = Q_j Lambda_j^{1/2} R_j from the
+    eigendecomposition of K_j = L_j L_j^T (no gradient flows here).
+
+    R_j is orthogonal (the prior of s stays N(0, I)) and block-diagonal over the decades
+    of Lambda_j: within each decade it diagonalises the Gram of the axis's highest
+    derivative operator (``decade_rotation``), whose eigenvectors there are near
+    arbitrary (the kernel's eigenvalues cluster); rotated, the operator is near-diagonal
+    too (benchmarks/README.md: the preconditioner).
+    """
+    out = []
+    for j, l in enumerate(cond.trils):
+        lam, q = jnp.linalg.eigh(l @ l.T)
+        lam = jnp.maximum(lam, lam[-1] * 1e-300)
+        root = jnp.sqrt(lam)
+        e, e_inv, k_inv_e = q * root, (q / root).T, q / root
+        order = cond.problem.axis_order(j)
+        if order:
+            b = cond.kernel_matrix(j, order) @ k_inv_e
+            rot = decade_rotation(lam, b.T @ b)
+            e, e_inv, k_inv_e = e @ rot, rot.T @ e_inv, k_inv_e @ rot
+        out.append((e, e_inv, k_inv_e))
+    return out
+
+
+def decade_rotation(lam: Array, gram: Array) -> Array:
+    """The orthogonal R, block-diagonal over the decades of the ascending ``lam``, whose
+    blocks are the eigenvectors of ``gram``'s diagonal blocks (on the host: the decades
+    are data-dependent)."""
+
+    def rotation(lam, gram):
+        decade = np.floor(np.log10(lam))
+        out = np.eye(len(lam))
+        for d in np.unique(decade):
+            ix = np.flatnonzero(decade == d)
+            g = gram[np.ix_(ix, ix)]
+            out[np.ix_(ix, ix)] = np.linalg.eigh(0.5 * (g + g.T))[1]
+        return out
+
+    return jax.pure_callback(rotation, jax.ShapeDtypeStruct(gram.shape, gram.dtype), lam, gram)
+
+
+def axis_operator(cond, j: int, m: int) -> Array:
+    """B_j^m: s along axis j -> d^m u / dx_j^m (k_j^(m) K_j^{-1} E_j; E_j for m = 0)."""
+    e, _, k_inv_e = cond.bases[j]
+    return e if m == 0 else cond.kernel_matrix(j, m) @ k_inv_e
+
+
+def equation_coefficients(cond, u: Array) -> dict:
+    """{derivative name: c_o on the grid}, the linearisation of L[u] at u in each field."""
+    fields = cond.fields(u)
+    ones = jnp.ones(u.shape)
+    return {name: jax.jvp(lambda f, n=name: cond.operator({**fields, n: f}), (fields[name],),
+                          (ones,))[1] for name in fields}
+
+
+def equation_diagonal(cond, u: Array) -> Array:
+    """The exact diagonal of I + J^T J in s for every term but the boundary rows (the
+    prior, the equation, the observations). For J = sum_o diag(c_o) (kron_j B_j^o):
+    diag(J^T J) = sum_{o,o'} (kron_j (B_j^o * B_j^o'))^T (c_o c_o')  (* elementwise)."""
+    p = cond.problem
+    coef = equation_coefficients(cond, u)
+    ops = {name: [axis_operator(cond, j, m) for j, m in enumerate(p.derivatives[name])]
+           for name in coef}
+    diag = jnp.ones(p.grid)
+    for a in coef:
+        for b in coef:
+            mats = [(pa * pb).T for pa, pb in zip(ops[a], ops[b])]
+            diag = diag + kron.kron_apply(mats, coef[a] * coef[b]) / cond.equation_sd**2
+    if p.observations is not None:
+        points, _, noise = p.observations
+        sq = [(cond.cross(j, points[:, j]) @ cond.bases[j][2]) ** 2 for j in range(p.ndim)]
+        diag = diag + jnp.sum(jax.vmap(lambda *rows: _outer(rows))(*sq), 0) / noise**2
+    return diag
+
+
+def boundary_diagonal(cond) -> Array:
+    """The diagonal of the boundary rows' part scale_b^2 B^T B."""
+    p, bases = cond.problem, cond.bases
+    diag = 0.0
+    for face in p.faces:
+        row = 0 if face.side == "lo" else -1
+        parts = [bases[j][0][row] ** 2 if j == face.axis else jnp.sum(bases[j][0] ** 2, 0)
+                 for j in range(p.ndim)]
+        diag = diag + cond.boundary_scale**2 * _outer(parts)
+    return diag
+
+
+def _outer(vectors):
+    out = vectors[0]
+    for v in vectors[1:]:
+        out = out[..., None] * v
+    return out
+
+
+class FaceRows:
+    """The boundary rows of J in 2-D, face by face: B_f s = E_c (r_f . s along axis a),
+    r_f = row 0 or -1 of E_a (a the face's axis, c the other one)."""
+
+    def __init__(self, cond):
+        bases = cond.bases
+        self.faces = [(f.axis, bases[f.axis][0][0 if f.side == "lo" else -1],
+                       bases[1 - f.axis][0]) for f in cond.problem.faces]
+
+    def apply(self, s: Array) -> Array:  # (..., N0, N1) -> (..., n_b)
+        out = []
+        for a, r, e in self.faces:
+            t = jnp.tensordot(s, r, axes=([s.ndim - 2 + a], [0]))
+            out.append(t @ e.T)
+        return jnp.concatenate(out, axis=-1)
+
+    def transpose(self, y: Array) -> Array:  # (..., n_b) -> (..., N0, N1)
+        out, start = 0.0, 0
+        for a, r, e in self.faces:
+            t = y[..., start:start + e.shape[0]] @ e
+            start += e.shape[0]
+            out = out + (r[:, None] * t[..., None, :] if a == 0 else t[..., :, None] * r)
+        return out
+
+
+def exact_boundary_rows(problem) -> bool:
+    """True where the preconditioner takes the boundary rows exactly (Woodbury: 2-D);
+    elsewhere it takes them by their diagonal only."""
+    return problem.ndim == 2
+
+
+def woodbury_preconditioner(cond, diag: Array) -> Callable[[Array], Array]:
+    """v -> P^{-1} v for P = D + scale_b^2 B^T B (2-D): the diagonal D of the other terms
+    plus the boundary rows B exactly, by the Woodbury identity with the capacitance
+    C = I / scale_b^2 + B D^{-1} B^T (n_b x n_b, formed face by face, Cholesky)."""
+    rows = FaceRows(cond)
+    sizes = [e.shape[0] for *_, e in rows.faces]
+    n_b, eye = sum(sizes), jnp.eye(sum(sizes))
+    starts = np.cumsum([0] + sizes[:-1])
+    c = jnp.concatenate([rows.apply(rows.transpose(eye[i:i + m]) / diag)  # face by face
+                         for i, m in zip(starts, sizes)])
+    c = 0.5 * (c + c.T) + jnp.eye(n_b) / cond.boundary_scale**2
+    c = c + 1e-12 * jnp.mean(jnp.diag(c)) * jnp.eye(n_b)  # corners repeat: C is near-singular
+    chol = jnp.linalg.cholesky(c)
+
+    def precond(v):
+        y = v / diag
+        t = rows.apply(y)
+        s = jax.scipy.linalg.cho_solve((chol, True), jnp.moveaxis(t, -1, 0))
+        return y - rows.transpose(jnp.moveaxis(s, 0, -1)) / diag
+
+    return precond
+
+
+class GaussNewton:
+    """H = I + J^T J of minus the log joint in s, linearised at grid values u.
+
+    ``s0`` (u in s), ``r0`` (the residual there), ``jvp``/``vjp`` (J and J^T), ``mv``
+    (H, batched over leading axes), ``diagonal`` (exact), ``preconditioner`` (the
+    diagonal, with the boundary rows exact by Woodbury in 2-D), ``gradient`` (of minus
+    the log joint at s0), ``solve`` and ``step``.
+    """
+
+    def __init__(self, cond, u: Array):
+        self.cond = cond
+        self.ndim = cond.problem.ndim
+        self.basis = [b[0] for b in cond.bases]
+        self.s0 = kron.kron_apply([b[1] for b in cond.bases], u)
+        self.r0, self.jvp = jax.linearize(lambda s: cond.data_residual(self.to_grid(s)),
+                                          self.s0)
+        self._transpose = jax.linear_transpose(self.jvp, self.s0)
+        inner = equation_diagonal(cond, u)
+        if not cond.problem.faces:
+            self.diagonal, self._precondition = inner, lambda v: v / inner
+            return
+        self.diagonal = inner + boundary_diagonal(cond)
+        self._precondition = (woodbury_preconditioner(cond, inner)
+                              if exact_boundary_rows(cond.problem)
+                              else lambda v: v / self.diagonal)
+
+    def to_grid(self, s: Array) -> Array:
+        """U = (E_1 kron ... E_d) s (on the last d axes)."""
+        return kron.kron_apply(self.basis, s)
+
+    def vjp(self, v: Array) -> Array:
+        return self._transpose(v)[0]
+
+    def mv(self, v: Array) -> Array:
+        """H v, batched over leading axes of v."""
+        flat = v.reshape((-1,) + v.shape[v.ndim - self.ndim:])
+        out = flat + jax.vmap(lambda x: self.vjp(self.jvp(x)))(flat)
+        return out.reshape(v.shape)
+
+    def preconditioner(self, v: Array) -> Array:
+        """P^{-1} v (batched)."""
+        return self._precondition(v)
+
+    @property
+    def gradient(self) -> Array:
+        """The gradient of minus the log joint in s at s0: s0 + J^T r0."""
+        return self.s0 + self.vjp(self.r0)
+
+    def solve(self, b: Array, tol: float, maxiter: int) -> tuple:
+        """H^{-1} b by PCG: (x, iterations, the largest recomputed relative residual)."""
+        return solvers.pcg(self.mv, b, self.preconditioner, tol, maxiter, self.ndim)
+
+    def step(self, tol: float, maxiter: int) -> tuple:
+        """One Gauss-Newton step on U (exact for a linear PDE): (U, CG iterations,
+        recomputed relative residual)."""
+        ds, k, res = self.solve(-self.gradient, tol, maxiter)
+        return self.to_grid(self.s0 + ds), k, res

@@ -1,0 +1,39 @@
+"""Files: atomic writes (readers never see half a file), JSON, and the ArviZ import.
+It imports nothing of gpbayes, so any module may use it.
+"""
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
+    """Call write(tmp_path), then rename tmp_path to path: readers never see half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: str | Path, data: object) -> None:
+    """``data`` as indented JSON, atomically."""
+    import json
+
+    write_atomic(path, lambda f: f.write_text(json.dumps(data, indent=2)))
+
+
+def import_arviz():
+    """arviz, without its FutureWarning about the coming 1.0 refactor."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz
+
+    return arviz
