@@ -34,7 +34,11 @@ def unknown_values(problem, values: dict) -> dict:
 class Conditional:
     """The model of ``problem`` at the site values ``values`` (every site but U).
 
-    ``trils`` reuses the Cholesky factors of another Conditional with the same kernel.
+    Grid values come in two coordinates, named by ``coords``: ``"u"`` (U itself) or
+    ``"z"`` (Cholesky-whitened, U = (L_1 kron ... kron L_d) z); the Gauss-Newton operator
+    has a third, s. ``trils`` reuses the Cholesky factors of another Conditional with the
+    same kernel. Parts are computed on first use and kept: build it inside a traced
+    function, or use it only outside one.
     """
 
     def __init__(self, problem, values: dict, jitter: float, trils: list | None = None):

@@ -191,3 +191,18 @@ def test_auto_solver_goes_matrix_free_past_the_dense_limit():
     assert np.all(np.isfinite(s.test_sd)) and np.all(s.test_sd > 0)
     # the boundary data (noise sd 0.01) pin u on the faces; the middle is loose
     assert s.sd[0, :].max() < 0.3 * s.sd[28:36, 28:36].min()
+
+
+def test_cg_posterior_sees_the_unknowns():
+    """The matrix-free posterior's operator evaluates the equation with the unknowns
+    held at the MAP (u_xx + k u = f, k unknown): it agrees with the dense one."""
+    p = gb.Problem(
+        name="unknown-k", variables=V, domain=[(0, 1)], grid=(30,), test_grid=(25,),
+        equation=op.parse("u_xx + k*u", {"x", "k"}, allow_u=True, variables=V),
+        source=op.parse("-7*sin(3*x)", {"x"}), boundary_value=op.parse("sin(3*x)", {"x"}),
+        faces=(Face(0, "lo"), Face(0, "hi")), family="se", components=2,
+        boundary_noise=0.01, equation_noise=1.0, unknowns={"k": ("normal", 1.5, 1.0)},
+        observations=(np.array([[0.25], [0.5], [0.75]]), np.sin(3 * np.array([0.25, 0.5, 0.75])),
+                      0.01))
+    fit = gb.fit_map(p, gb.load_inference(), steps=300, progress=False)
+    assert_structured_matches_dense(p, fit)
