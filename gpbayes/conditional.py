@@ -174,14 +174,14 @@ class Conditional:
         return jnp.concatenate([f.take(u) for f in p.faces]) - p.boundary_values
 
     @property
-    def equation_sd(self):
+    def equation_sd(self) -> Array | float:
         """The sd of the equation residual (its noise sd, or tau_e^{-1/2})."""
         if self.problem.equation_noise is not None:
             return self.problem.equation_noise
         return jnp.exp(-0.5 * self.values["log_tau_e"])
 
     @property
-    def boundary_scale(self):
+    def boundary_scale(self) -> Array | float:
         """The factor of the boundary mismatch in the residual (1/noise sd, or sqrt(w tau_b))."""
         p = self.problem
         if p.boundary_noise is not None:
@@ -205,7 +205,7 @@ class Conditional:
         return jnp.concatenate(parts)
 
     @cached_property
-    def log_constant(self):
+    def log_constant(self) -> Array:
         """The log joint's terms that do not depend on U: normalising constants, the
         log-determinant of K and the unknowns' priors (the other priors are flat)."""
         p = self.problem

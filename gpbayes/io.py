@@ -6,6 +6,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
@@ -28,7 +29,7 @@ def write_json(path: str | Path, data: object) -> None:
     write_atomic(path, lambda f: f.write_text(json.dumps(data, indent=2)))
 
 
-def import_arviz():
+def import_arviz() -> ModuleType:
     """arviz, without its FutureWarning about the coming 1.0 refactor."""
     import warnings
 

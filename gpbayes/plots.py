@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from gpbayes.io import import_arviz, write_atomic  # noqa: E402
 
@@ -23,7 +24,7 @@ def _image(ax, values, axes, names, title, **style):
     ax.figure.colorbar(im, ax=ax)
 
 
-def solution_figure(fit):
+def solution_figure(fit) -> Figure | None:
     p = fit.problem
     pred, exact = fit.test_prediction, p.exact_test
     if p.ndim == 1:
@@ -48,7 +49,7 @@ def solution_figure(fit):
     return fig
 
 
-def error_figure(fit):
+def error_figure(fit) -> Figure | None:
     p = fit.problem
     if p.exact_test is None or p.ndim > 2:
         return None
@@ -66,7 +67,7 @@ def error_figure(fit):
     return fig
 
 
-def spectrum_figure(fit):
+def spectrum_figure(fit) -> Figure:
     """Weight against frequency per axis: the Jeffreys prior drives unneeded weights to ~0."""
     spec = fit.spectrum()
     fig, axs = plt.subplots(1, len(spec), figsize=(6 * len(spec), 3.8), squeeze=False)
@@ -104,7 +105,7 @@ def save_all(fit, out_dir: Path) -> list[str]:
     return written
 
 
-def band_figure(problem, mean: np.ndarray, sd: np.ndarray, title: str):
+def band_figure(problem, mean: np.ndarray, sd: np.ndarray, title: str) -> Figure | None:
     """Posterior mean +- 2 sd on the test grid (1-D), with the exact solution and the data;
     in 2-D: images of the mean, the sd and (with an exact solution) |error| / sd."""
     if problem.ndim == 2:
@@ -146,7 +147,7 @@ def _band_images(problem, mean, sd, title):
     return fig
 
 
-def trace_figure(idata, var_names):
+def trace_figure(idata, var_names: list[str]) -> Figure | None:
     if not var_names:
         return None
     axes = import_arviz().plot_trace(idata, var_names=var_names, compact=True)
@@ -155,7 +156,7 @@ def trace_figure(idata, var_names):
     return fig
 
 
-def save_figure(fig, path):
+def save_figure(fig: Figure | None, path: str | Path) -> None:
     if fig is not None:
         write_atomic(path, lambda f: fig.savefig(f, dpi=110, format="png"))
         plt.close(fig)

@@ -20,10 +20,10 @@ class Face:
     axis: int
     side: str
 
-    def name(self, variables):
+    def name(self, variables) -> str:
         return f"{variables[self.axis]}_{self.side}"
 
-    def take(self, u):
+    def take(self, u: jax.Array) -> jax.Array:
         """The values of a grid tensor on this face, flattened."""
         index = 0 if self.side == "lo" else -1
         return jnp.take(u, index, axis=self.axis).reshape(-1)
@@ -90,15 +90,15 @@ class Problem:
         return int(np.prod(self.grid))
 
     @cached_property
-    def axes(self):
+    def axes(self) -> tuple:
         return tuple(_axis(lo, hi, n) for (lo, hi), n in zip(self.domain, self.grid))
 
     @cached_property
-    def test_axes(self):
+    def test_axes(self) -> tuple:
         return tuple(_axis(lo, hi, n) for (lo, hi), n in zip(self.domain, self.test_grid))
 
     @cached_property
-    def derivatives(self):
+    def derivatives(self) -> dict:
         """{name: orders per axis} of the u-derivatives the equation uses."""
         return self.equation.derivatives(list(self.variables))
 
@@ -117,7 +117,7 @@ class Problem:
         return out
 
     @property
-    def unknown_sites(self):
+    def unknown_sites(self) -> dict:
         """{unknown name: numpyro site name}; lognormal unknowns are sampled as log_<name>."""
         return {n: (n if prior == "normal" else f"log_{n}")
                 for n, (prior, _, _) in self.unknowns.items()}
@@ -135,7 +135,7 @@ class Problem:
             return jnp.broadcast_to(jnp.asarray(expr(env), dtype=jnp.float64), shape)
 
     @cached_property
-    def source_values(self):
+    def source_values(self) -> np.ndarray:
         """f on the grid: given, or the equation applied to the exact solution."""
         values = self.source_on(self.axes)
         key = "pde.source" if self.source is not None else "pde.solution"
@@ -177,7 +177,7 @@ class Problem:
                 for f, v in zip(self.faces, parts)]
 
     @cached_property
-    def boundary_values(self):
+    def boundary_values(self) -> np.ndarray:
         """g on the listed faces, concatenated in face order (corners repeat)."""
         if not self.faces:
             return np.zeros(0)
@@ -188,7 +188,7 @@ class Problem:
         return _finite(np.asarray(values), self.origin, key)
 
     @cached_property
-    def exact_test(self):
+    def exact_test(self) -> np.ndarray | None:
         """The exact solution on the test grid, or None."""
         if self.solution is None:
             return None

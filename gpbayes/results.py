@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,9 @@ import numpy as np
 
 from gpbayes.conditional import Conditional, axis_params
 from gpbayes.io import import_arviz, write_atomic, write_json
+
+if TYPE_CHECKING:
+    import arviz
 
 
 @dataclass(eq=False)
@@ -131,7 +135,7 @@ class MapFit:
             "kernel_learned": self.kernel_learned,
         }
 
-    def to_arviz(self):
+    def to_arviz(self) -> "arviz.InferenceData":
         """ArviZ InferenceData: the MAP point as a one-draw posterior, with named dims."""
         az = import_arviz()
         p = self.problem

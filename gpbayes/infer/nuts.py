@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +22,9 @@ from gpbayes.model import pde_model
 from gpbayes.problem import Problem
 from gpbayes.results import MapFit
 
+if TYPE_CHECKING:
+    import arviz
+
 
 @dataclass
 class NutsResult:
@@ -34,10 +38,10 @@ class NutsResult:
     stop_reason: str = ""
 
     @property
-    def interrupted(self):
+    def interrupted(self) -> bool:
         return self.stop_reason.startswith("interrupted")
 
-    def to_arviz(self):
+    def to_arviz(self) -> "arviz.InferenceData":
         az = import_arviz()
         p = self.problem
         dims = {"u": list(p.variables), "u_test": [f"{v}_test" for v in p.variables]}

@@ -90,7 +90,7 @@ class GaussianPosterior:
     cg: dict = None
 
     @property
-    def converged(self):
+    def converged(self) -> bool:
         return self.cg is None or self.cg["converged"]
 
     def interval(self, mass: float = 0.9, test: bool = True) -> tuple:
