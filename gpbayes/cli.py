@@ -179,6 +179,9 @@ def _print_summary(s, out, figures=True):
              f"  max abs error         {s['max_abs_error']:.3e}" if err is not None else "",
              f"  equation residual rms {s['equation_residual_rms']:.3e}",
              f"  boundary rms          {s['boundary_rms']:.3e}",
+             f"  kernel                {s['family']}, "
+             + ("learned" if s["kernel_learned"] else "held at its start") + "; live components "
+             + ", ".join(f"{v} {n}" for v, n in s["live_components"].items()),
              f"  stop: {s['stop_reason']}",
              f"  wrote {out}/summary.json, result.nc" + (", *.png" if figures else "")]
     print("\n".join(line for line in lines if line))

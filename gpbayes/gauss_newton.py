@@ -110,38 +110,45 @@ def _outer(vectors):
 
 
 class FaceRows:
-    """The boundary rows of J in 2-D, face by face: B_f s = E_c (r_f . s along axis a),
-    r_f = row 0 or -1 of E_a (a the face's axis, c the other one)."""
+    """The boundary rows of J in 1-D and 2-D, face by face: B_f s = E_c (r_f . s along
+    axis a), r_f = row 0 or -1 of E_a (a the face's axis, c the other one; in 1-D a face
+    is one row, r_f . s)."""
 
     def __init__(self, cond):
-        bases = cond.bases
+        bases, d = cond.bases, cond.problem.ndim
+        self.ndim = d
         self.faces = [(f.axis, bases[f.axis][0][0 if f.side == "lo" else -1],
-                       bases[1 - f.axis][0]) for f in cond.problem.faces]
+                       bases[1 - f.axis][0] if d == 2 else jnp.ones((1, 1)))
+                      for f in cond.problem.faces]
 
-    def apply(self, s: Array) -> Array:  # (..., N0, N1) -> (..., n_b)
+    def apply(self, s: Array) -> Array:  # (..., grid) -> (..., n_b)
         out = []
         for a, r, e in self.faces:
-            t = jnp.tensordot(s, r, axes=([s.ndim - 2 + a], [0]))
-            out.append(t @ e.T)
+            t = jnp.tensordot(s, r, axes=([s.ndim - self.ndim + a], [0]))
+            out.append(t @ e.T if self.ndim == 2 else t[..., None])
         return jnp.concatenate(out, axis=-1)
 
-    def transpose(self, y: Array) -> Array:  # (..., n_b) -> (..., N0, N1)
+    def transpose(self, y: Array) -> Array:  # (..., n_b) -> (..., grid)
         out, start = 0.0, 0
         for a, r, e in self.faces:
             t = y[..., start:start + e.shape[0]] @ e
             start += e.shape[0]
-            out = out + (r[:, None] * t[..., None, :] if a == 0 else t[..., :, None] * r)
+            if self.ndim == 1:
+                out = out + t * r
+            else:
+                out = out + (r[:, None] * t[..., None, :] if a == 0 else t[..., :, None] * r)
         return out
 
 
 def exact_boundary_rows(problem) -> bool:
-    """True where the preconditioner takes the boundary rows exactly (Woodbury: 2-D);
-    elsewhere it takes them by their diagonal only."""
-    return problem.ndim == 2
+    """True where the preconditioner takes the boundary rows exactly (Woodbury: 1-D and
+    2-D); in 3-D it takes them by their diagonal only (the capacitance would be
+    6 n^2 x 6 n^2, formed and factored at every operator)."""
+    return problem.ndim in (1, 2)
 
 
 def woodbury_preconditioner(cond, diag: Array) -> Callable[[Array], Array]:
-    """v -> P^{-1} v for P = D + scale_b^2 B^T B (2-D): the diagonal D of the other terms
+    """v -> P^{-1} v for P = D + scale_b^2 B^T B (1-D, 2-D): the diagonal D of the other terms
     plus the boundary rows B exactly, by the Woodbury identity with the capacitance
     C = I / scale_b^2 + B D^{-1} B^T (n_b x n_b, formed face by face, Cholesky)."""
     rows = FaceRows(cond)

@@ -17,6 +17,12 @@ def has_frequencies(family: str) -> bool:
     return family in ("student-t-mixture", "gaussian-mixture")
 
 
+def squared_envelope(family: str) -> bool:
+    """True where rho is an inverse squared length (exp(-rho r^2)), False where it is an
+    inverse length (the Matern-5/2 envelope)."""
+    return _ENVELOPE[family] is _se
+
+
 def _matern52(r, rho, order):
     a = _SQRT5 * rho
     ar = a * jnp.abs(r)

@@ -11,7 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from gpbayes import kernels  # noqa: E402
 from gpbayes.io import import_arviz, write_atomic  # noqa: E402
+from gpbayes.results import LIVE, live_components  # noqa: E402
 
 
 def _image(ax, values, axes, names, title, **style):
@@ -68,22 +70,33 @@ def error_figure(fit) -> Figure | None:
 
 
 def spectrum_figure(fit) -> Figure:
-    """Weight against frequency per axis: the Jeffreys prior drives unneeded weights to ~0."""
-    spec = fit.spectrum()
+    """Weight against frequency (spectral families) or against length scale (plain
+    families) per axis, live components (weight above LIVE x the largest) filled: the
+    Jeffreys prior drives unneeded weights towards 0."""
+    spec, live = fit.spectrum(), live_components(fit.problem, fit.params)
     fig, axs = plt.subplots(1, len(spec), figsize=(6 * len(spec), 3.8), squeeze=False)
     for ax, (v, comp) in zip(axs[0], spec.items()):
         w = np.asarray(comp["weight"])
-        mu = np.asarray(comp.get("mu", np.zeros_like(w)))
-        ax.vlines(mu, 1e-300, w, color="C0")
-        ax.plot(mu, w, "o", color="C0", ms=4)
+        if "mu" in comp:
+            x, label = np.asarray(comp["mu"]), f"frequency mu (cycles per unit {v})"
+        else:
+            power = 0.5 if kernels.squared_envelope(fit.problem.family) else 1.0
+            x, label = np.asarray(comp["rho"]) ** -power, f"length scale ({v} units)"
+            ax.set_xscale("log")
+        on = w > LIVE * w.max()
+        ax.vlines(x, 1e-300, w, color="0.6")
+        ax.plot(x[on], w[on], "o", color="C0", ms=5, label=f"live ({live[v]})")
+        ax.plot(x[~on], w[~on], "o", mfc="none", color="C1", ms=5, label="pruned")
+        ax.axhline(LIVE * w.max(), color="0.6", lw=0.8, ls="--")
         ax.set_yscale("log")
         ax.set_ylim(max(w.min(), w.max() * 1e-12) / 2, w.max() * 2)
-        ax.set_xlabel(f"frequency mu (cycles per unit {v})")
+        ax.set_xlabel(label)
         ax.set_ylabel("weight w")
-        ax.set_title(f"axis {v}")
+        ax.set_title(f"axis {v}: {live[v]} of {len(w)} components live")
+        ax.legend(fontsize=8)
     what = ("learned spectrum" if fit.kernel_learned
-            else "kernel spectrum (held at the spectral start)")
-    fig.suptitle(f"{fit.problem.name}: {what}")
+            else "kernel spectrum (held at its start)")
+    fig.suptitle(f"{fit.problem.name}: {what}, {fit.problem.family}")
     fig.tight_layout()
     return fig
 

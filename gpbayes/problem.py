@@ -2,6 +2,7 @@
 observations), the kernel settings, and the environment its expressions see.
 """
 
+import copy
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -80,6 +81,13 @@ class Problem:
         # Evaluate the data now (outside any trace), so NaN or inf is reported at once.
         with jax.ensure_compile_time_eval():
             self.source_values, self.boundary_values, self.exact_test  # noqa: B018
+
+    def with_kernel(self, family: str, components: int) -> "Problem":
+        """The same problem (data shared, not recomputed) with another kernel family."""
+        out = copy.copy(self)
+        out.family, out.components = family, int(components)
+        out.priors = {**self.priors, "log_w": (float(np.log(1.0 / components)), 2.0)}
+        return out
 
     @property
     def ndim(self) -> int:

@@ -18,6 +18,17 @@ from gpbayes.io import import_arviz, write_atomic, write_json
 if TYPE_CHECKING:
     import arviz
 
+LIVE = 1e-3  # a kernel component is live when its weight exceeds LIVE x its axis's largest
+
+
+def live_components(problem, params: dict) -> dict:
+    """{axis: how many kernel components carry weight above LIVE x the largest}."""
+    out = {}
+    for v in problem.variables:
+        w = np.exp(np.asarray(params[f"log_w_{v}"]))
+        out[v] = int(np.sum(w > LIVE * w.max()))
+    return out
+
 
 @dataclass(eq=False)
 class MapFit:
@@ -33,6 +44,7 @@ class MapFit:
     jitter_retries: list = field(default_factory=list)  # [{"step", "jitter"}] after failures
     opt_state: list = None  # optimiser state leaves (Adam), for checkpoints
     kernel_learned: bool = True  # False when the kernel parameters were held at their start
+    candidates: list = field(default_factory=list)  # profile: every start, its check, objective
 
     @property
     def failed(self) -> bool:
@@ -132,7 +144,9 @@ class MapFit:
             "tau_b": _tau(self.params, "log_tau_b"),
             "unknowns": {n: float(v) for n, v in self.conditional.unknowns.items()},
             "spectrum": self.spectrum(),
+            "live_components": live_components(p, self.params),
             "kernel_learned": self.kernel_learned,
+            "candidates": self.candidates,
         }
 
     def to_arviz(self) -> "arviz.InferenceData":

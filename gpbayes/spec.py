@@ -50,6 +50,11 @@ class Recipe:
     tau_b_start: float = 1.0  # profile: starting boundary precision (capped at tau_max)
     tolerance: float = 1e-6  # profile: relative change of the log joint that stops
     gauss_newton_steps: int = 3  # profile: per sweep, for nonlinear PDEs
+    learn_iterations: int = 0  # profile: L-BFGS steps on the kernel per sweep (0: held)
+    learn_sweeps: int = 3  # profile: sweeps of the kernel-learning run, at most
+    refine_above: float = 0.0  # profile: plain starts and learning only above this check
+    learn_max_points: int = 10**9  # profile: learn the kernel on grids up to this size only
+    families: tuple = ()  # profile: plain kernel families also tried as candidates
     chains: int = 4  # nuts
     warmup: int = 500  # nuts
     draws: int = 500  # nuts: per chain
@@ -66,6 +71,9 @@ _RECIPE_TYPES = {"method": str, "optimizer": str, "learning_rate": float, "steps
                  "jitter": float, "seed": int, "chunk": int, "sweeps": int, "init": str,
                  "rho_scales": list, "tau_max": float, "tau_b_start": float,
                  "tolerance": float, "gauss_newton_steps": int,
+                 "learn_iterations": int, "learn_sweeps": int, "refine_above": float,
+                 "learn_max_points": int,
+                 "families": list,
                  "chains": int, "warmup": int, "draws": int, "map": str, "sample_hyper": bool,
                  "solver": str, "samples": int, "cg_tolerance": float,
                  "cg_max_iterations": int, "description": str}
@@ -366,13 +374,23 @@ def load_inference(path: str | Path | None = None, **overrides) -> Recipe:
                                     or not v > 0 for v in recipe.rho_scales):
         raise SpecError("expected a non-empty list of numbers > 0", path, "rho_scales")
     recipe = replace(recipe, rho_scales=tuple(float(v) for v in recipe.rho_scales))
+    bad = [f for f in recipe.families if f not in ("se", "matern52")]
+    if bad:
+        raise SpecError(f"unknown family {bad[0]!r} among the candidates (choose from se, "
+                        "matern52)", path, "families")
+    recipe = replace(recipe, families=tuple(recipe.families))
+    if recipe.learn_iterations < 0:
+        raise SpecError("expected a whole number >= 0", path, "learn_iterations")
+    if not (math.isfinite(recipe.refine_above) and recipe.refine_above >= 0):
+        raise SpecError("expected a finite number >= 0", path, "refine_above")
     for key in ("learning_rate", "jitter", "tau_max", "tau_b_start", "tolerance",
                 "cg_tolerance"):
         v = getattr(recipe, key)
         if not (math.isfinite(v) and v > 0):
             raise SpecError("expected a finite number > 0", path, key)
-    for key in ("steps", "chunk", "sweeps", "gauss_newton_steps", "chains", "warmup", "draws",
-                "samples", "cg_max_iterations"):
+    for key in ("steps", "chunk", "sweeps", "learn_sweeps", "learn_max_points",
+                "gauss_newton_steps", "chains", "warmup", "draws", "samples",
+                "cg_max_iterations"):
         if getattr(recipe, key) < 1:
             raise SpecError("expected a whole number >= 1", path, key)
     return recipe

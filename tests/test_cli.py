@@ -70,6 +70,24 @@ def test_bench_writes_table(root, tmp_path):
     assert "tiny" in r.stdout
 
 
+def test_solve_default_recipe_on_a_smooth_model(root, tmp_path):
+    """The default recipe through the command line on a smooth, non-periodic model file:
+    the terminal names the kernel and its live components; summary.json lists every
+    start; spectrum.png is drawn."""
+    model = tmp_path / "smooth.toml"
+    model.write_text('name = "smooth"\n[pde]\nvariables = ["x"]\ndomain = [[0, 2]]\n'
+                     'equation = "u_xx"\nsolution = "exp(x)*x**2 - x"\n[grid]\npoints = [60]\n'
+                     '[kernel]\ncomponents = 8\nmax_frequency = 2\n')
+    out = tmp_path / "run"
+    r = run("solve", str(model), "--out", str(out), cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert "live components x " in r.stdout and "kernel  " in r.stdout
+    s = json.loads((out / "summary.json").read_text())
+    assert s["rel_l2_error"] < 1e-5 and s["live_components"]["x"] >= 1
+    assert len(s["candidates"]) >= 6 and sum(c["chosen"] for c in s["candidates"]) == 1
+    assert (out / "spectrum.png").stat().st_size > 1000
+
+
 def write_unknown_case(folder, prior):
     """An inverse problem, u_xx + k u = f with k unknown (truth u = sin 3x, k = 2), noisy
     boundary and equation terms and three observations, and short recipes."""

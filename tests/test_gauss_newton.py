@@ -87,3 +87,24 @@ def test_decade_rotation_is_orthogonal_and_block_diagonal():
     g = r.T @ a @ a.T @ r
     for blk in (g[:3, :3], g[3:, 3:]):
         assert np.abs(blk - np.diag(np.diag(blk))).max() < 1e-10 * np.abs(blk).max()
+
+
+def test_preconditioner_takes_the_1d_boundary_rows_exactly():
+    """1-D grids above the dense limit use CG: the two boundary rows enter the
+    preconditioner exactly (Woodbury), as the face rows do in 2-D."""
+    from conftest import small_problem
+    from gpbayes.infer.init import spectral_params
+
+    p = small_problem(n=30, equation="u_xx + x*u_x", boundary_noise=0.01)
+    values = {k: v for k, v in spectral_params(p, 0.3).items() if k != "U"}
+    values["log_tau_e"] = jnp.asarray(4.0)
+    cond = Conditional(p, values, 1e-6)
+    gn = cond.gauss_newton(jnp.asarray(np.random.default_rng(1).normal(size=p.grid)))
+    assert gauss_newton.exact_boundary_rows(p)
+    h = dense_hessian(gn.mv, p.grid)
+    b = np.asarray(gauss_newton.FaceRows(cond).apply(jnp.eye(p.size))).T  # (2, n)
+    np.testing.assert_allclose(b, np.asarray(cond.bases[0][0])[[0, -1]], rtol=1e-12)
+    m = np.diag(np.diag(h) - 1e4 * np.sum(b**2, axis=0)) + 1e4 * b.T @ b
+    v = np.random.default_rng(2).normal(size=p.size)
+    got = np.asarray(gn.preconditioner(jnp.asarray(v)))
+    np.testing.assert_allclose(m @ got, v, rtol=1e-6, atol=1e-6 * np.abs(v).max())

@@ -116,6 +116,10 @@ def test_memory_estimate_grows_with_grid():
     ("tau_b_start = -1.0\n", "tau_b_start", "> 0"),
     ("sweeps = 0\n", "sweeps", ">= 1"),
     ('optimizer = "lbfgs"\n', "optimizer", "unknown optimizer"),
+    ('families = ["rbf"]\n', "families", "unknown family 'rbf'"),
+    ("learn_iterations = -1\n", "learn_iterations", ">= 0"),
+    ("learn_sweeps = 0\n", "learn_sweeps", ">= 1"),
+    ("refine_above = -1e-6\n", "refine_above", ">= 0"),
 ])
 def test_bad_recipe_values(tmp_path, text, key, fragment):
     f = write(tmp_path, text, "r.toml")

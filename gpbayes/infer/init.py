@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gpbayes import kernels
+from gpbayes.infer.learn import bounds
 from gpbayes.model import initial_params
 
 PAD = 8  # zero-padding factor of the FFT (finer frequency resolution)
@@ -66,9 +67,24 @@ def peak_frequencies(freqs: np.ndarray, amp: np.ndarray, count: int) -> np.ndarr
     return freqs[idx] + np.clip(shift, -0.5, 0.5) * (freqs[1] - freqs[0])
 
 
-def spectral_params(problem, rho_scale: float = 0.3) -> dict:
-    """The paper's start with mu on the data's spectral peaks and long length scales."""
+def scaled_params(problem) -> dict:
+    """The paper's start with the kernel's variance raised to the boundary data's mean
+    square where that exceeds 1 (on the first axis: the variance is the product over
+    axes). A prior far narrower than the solution makes U = 0, the equation ignored, a
+    better local optimum of the log joint than the solution (measured: u = e^x x^2 - x
+    on [0, 2], boundary data up to 28, error 1.0 from every start)."""
     params = initial_params(problem)
+    g = np.asarray(problem.boundary_values)
+    variance = max(float(np.mean(g**2)) if g.size else 0.0, 1.0)
+    v = problem.variables[0]
+    params[f"log_w_{v}"] = params[f"log_w_{v}"] + np.log(variance)
+    return params
+
+
+def spectral_params(problem, rho_scale: float = 0.3) -> dict:
+    """The paper's start (variance from ``scaled_params``) with mu on the data's spectral
+    peaks and long length scales."""
+    params = scaled_params(problem)
     if not kernels.has_frequencies(problem.family):
         return params
     q = problem.components
@@ -89,4 +105,19 @@ def spectral_params(problem, rho_scale: float = 0.3) -> dict:
         params[f"mu_{v}"] = jnp.asarray(np.asarray(chosen[:q]))
         length = problem.domain[j][1] - problem.domain[j][0]
         params[f"log_rho_{v}"] = jnp.full(q, np.log(rho_scale / length))
+    return params
+
+
+PLAIN_COMPONENTS = 4  # components of a plain-family candidate, at length scales a decade apart
+
+
+def plain_params(problem) -> dict:
+    """A start for a plain family (no frequencies): PLAIN_COMPONENTS envelopes whose length
+    scales span the learnable box (``learn.bounds``) log-evenly, equal weights (variance
+    from ``scaled_params``)."""
+    params = scaled_params(problem)
+    q = problem.components
+    for v in problem.variables:
+        lo, hi = bounds(problem)[f"log_rho_{v}"]
+        params[f"log_rho_{v}"] = jnp.asarray(np.linspace(lo, hi, q + 2)[1:-1])
     return params

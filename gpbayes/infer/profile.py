@@ -1,5 +1,5 @@
 """The profile solver (the default MAP for plain problems): U and the precisions maximised
-exactly by alternation at a kernel held at its spectral start, over several starts.
+exactly by alternation over several starts, then the kernel learned from the chosen one.
 """
 
 import sys
@@ -14,7 +14,8 @@ from tqdm.auto import tqdm
 
 from gpbayes.conditional import Conditional
 from gpbayes.gauss_newton import exact_boundary_rows
-from gpbayes.infer.init import spectral_params
+from gpbayes.infer import learn
+from gpbayes.infer.init import PLAIN_COMPONENTS, plain_params, spectral_params
 from gpbayes.infer.solvers import dense_gauss_newton, is_dense
 from gpbayes.model import initial_params
 from gpbayes.problem import Problem
@@ -23,6 +24,7 @@ from gpbayes.spec import Recipe
 
 ROUNDING = 100  # a fall of the log joint up to ROUNDING x tolerance (relative) is rounding
 CHECK_RANGE = 100  # starts whose check score is within this factor of the best compete
+LOOSER = 100  # CG tolerance factor of the kernel learning's trial solves
 
 
 def boundary_start(problem: Problem, recipe: Recipe) -> float:
@@ -78,19 +80,40 @@ def closed_form_log_tau(cond: Conditional, u: Array, cap: float) -> dict:
     return out
 
 
+def candidates(problem: Problem, recipe: Recipe) -> list:
+    """The starts, as (label, problem with the start's kernel, site values): the model
+    file's family at each ``recipe.rho_scales`` factor (frequencies from the data's
+    spectrum), then each plain family of ``recipe.families`` (``plain_params``)."""
+    if recipe.init != "spectrum":
+        return [(problem.family, problem, initial_params(problem))]
+    out = [(f"{problem.family}, length-scale factor {s:g}", problem,
+            spectral_params(problem, s)) for s in recipe.rho_scales]
+    for family in recipe.families:
+        if family != problem.family:
+            variant = problem.with_kernel(family, PLAIN_COMPONENTS)
+            out.append((family, variant, plain_params(variant)))
+    return out
+
+
 def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
                 interrupt: Callable[[], str | None] | None = None) -> MapFit:
-    """Conditional MAP by alternation, over a few starting length scales; returns a MapFit.
+    """MAP over a few starts, the kernel learned from the best; returns a MapFit.
 
-    For each length-scale factor in ``recipe.rho_scales`` the kernel parameters are set
-    from the data's spectrum (``gpbayes.infer.init``) and held there; U and the precisions
-    are then maximised by alternating the exact U solve with the closed-form precisions
-    (each sweep raises the log joint) until the log joint changes by less than
-    ``recipe.tolerance`` (relative) or falls at rounding level. Among the candidates
-    whose check score (PDE residual at the cell midpoints, between collocation points,
-    plus the boundary mismatch: ``check_score``, from the equation, the source and the
+    For each start (``candidates``) the kernel is held and each sweep raises the log
+    joint twice: the exact U solve, then the closed-form precisions (capped at
+    ``recipe.tau_max``). Sweeps stop when the log joint changes by less than
+    ``recipe.tolerance`` (relative) or falls at rounding level. Among the starts whose
+    check score (PDE residual at the cell midpoints, between collocation points, plus
+    the boundary mismatch: ``check_score``, from the equation, the source and the
     boundary data only, never the exact solution) is within CHECK_RANGE of the best, the
-    one with the largest log joint is kept.
+    one with the largest log joint is chosen. The plain-family starts run only if the
+    model file's family leaves a check score above ``recipe.refine_above`` (a residual
+    its kernel leaves visible), and so does the learning: if the chosen start's score is
+    above it (and the grid has at most ``recipe.learn_max_points``),
+    ``recipe.learn_sweeps`` sweeps from it begin with ``recipe.learn_iterations`` steps of
+    kernel learning (``learn.update``:
+    variable projection, the trial U solves at LOOSER x ``cg_tolerance``); the learned
+    result is returned if it raised the log joint without worsening the check score.
     """
     start = time.perf_counter()
     init0 = initial_params(problem)
@@ -98,26 +121,45 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
     gn = 1 if linear else recipe.gauss_newton_steps
     solve = (dense_u_solver(gn) if is_dense(problem) else
              cg_u_solver(gn, recipe.cg_tolerance, recipe.cg_max_iterations))
+    # the learning's trial solves need less: each sweep ends with a solve at cg_tolerance
+    trial = (solve if is_dense(problem) else
+             cg_u_solver(gn, recipe.cg_tolerance * LOOSER, recipe.cg_max_iterations))
     cap = float(np.log(recipe.tau_max))
     log_tau_b0 = float(np.log(min(boundary_start(problem, recipe), recipe.tau_max)))
-    kernel_keys = [k for k in init0 if k not in ("U", "log_tau_e", "log_tau_b")]
+    sweeps = {}
 
-    @jax.jit
-    def sweep(theta, u, log_tau):
-        cond = Conditional(problem, {**theta, **log_tau}, recipe.jitter)
-        u, k = solve(cond, u)
-        log_tau = closed_form_log_tau(cond, u, cap)
-        objective = -cond.with_values(log_tau).log_joint(u)
-        return u, log_tau, objective, k
+    def make_sweep(prob, learning):
+        @jax.jit
+        def sweep(theta, u, log_tau):
+            if learning:  # kernel and precisions by variable projection
+                def solve_u(values):
+                    return trial(Conditional(prob, values, recipe.jitter), u)[0]
 
-    def run_start(scale, history):
-        init = spectral_params(problem, scale) if scale else initial_params(problem)
-        theta = {k: init[k] for k in kernel_keys}
+                theta, log_tau, u = learn.update(prob, theta, log_tau, solve_u,
+                                                 recipe.jitter, cap, recipe.learn_iterations)
+            cond = Conditional(prob, {**theta, **log_tau}, recipe.jitter)
+            u, k = solve(cond, u)
+            log_tau = closed_form_log_tau(cond, u, cap)
+            objective = -Conditional(prob, {**theta, **log_tau}, recipe.jitter).log_joint(u)
+            return theta, u, log_tau, objective, k
+        return sweep
+
+    def run_start(label, prob, init, history, learning=False):
+        key = (prob.family, prob.components, learning)
+        if key not in sweeps:
+            sweeps[key] = make_sweep(prob, learning)
+        sweep = sweeps[key]
+        theta = {k: init[k] for k in learn.kernel_sites(prob)}
+        if learning:
+            theta = learn.clip(prob, theta)
         u = init["U"]
-        log_tau = {"log_tau_e": init["log_tau_e"], "log_tau_b": jnp.asarray(log_tau_b0)}
-        previous, reason, objective = np.inf, f"sweep budget ({recipe.sweeps}) reached", None
-        for i in range(recipe.sweeps):
-            new_u, new_tau, obj, k = sweep(theta, u, log_tau)
+        # a start's tau_b begins at boundary_start; the learning run continues its start's
+        log_tau = {"log_tau_e": init["log_tau_e"],
+                   "log_tau_b": jnp.asarray(init["log_tau_b"] if learning else log_tau_b0)}
+        budget = recipe.learn_sweeps if learning else recipe.sweeps
+        previous, reason, objective = np.inf, f"sweep budget ({budget}) reached", None
+        for i in range(budget):
+            new_theta, new_u, new_tau, obj, k = sweep(theta, u, log_tau)
             obj = float(obj)
             if not np.isfinite(obj):
                 reason = (f"non-finite objective at sweep {i + 1}; kept the last finite state. "
@@ -132,41 +174,61 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
                 reason = (f"log joint converged (stopped rising at sweep {i + 1}: rounding "
                           "level; kept the sweep before)")
                 break
-            u, log_tau, objective = new_u, new_tau, obj
-            history.append({"step": len(history) + 1, "rho_scale": scale, "objective": obj,
+            theta, u, log_tau, objective = new_theta, new_u, new_tau, obj
+            history.append({"step": len(history) + 1, "start": label, "objective": obj,
                             "time_s": time.perf_counter() - start, "cg_iterations": int(k)})
             if abs(previous - obj) <= recipe.tolerance * abs(obj):
                 reason = f"log joint converged (relative change <= {recipe.tolerance:g})"
                 break
             previous = obj
         params = {k: np.asarray(v) for k, v in {**theta, **log_tau, "U": u}.items()}
-        return MapFit(problem=problem, params=params, recipe=recipe, steps=0, wall_time_s=0.0,
+        return MapFit(problem=prob, params=params, recipe=recipe, steps=0, wall_time_s=0.0,
                       stop_reason=reason, converged=reason.startswith("log joint converged"),
-                      history=history, objective=objective, kernel_learned=False)
+                      history=history, objective=objective, kernel_learned=learning)
 
-    scales = recipe.rho_scales if recipe.init == "spectrum" else [None]
-    starts, history, stopped = [], [], None  # starts: (check score, fit, scale)
+    todo = candidates(problem, recipe)
+    starts, history, stopped = [], [], None  # starts: (check score, fit, label)
     show = sys.stderr.isatty() if progress is None else progress
-    with tqdm(total=len(scales), disable=not show, desc=problem.name, unit="start",
+    with tqdm(total=len(todo), disable=not show, desc=problem.name, unit="start",
               file=sys.stderr) as bar:
-        for scale in scales:
+        for label, prob, init in todo:
             stopped = interrupt() if interrupt else None
             if stopped and starts:
                 break
-            fit = run_start(scale, history)
+            if prob is not problem and min(s for s, _, _ in starts) <= recipe.refine_above:
+                bar.update(1)  # the model file's family resolves it: no plain-family start
+                continue
+            fit = run_start(label, prob, init, history)
             score = check_score(fit) if fit.objective is not None else np.inf
-            starts.append((score, fit, scale))
+            starts.append((score, fit, label))
             bar.update(1)
             bar.set_postfix(check=f"{score:.3g}")
-    best, chosen, passed = choose(starts)
+        best, chosen, passed = choose(starts)
+        tried = len(starts)
+        stopped = interrupt() if interrupt else None
+        held = next((s for s, f, _ in starts if f is best), np.inf)
+        if (recipe.learn_iterations and best.objective is not None and not stopped
+                and held > recipe.refine_above and problem.size <= recipe.learn_max_points):
+            bar.total += 1
+            label = f"{chosen}, kernel learned"
+            fit = run_start(label, best.problem, best.params, history, learning=True)
+            score = check_score(fit) if fit.objective is not None else np.inf
+            starts.append((score, fit, label))
+            bar.update(1)
+            bar.set_postfix(check=f"{score:.3g}")
+            if fit.objective is not None and fit.objective <= best.objective and score <= held:
+                best, chosen = fit, label
     best.steps = len(history)
     best.wall_time_s = time.perf_counter() - start
-    if stopped and len(starts) < len(scales):
+    best.candidates = [{"start": label, "check": float(score), "objective": fit.objective,
+                        "chosen": fit is best} for score, fit, label in starts]
+    if stopped and len(starts) < len(todo):
         best.stop_reason = (f"interrupted ({stopped}) after {len(history)} sweeps; kept "
                             "the best start so far (rerun to finish)")
-    elif len(scales) > 1:
-        best.stop_reason += (f"; kept the start with length-scale factor {chosen} (largest "
-                             f"log joint of the {passed} of {len(scales)} that pass the check)")
+    elif len(starts) > 1:
+        best.stop_reason += (f"; kept {chosen} (the start with the largest log joint of the "
+                             f"{passed} of {tried} that pass the check"
+                             + (", its kernel learned)" if best.kernel_learned else ")"))
     return best
 
 
@@ -174,7 +236,7 @@ def choose(starts: list) -> tuple:
     """The start with the largest log joint among those whose check score is within
     CHECK_RANGE of the smallest (a start far behind on the check, e.g. one stuck with a
     loose boundary, is a poor local optimum whatever its log joint). Returns (fit, its
-    length-scale factor, how many passed)."""
+    label, how many passed)."""
     floor = min(score for score, _, _ in starts)
     passed = [(fit.objective, i) for i, (score, fit, _) in enumerate(starts)
               if fit.objective is not None and score <= CHECK_RANGE * floor]

@@ -1,0 +1,116 @@
+"""Kernel learning: the kernel parameters that maximise the log joint at fixed U and
+precisions (one block of the profile solver's coordinate ascent), inside a box.
+
+The log weights are free (flat in log w: the Jeffreys prior, which prunes components).
+Length scales lie between MIN_SPACINGS grid spacings (a shorter kernel fools the
+midpoint check) and an upper bound past which the kernel matrix is too ill-conditioned
+at the recipe's jitter (SE envelopes: MAX_SE_LENGTH axis lengths; Matern-5/2
+envelopes: MAX_MATERN_LENGTH); frequencies between 0 and a quarter of the grid's
+sampling rate. The box is part of the recipe (a constrained MAP of the same model).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from gpbayes import kernels
+from gpbayes.conditional import Conditional
+from gpbayes.model import axis_site_names
+
+MIN_SPACINGS = 2.0
+MAX_SE_LENGTH = 0.5
+MAX_MATERN_LENGTH = 10.0
+LINESEARCH_STEPS = 10  # zoom line-search evaluations per L-BFGS step, at most
+
+
+def bounds(problem) -> dict:
+    """{site: (lo, hi)} for the bounded kernel sites (log rho and mu per axis)."""
+    power = 2.0 if kernels.squared_envelope(problem.family) else 1.0
+    longest = MAX_SE_LENGTH if power == 2.0 else MAX_MATERN_LENGTH
+    out = {}
+    for j, v in enumerate(problem.variables):
+        lo, hi = problem.domain[j]
+        h = (hi - lo) / (problem.grid[j] - 1)
+        out[f"log_rho_{v}"] = (-power * np.log(longest * (hi - lo)),
+                               -power * np.log(MIN_SPACINGS * h))
+        out[f"mu_{v}"] = (0.0, 0.25 / h)
+    return out
+
+
+def clip(problem, theta: dict) -> dict:
+    """theta with the bounded sites moved just inside their box (a start may lie out)."""
+    out = dict(theta)
+    for name, (lo, hi) in bounds(problem).items():
+        if name in out:
+            pad = 1e-6 * (hi - lo)
+            out[name] = jnp.clip(out[name], lo + pad, hi - pad)
+    return out
+
+
+def _free(problem, theta):
+    box = bounds(problem)
+    out = {}
+    for k, x in theta.items():
+        if k in box:
+            lo, hi = box[k]
+            p = (x - lo) / (hi - lo)
+            x = jnp.log(p) - jnp.log1p(-p)
+        out[k] = x
+    return out
+
+
+def _bounded(problem, free):
+    box = bounds(problem)
+    return {k: box[k][0] + (box[k][1] - box[k][0]) * jax.nn.sigmoid(x) if k in box else x
+            for k, x in free.items()}
+
+
+def kernel_sites(problem) -> list[str]:
+    return [n for j in range(problem.ndim) for n in axis_site_names(problem, j)]
+
+
+def update(problem, theta: dict, log_tau: dict, solve_u, jitter: float, cap: float,
+           iterations: int) -> tuple:
+    """(theta, log_tau, U) after ``iterations`` L-BFGS steps of variable projection
+    (traceable): the objective is minus the log joint at U*(theta, tau) = ``solve_u(values)``,
+    U re-solved exactly at every evaluation, so its gradient is the partial one at fixed
+    U* (the envelope theorem: d/dU vanishes at U*). The precisions are searched below
+    ``cap`` (log tau). Kept only if the log joint rose, so a failed line search changes
+    nothing."""
+    sites = dict(theta, **log_tau)
+
+    def values_of(free):
+        out = _bounded(problem, free)
+        return {k: cap - jax.nn.softplus(x) if k.startswith("log_tau") else x
+                for k, x in out.items()}
+
+    def objective(free):
+        values = values_of(free)
+        u = solve_u(jax.lax.stop_gradient(values))  # no derivative through the solve
+        return -Conditional(problem, values, jitter).log_joint(u)
+
+    opt = optax.lbfgs(linesearch=optax.scale_by_zoom_linesearch(
+        LINESEARCH_STEPS, initial_guess_strategy="one"))
+    value_and_grad = optax.value_and_grad_from_state(objective)
+
+    def body(carry):
+        i, x, state, _, last = carry
+        value, grad = value_and_grad(x, state=state)
+        step, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=objective)
+        return i + 1, optax.apply_updates(x, step), state, last, value
+
+    def more(carry):  # stop early once a step changes the objective at rounding level
+        i, _, _, before, last = carry
+        return (i < iterations) & ~(jnp.abs(before - last) <= 1e-12 * jnp.abs(last))
+
+    x0 = _free(problem, sites)
+    x0 = {k: jnp.log(jnp.expm1(jnp.maximum(cap - x, 1e-9))) if k.startswith("log_tau") else x
+          for k, x in x0.items()}
+    start = (0, x0, opt.init(x0), jnp.asarray(jnp.nan), jnp.asarray(jnp.inf))
+    _, x, *_ = jax.lax.while_loop(more, body, start)
+    new, old = objective(x), objective(x0)
+    better = jnp.isfinite(new) & (new < old)
+    out = jax.tree.map(lambda a, b: jnp.where(better, a, b), values_of(x), values_of(x0))
+    return ({k: out[k] for k in theta}, {k: out[k] for k in log_tau},
+            solve_u(out))
