@@ -23,6 +23,8 @@ class Checkpoint:
     history: list
     jitter: float
     jitter_retries: list
+    family: str | None = None  # the fit's kernel (the profile solver may keep a plain family)
+    components: int | None = None
 
 
 def save(fit: MapFit, out_dir: str | Path) -> None:
@@ -32,7 +34,8 @@ def save(fit: MapFit, out_dir: str | Path) -> None:
     recipe = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(fit.recipe).items()}
     meta = {"name": fit.problem.name, "grid": list(fit.problem.grid), "step": fit.steps,
             "history": fit.history, "jitter": fit.recipe.jitter,
-            "jitter_retries": fit.jitter_retries, "recipe": recipe}
+            "jitter_retries": fit.jitter_retries, "recipe": recipe,
+            "family": fit.problem.family, "components": fit.problem.components}
     arrays["meta"] = np.array(json.dumps(meta))
 
     def write(path):
@@ -43,7 +46,10 @@ def save(fit: MapFit, out_dir: str | Path) -> None:
 
 
 def map_fit(ckpt: Checkpoint, problem, recipe) -> MapFit:
-    """A MapFit at a checkpoint's parameters (to sample from without re-running the MAP)."""
+    """A MapFit at a checkpoint's parameters (to sample from without re-running the MAP),
+    with the checkpoint's kernel family."""
+    if ckpt.family and (ckpt.family, ckpt.components) != (problem.family, problem.components):
+        problem = problem.with_kernel(ckpt.family, ckpt.components)
     return MapFit(problem=problem, params=ckpt.params, recipe=replace(recipe, jitter=ckpt.jitter),
                   steps=ckpt.step, wall_time_s=0.0, stop_reason="loaded from a checkpoint",
                   converged=False, history=ckpt.history, jitter_retries=ckpt.jitter_retries)
@@ -68,4 +74,5 @@ def load(out_dir: str | Path, problem, recipe) -> Checkpoint:
     state = [data[k] for k in sorted(k for k in data.files if k.startswith("state/"))]
     return Checkpoint(params=params, opt_state=state, step=int(meta["step"]),
                       history=meta["history"], jitter=float(meta["jitter"]),
-                      jitter_retries=meta["jitter_retries"])
+                      jitter_retries=meta["jitter_retries"], family=meta.get("family"),
+                      components=meta.get("components"))

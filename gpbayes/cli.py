@@ -117,6 +117,7 @@ def _sample(args):
                 return (130 if "SIGINT" in fit.stop_reason else 143) if fit.interrupted else 1
         else:
             fit = checkpoint.map_fit(saved, problem, map_recipe)
+        problem = fit.problem  # the kept kernel (the profile solver may pick a plain family)
         if method == "gaussian":
             post = posterior.gaussian_posterior(
                 problem, fit, recipe.solver, recipe.samples, recipe.seed, recipe.cg_tolerance,

@@ -1,5 +1,5 @@
-"""Kernel learning: the kernel parameters that maximise the log joint at fixed U and
-precisions (one block of the profile solver's coordinate ascent), inside a box.
+"""Kernel learning: the kernel parameters and precisions that maximise the log joint
+with U solved out (variable projection), inside a box.
 
 The log weights are free (flat in log w: the Jeffreys prior, which prunes components).
 Length scales lie between MIN_SPACINGS grid spacings (a shorter kernel fools the
@@ -9,14 +9,18 @@ envelopes: MAX_MATERN_LENGTH); frequencies between 0 and a quarter of the grid's
 sampling rate. The box is part of the recipe (a constrained MAP of the same model).
 """
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax import Array
 
 from gpbayes import kernels
 from gpbayes.conditional import Conditional
 from gpbayes.model import axis_site_names
+from gpbayes.problem import Problem
 
 MIN_SPACINGS = 2.0
 MAX_SE_LENGTH = 0.5
@@ -24,7 +28,7 @@ MAX_MATERN_LENGTH = 10.0
 LINESEARCH_STEPS = 10  # zoom line-search evaluations per L-BFGS step, at most
 
 
-def bounds(problem) -> dict:
+def bounds(problem: Problem) -> dict:
     """{site: (lo, hi)} for the bounded kernel sites (log rho and mu per axis)."""
     power = 2.0 if kernels.squared_envelope(problem.family) else 1.0
     longest = MAX_SE_LENGTH if power == 2.0 else MAX_MATERN_LENGTH
@@ -38,7 +42,7 @@ def bounds(problem) -> dict:
     return out
 
 
-def clip(problem, theta: dict) -> dict:
+def clip(problem: Problem, theta: dict) -> dict:
     """theta with the bounded sites moved just inside their box (a start may lie out)."""
     out = dict(theta)
     for name, (lo, hi) in bounds(problem).items():
@@ -66,12 +70,13 @@ def _bounded(problem, free):
             for k, x in free.items()}
 
 
-def kernel_sites(problem) -> list[str]:
+def kernel_sites(problem: Problem) -> list[str]:
+    """The kernel's site names, every axis."""
     return [n for j in range(problem.ndim) for n in axis_site_names(problem, j)]
 
 
-def update(problem, theta: dict, log_tau: dict, solve_u, jitter: float, cap: float,
-           iterations: int) -> tuple:
+def update(problem: Problem, theta: dict, log_tau: dict, solve_u: Callable[[dict], Array],
+           jitter: float, cap: float, iterations: int) -> tuple:
     """(theta, log_tau, U) after ``iterations`` L-BFGS steps of variable projection
     (traceable): the objective is minus the log joint at U*(theta, tau) = ``solve_u(values)``,
     U re-solved exactly at every evaluation, so its gradient is the partial one at fixed
