@@ -108,7 +108,8 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
     boundary data only, never the exact solution) is within CHECK_RANGE of the best, the
     one with the largest log joint is chosen. The plain-family starts run only if the
     model file's family leaves a check score above ``recipe.refine_above`` (a residual
-    its kernel leaves visible), and so does the learning: if the chosen start's score is
+    its kernel leaves visible), and one is kept only if its check score is below every
+    start of the model file's family; so does the learning: if the chosen start's score is
     above it (and the grid has at most ``recipe.learn_max_points``),
     ``recipe.learn_sweeps`` sweeps from it begin with ``recipe.learn_iterations`` steps of
     kernel learning (``learn.update``:
@@ -204,6 +205,10 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
             bar.update(1)
             bar.set_postfix(check=f"{score:.3g}")
         best, chosen, passed = choose(starts)
+        own = [x for x in starts if x[1].problem is problem]
+        if best.problem is not problem and min(x[0] for x in own) < starts[
+                next(i for i, x in enumerate(starts) if x[1] is best)][0]:
+            best, chosen, passed = choose(own)  # a plain family must beat it on the check
         tried = len(starts)
         stopped = interrupt() if interrupt else None
         held = next((s for s, f, _ in starts if f is best), np.inf)
