@@ -100,21 +100,23 @@ def update(problem: Problem, theta: dict, log_tau: dict, solve_u: Callable[[dict
     value_and_grad = optax.value_and_grad_from_state(objective)
 
     def body(carry):
-        i, x, state, _, last = carry
+        i, x, state, _, last, first = carry
         value, grad = value_and_grad(x, state=state)
         step, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=objective)
-        return i + 1, optax.apply_updates(x, step), state, last, value
+        first = jnp.where(i == 0, value, first)
+        return i + 1, optax.apply_updates(x, step), state, last, value, first
 
     def more(carry):  # stop early once a step changes the objective at rounding level
-        i, _, _, before, last = carry
+        i, _, _, before, last, _ = carry
         return (i < iterations) & ~(jnp.abs(before - last) <= 1e-12 * jnp.abs(last))
 
     x0 = _free(problem, sites)
     x0 = {k: jnp.log(jnp.expm1(jnp.maximum(cap - x, 1e-9))) if k.startswith("log_tau") else x
           for k, x in x0.items()}
-    start = (0, x0, opt.init(x0), jnp.asarray(jnp.nan), jnp.asarray(jnp.inf))
-    _, x, *_ = jax.lax.while_loop(more, body, start)
-    new, old = objective(x), objective(x0)
+    inf = jnp.asarray(jnp.inf)
+    start = (0, x0, opt.init(x0), jnp.asarray(jnp.nan), inf, inf)
+    _, x, state, _, _, old = jax.lax.while_loop(more, body, start)
+    new = optax.tree_utils.tree_get(state, "value")  # the line search's value at x
     better = jnp.isfinite(new) & (new < old)
     out = jax.tree.map(lambda a, b: jnp.where(better, a, b), values_of(x), values_of(x0))
     return ({k: out[k] for k in theta}, {k: out[k] for k in log_tau},

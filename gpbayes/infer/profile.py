@@ -141,7 +141,7 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
             cond = Conditional(prob, {**theta, **log_tau}, recipe.jitter)
             u, k = solve(cond, u)
             log_tau = closed_form_log_tau(cond, u, cap)
-            objective = -Conditional(prob, {**theta, **log_tau}, recipe.jitter).log_joint(u)
+            objective = -cond.with_values(log_tau).log_joint(u)  # same factors
             return theta, u, log_tau, objective, k
         return sweep
 
@@ -204,14 +204,9 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
             starts.append((score, fit, label))
             bar.update(1)
             bar.set_postfix(check=f"{score:.3g}")
-        best, chosen, passed = choose(starts)
-        own = [x for x in starts if x[1].problem is problem]
-        if best.problem is not problem and min(x[0] for x in own) < starts[
-                next(i for i, x in enumerate(starts) if x[1] is best)][0]:
-            best, chosen, passed = choose(own)  # a plain family must beat it on the check
+        best, chosen, passed, held = choose(starts, problem)
         tried = len(starts)
         stopped = interrupt() if interrupt else None
-        held = next((s for s, f, _ in starts if f is best), np.inf)
         if (recipe.learn_iterations and best.objective is not None and not stopped
                 and held > recipe.refine_above and problem.size <= recipe.learn_max_points):
             bar.total += 1
@@ -237,18 +232,24 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
     return best
 
 
-def choose(starts: list) -> tuple:
+def choose(starts: list, problem: Problem) -> tuple:
     """The start with the largest log joint among those whose check score is within
     CHECK_RANGE of the smallest (a start far behind on the check, e.g. one stuck with a
-    loose boundary, is a poor local optimum whatever its log joint). Returns (fit, its
-    label, how many passed)."""
+    loose boundary, is a poor local optimum whatever its log joint). A start of another
+    family than ``problem``'s is kept only if its check score is below every start of
+    the model file's family (else the choice is made among those). Returns (fit, its
+    label, how many passed, its check score)."""
     floor = min(score for score, _, _ in starts)
     passed = [(fit.objective, i) for i, (score, fit, _) in enumerate(starts)
               if fit.objective is not None and score <= CHECK_RANGE * floor]
     if not passed:  # no finite start: the first, with its failure reason
-        return starts[0][1], starts[0][2], 0
+        return starts[0][1], starts[0][2], 0, starts[0][0]
     _, i = min(passed)
-    return starts[i][1], starts[i][2], len(passed)
+    score, fit, label = starts[i]
+    own = [x for x in starts if x[1].problem is problem]
+    if fit.problem is not problem and own and min(s for s, _, _ in own) < score:
+        return choose(own, problem)
+    return fit, label, len(passed), score
 
 
 def check_score(fit: MapFit) -> float:

@@ -172,10 +172,18 @@ def test_choice_of_start_is_the_largest_log_joint_that_passes_the_check():
 
     from gpbayes.infer.profile import CHECK_RANGE, choose
 
-    def start(score, objective, scale):
-        return score, SimpleNamespace(objective=objective), scale
+    own = SimpleNamespace()  # the model file's problem
+
+    def start(score, objective, scale, problem=own):
+        return score, SimpleNamespace(objective=objective, problem=problem), scale
 
     starts = [start(1e-6, -100.0, 0.3), start(2e-6, -120.0, 0.1),
               start(1e-6 * CHECK_RANGE * 2, -500.0, 1.0), start(np.inf, None, 3.0)]
-    fit, scale, passed = choose(starts)
-    assert scale == 0.1 and fit.objective == -120.0 and passed == 2
+    fit, scale, passed, score = choose(starts, own)
+    assert scale == 0.1 and fit.objective == -120.0 and passed == 2 and score == 2e-6
+    # another family's start with the largest log joint is kept only if it beats every
+    # start of the model file's family on the check
+    plain = start(1.5e-6, -200.0, "se", SimpleNamespace())
+    assert choose(starts + [plain], own)[1] == 0.1
+    plain = start(0.5e-6, -200.0, "se", SimpleNamespace())
+    assert choose(starts + [plain], own)[1] == "se"
