@@ -55,7 +55,14 @@ class Conditional:
         values = {**self.values, **updates}
         same = all(k.startswith("log_tau") or k in self.problem.unknown_sites.values()
                    for k in updates)
-        return Conditional(self.problem, values, self.jitter, self.trils if same else None)
+        if not same:
+            return Conditional(self.problem, values, self.jitter)
+        out = Conditional(self.problem, values, self.jitter, self.trils)
+        out._matrices = dict(self._matrices)  # a copy: none computed later leaks back
+        for name in ("kernel", "bases"):  # the other kernel-only parts computed so far
+            if name in self.__dict__:
+                out.__dict__[name] = self.__dict__[name]
+        return out
 
     # -- the kernel on the grid ---------------------------------------------------------
 
@@ -146,12 +153,14 @@ class Conditional:
         """L[u] - f on every grid point."""
         return self.operator(self.fields(c, coords)) - self.problem.source_values
 
-    def residual_on(self, u: Array, axes) -> Array:
+    def residual_on(self, u: Array, axes, source: Array | None = None) -> Array:
         """L[u] - f on the tensor grid spanned by ``axes`` (e.g. the cell midpoints), from
-        the conditional mean of u and its derivatives there."""
+        the conditional mean of u and its derivatives there (``source``: f there, if known;
+        pass it inside a traced function)."""
         fields = {name: self.predict_grid(u, axes, orders=orders)
                   for name, orders in self.problem.derivatives.items()}
-        return self.operator(fields, axes) - self.problem.source_on(axes)
+        f = self.problem.source_on(axes) if source is None else source
+        return self.operator(fields, axes) - f
 
     def is_linear(self) -> bool:
         """True when L[u] is affine in u's fields (checked on random fields)."""
@@ -220,10 +229,19 @@ class Conditional:
         if p.observations is not None:
             m, noise = len(p.observations[1]), p.observations[2]
             out = out - m * (math.log(noise) + 0.5 * LOG_2PI)
-        for name, (_, loc, scale) in p.unknowns.items():
-            x = self.values[p.unknown_sites[name]]
-            out = out - 0.5 * ((x - loc) / scale) ** 2 - math.log(scale) - 0.5 * LOG_2PI
+        out = out - 0.5 * jnp.sum(self.prior_residual**2)
+        for _, _, scale in p.unknowns.values():
+            out = out - math.log(scale) - 0.5 * LOG_2PI
         return out
+
+    @property
+    def prior_residual(self) -> Array:
+        """(site - loc) / scale of each unknown's site (its normal prior as a residual)."""
+        p = self.problem
+        if not p.unknowns:
+            return jnp.zeros(0)
+        return jnp.stack([(self.values[p.unknown_sites[n]] - loc) / scale
+                          for n, (_, loc, scale) in p.unknowns.items()])
 
     def log_joint(self, u: Array) -> Array:
         """The model's log joint at grid values u (equal to ``gpbayes.log_density``)."""

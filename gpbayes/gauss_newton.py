@@ -227,3 +227,34 @@ class GaussNewton:
         recomputed relative residual)."""
         ds, k, res = self.solve(-self.gradient, tol, maxiter)
         return self.to_grid(self.s0 + ds), k, res
+
+    def joint_step(self, tol: float, maxiter: int) -> tuple:
+        """One Gauss-Newton step on U and the unknowns together, halved until the log
+        joint does not fall: (U, {site: value}, CG iterations). The unknowns' few columns
+        are eliminated by their Schur complement; H^{-1} of those columns is solved by PCG
+        in one batch with the gradient."""
+        cond = self.cond
+        sites = list(cond.problem.unknown_sites.values())
+        th0 = jnp.stack([cond.values[s] for s in sites])
+
+        def at(th):
+            return cond.with_values(dict(zip(sites, th)))
+
+        u0 = self.to_grid(self.s0)
+        j_t = jax.jacfwd(lambda th: at(th).data_residual(u0))(th0)  # (rows, p)
+        j_p = jax.jacfwd(lambda th: at(th).prior_residual)(th0)  # (p, p)
+        cols = jax.vmap(self.vjp, in_axes=1)(j_t)  # J_s^T J_theta, (p, grid)
+        x, k, _ = self.solve(jnp.concatenate([-self.gradient[None], cols]), tol, maxiter)
+        y, h_cols = x[0], x[1:]
+        axes = tuple(range(1, cols.ndim))
+        schur = j_t.T @ j_t + j_p.T @ j_p - jnp.tensordot(cols, h_cols, axes=(axes, axes))
+        g_t = j_t.T @ self.r0 + j_p.T @ cond.prior_residual
+        d_th = jnp.linalg.solve(schur, -(g_t + jnp.tensordot(cols, y, axes=y.ndim)))
+        d_s = y - jnp.tensordot(d_th, h_cols, axes=1)
+
+        def objective(t):
+            return -at(th0 + t * d_th).log_joint(self.to_grid(self.s0 + t * d_s))
+
+        t = solvers.backtrack(objective, objective(jnp.zeros(())))
+        th = th0 + t * d_th
+        return self.to_grid(self.s0 + t * d_s), dict(zip(sites, th)), k

@@ -4,7 +4,7 @@ at its parameters), ArviZ conversion and files.
 
 import json
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,7 +65,8 @@ class MapFit:
 
     def predict_grid(self, axes) -> np.ndarray:
         """The conditional mean on the tensor grid spanned by ``axes`` (one array per axis)."""
-        return np.asarray(self.conditional.predict_grid(self.u, axes))
+        axes = tuple(jnp.asarray(x, dtype=jnp.float64) for x in axes)
+        return np.asarray(_predict_grid(self.problem, self.recipe.jitter, self.params, axes))
 
     def predict(self, points) -> np.ndarray:
         """The conditional mean at scattered points (M, d), or (M,) in 1-D: shape (M,)."""
@@ -89,24 +90,27 @@ class MapFit:
         return None if exact is None else float(np.max(np.abs(self.test_prediction - exact)))
 
     @cached_property
-    def equation_residual_rms(self) -> float:
-        r = self.conditional.residual(self.u)
-        return float(jnp.sqrt(jnp.mean(r**2)))
+    def _checks(self) -> dict:
+        p = self.problem
+        mid = tuple(0.5 * (x[1:] + x[:-1]) for x in p.axes)
+        return {k: float(v) for k, v in _checks(p, self.recipe.jitter, self.params, mid,
+                                                p.source_on(mid)).items()}
 
-    @cached_property
+    @property
+    def equation_residual_rms(self) -> float:
+        """The rms of the PDE residual at the collocation points."""
+        return self._checks["equation"]
+
+    @property
     def midpoint_residual(self) -> float:
         """Relative rms of the PDE residual at the cell midpoints, between the collocation
         points: a check of the solution that uses the equation and source only."""
-        mid = [0.5 * (x[1:] + x[:-1]) for x in self.problem.axes]
-        r = self.conditional.residual_on(self.u, mid)
-        f = self.problem.source_on(mid)
-        scale = max(float(np.sqrt(np.mean(f**2))), 1.0)
-        return float(jnp.sqrt(jnp.mean(r**2))) / scale
+        return self._checks["midpoint"]
 
-    @cached_property
+    @property
     def boundary_rms(self) -> float:
-        b = self.conditional.boundary_difference(self.u)
-        return float(jnp.sqrt(jnp.mean(b**2))) if b.size else 0.0
+        """The rms of U - g on the boundary faces (0 without faces)."""
+        return self._checks["boundary"]
 
     def spectrum(self) -> dict:
         """Learned kernel components per axis: weight, rho and (spectral families) mu."""
@@ -189,6 +193,25 @@ class MapFit:
 
             plots.save_all(self, out)
         return summary
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _predict_grid(problem, jitter: float, params: dict, axes: tuple) -> jax.Array:
+    return Conditional(problem, params, jitter).predict_grid(params["U"], axes)
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _checks(problem, jitter: float, params: dict, mid: tuple, f_mid) -> dict:
+    """The fit's residual checks in one compiled call (eager, each small op compiles on
+    its own: seconds per start)."""
+    cond = Conditional(problem, params, jitter)
+    u = params["U"]
+    r_mid = cond.residual_on(u, mid, f_mid)
+    scale = jnp.maximum(jnp.sqrt(jnp.mean(f_mid**2)), 1.0)
+    b = cond.boundary_difference(u)
+    return {"equation": jnp.sqrt(jnp.mean(cond.residual(u) ** 2)),
+            "midpoint": jnp.sqrt(jnp.mean(r_mid**2)) / scale,
+            "boundary": jnp.sqrt(jnp.mean(b**2)) if b.size else jnp.zeros(())}
 
 
 def _tau(params, name):

@@ -29,16 +29,9 @@ def objective_fn(problem: Problem, jitter: float) -> Callable[[dict], Array]:
 
 
 def resolve_optimizer(problem: Problem, recipe: Recipe) -> str:
-    """'auto' is the profile solver where it applies (a plain PDE problem with no data,
-    noise settings or unknowns; dense in 1-D, matrix-free CG otherwise), else Adam."""
-    plain = (problem.observations is None and not problem.unknowns
-             and problem.boundary_noise is None and problem.equation_noise is None)
-    if recipe.optimizer == "auto":
-        return "profile" if plain else "adam"
-    if recipe.optimizer == "profile" and not plain:
-        raise SpecError("the profile optimizer needs a plain PDE problem: no observations, "
-                        "noise settings or unknowns (use adam or auto)", "recipe", "optimizer")
-    return recipe.optimizer
+    """'auto' is the profile solver (every problem: plain, with observations, noise
+    settings or unknowns; dense in 1-D, matrix-free CG otherwise)."""
+    return "profile" if recipe.optimizer == "auto" else recipe.optimizer
 
 
 def make_optimizer(recipe: Recipe) -> optax.GradientTransformation:

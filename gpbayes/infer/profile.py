@@ -40,43 +40,76 @@ def boundary_start(problem: Problem, recipe: Recipe) -> float:
     return recipe.tau_b_start if exact else 1.0
 
 
-def dense_u_solver(gn_steps: int):
-    """(conditional, U0) -> (U, 0): U maximising the log joint at the conditional's
-    hyperparameters, by dense QR in whitened coordinates z (the 0 stands for CG
-    iterations). From z the fields need one triangular solve, not K^{-1}: exact to
-    rounding in one step where K is ill-conditioned (benchmarks/README.md)."""
+def dense_u_solver(gn_steps: int, joint: bool = True):
+    """(conditional, U0) -> (U, {unknown site: value}, 0): U (and the unknowns, if any)
+    maximising the log joint at the conditional's other hyperparameters, by dense QR in
+    whitened coordinates z (the 0 stands for CG iterations). From z the fields need one
+    triangular solve, not K^{-1}: exact to rounding in one step where K is
+    ill-conditioned (benchmarks/README.md). With unknowns (``joint``) the residual is not
+    affine and each Gauss-Newton step is safeguarded (halved until it does not fall);
+    ``joint=False`` holds them."""
 
     def solve(cond, u0):
-        def residual(z):  # heavy (boundary) rows first, the prior last
-            return jnp.concatenate([cond.data_residual(z, "z"), z])
+        sites = list(cond.problem.unknown_sites.values()) if joint else []
+        n = u0.size
 
-        z, _ = dense_gauss_newton(residual, cond.whiten(u0), gn_steps)
-        return cond.to_grid(z, "z"), 0
+        def split(x):
+            return x[:n].reshape(u0.shape), dict(zip(sites, x[n:]))
+
+        def residual(x):  # heavy (boundary) rows first, the priors last
+            z, theta = split(x)
+            c = cond.with_values(theta)
+            return jnp.concatenate([c.data_residual(z, "z"), z.reshape(-1), c.prior_residual])
+
+        x0 = jnp.concatenate([cond.whiten(u0).reshape(-1)]
+                             + [jnp.reshape(cond.values[s], 1) for s in sites])
+        x, _ = dense_gauss_newton(residual, x0, gn_steps, safeguard=bool(sites))
+        z, theta = split(x)
+        return cond.to_grid(z, "z"), theta, 0
 
     return solve
 
 
-def cg_u_solver(gn_steps: int, tol: float, maxiter: int):
-    """(conditional, U0) -> (U, most CG iterations of a step): the same conditional MAP
-    by Gauss-Newton steps, each solved matrix-free (``GaussNewton.step``)."""
+def cg_u_solver(gn_steps: int, tol: float, maxiter: int, joint: bool = True):
+    """(conditional, U0) -> (U, {unknown site: value}, most CG iterations of a step): the
+    same conditional MAP by Gauss-Newton steps, each solved matrix-free
+    (``GaussNewton.step``, or ``joint_step`` with the unknowns unless ``joint=False``)."""
 
     def solve(cond, u):
-        most = 0
-        for _ in range(gn_steps):
-            u, k, _ = cond.gauss_newton(u).step(tol, maxiter)
-            most = jnp.maximum(most, k)
-        return u, most
+        sites = list(cond.problem.unknown_sites.values()) if joint else []
+
+        def step(_, carry):  # a loop, not unrolled: one compiled step
+            u, theta, most = carry
+            gn = cond.with_values(theta).gauss_newton(u)
+            if sites:
+                u, theta, k = gn.joint_step(tol, maxiter)
+            else:
+                u, k, _ = gn.step(tol, maxiter)
+            return u, theta, jnp.maximum(most, k)
+
+        theta = {s: jnp.asarray(cond.values[s], jnp.float64) for s in sites}
+        cond.bases  # the kernel's factors and bases, computed once outside the loop
+        return jax.lax.fori_loop(0, gn_steps, step, (u, theta, jnp.zeros((), jnp.int32)))
 
     return solve
+
+
+def tau_sites(problem: Problem) -> list[str]:
+    """The free precisions' sites (a term with a noise sd in the model file has none)."""
+    return [s for s in ("log_tau_e", "log_tau_b") if s in initial_params(problem)]
 
 
 def closed_form_log_tau(cond: Conditional, u: Array, cap: float) -> dict:
-    """The conditional optima log tau_e = log(N/|R|^2), log tau_b = log(n_b/|B|^2), capped."""
-    r = cond.residual(u)
-    b = cond.boundary_difference(u)
-    out = {"log_tau_e": jnp.minimum(jnp.log(r.size / jnp.sum(r**2)), cap)}
-    out["log_tau_b"] = (jnp.minimum(jnp.log(b.size / jnp.sum(b**2)), cap) if b.size
-                        else jnp.asarray(cap))
+    """The conditional optima of the free precisions, log tau_e = log(N/|R|^2) and
+    log tau_b = log(n_b/|B|^2), capped."""
+    sites = tau_sites(cond.problem)
+    out = {}
+    if "log_tau_e" in sites:
+        r = cond.residual(u)
+        out["log_tau_e"] = jnp.minimum(jnp.log(r.size / jnp.sum(r**2)), cap)
+    if "log_tau_b" in sites:
+        b = cond.boundary_difference(u)
+        out["log_tau_b"] = jnp.minimum(jnp.log(b.size / jnp.sum(b**2)), cap)
     return out
 
 
@@ -118,28 +151,33 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
     """
     start = time.perf_counter()
     init0 = initial_params(problem)
-    linear = Conditional(problem, init0, recipe.jitter).is_linear()
-    gn = 1 if linear else recipe.gauss_newton_steps
+    # Gauss-Newton steps per solve: one where the residual is affine in U (and no unknown)
+    gn_u = 1 if Conditional(problem, init0, recipe.jitter).is_linear() else recipe.gauss_newton_steps
+    gn = recipe.gauss_newton_steps if problem.unknowns else gn_u
     solve = (dense_u_solver(gn) if is_dense(problem) else
              cg_u_solver(gn, recipe.cg_tolerance, recipe.cg_max_iterations))
-    # the learning's trial solves need less: each sweep ends with a solve at cg_tolerance
-    trial = (solve if is_dense(problem) else
-             cg_u_solver(gn, recipe.cg_tolerance * LOOSER, recipe.cg_max_iterations))
+    # the learning's trial solves hold the unknowns and need less: each sweep ends with a
+    # solve at cg_tolerance
+    trial = (dense_u_solver(gn_u, joint=False) if is_dense(problem) else
+             cg_u_solver(gn_u, recipe.cg_tolerance * LOOSER, recipe.cg_max_iterations,
+                         joint=False))
     cap = float(np.log(recipe.tau_max))
     log_tau_b0 = float(np.log(min(boundary_start(problem, recipe), recipe.tau_max)))
+    unknown_sites = problem.unknown_sites.values()
     sweeps = {}
 
     def make_sweep(prob, learning):
         @jax.jit
         def sweep(theta, u, log_tau):
             if learning:  # kernel and precisions by variable projection
-                def solve_u(values):
+                def solve_u(values):  # the unknowns held: U only
                     return trial(Conditional(prob, values, recipe.jitter), u)[0]
 
                 theta, log_tau, u = learn.update(prob, theta, log_tau, solve_u,
                                                  recipe.jitter, cap, recipe.learn_iterations)
             cond = Conditional(prob, {**theta, **log_tau}, recipe.jitter)
-            u, k = solve(cond, u)
+            u, unknowns, k = solve(cond, u)
+            theta, cond = {**theta, **unknowns}, cond.with_values(unknowns)
             log_tau = closed_form_log_tau(cond, u, cap)
             objective = -cond.with_values(log_tau).log_joint(u)  # same factors
             return theta, u, log_tau, objective, k
@@ -150,13 +188,17 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
         if key not in sweeps:
             sweeps[key] = make_sweep(prob, learning)
         sweep = sweeps[key]
-        theta = {k: init[k] for k in learn.kernel_sites(prob)}
+        # theta: the kernel and the unknowns (learned together in the learning run)
+        theta = {k: init[k] for k in learn.kernel_sites(prob) + list(unknown_sites)}
         if learning:
             theta = learn.clip(prob, theta)
         u = init["U"]
         # a start's tau_b begins at boundary_start; the learning run continues its start's
-        log_tau = {"log_tau_e": init["log_tau_e"],
-                   "log_tau_b": jnp.asarray(init["log_tau_b"] if learning else log_tau_b0)}
+        log_tau = {k: init[k] for k in tau_sites(prob)}
+        if "log_tau_b" in log_tau and not learning:
+            log_tau["log_tau_b"] = log_tau_b0
+        # strong float64 (a weakly typed start would compile the sweep a second time)
+        theta, log_tau, u = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), (theta, log_tau, u))
         budget = recipe.learn_sweeps if learning else recipe.sweeps
         previous, reason, objective = np.inf, f"sweep budget ({budget}) reached", None
         for i in range(budget):

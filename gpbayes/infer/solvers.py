@@ -17,19 +17,42 @@ def is_dense(problem) -> bool:
     return problem.ndim == 1 and problem.size <= MAX_DENSE
 
 
-def dense_gauss_newton(residual: Callable[[Array], Array], x: Array,
-                       steps: int) -> tuple[Array, Array]:
+def dense_gauss_newton(residual: Callable[[Array], Array], x: Array, steps: int,
+                       safeguard: bool = False) -> tuple[Array, Array]:
     """``steps`` Gauss-Newton steps on |residual(x)|^2/2 from the flat vector x, each the
     least-squares solution of the linearisation by QR (exact in one step when the
-    residual is affine). Returns (x, R) with R^T R the Gauss-Newton Hessian at the last
-    linearisation. Put heavy rows first in the residual: Householder QR is accurate for
-    stiff weighted problems then."""
+    residual is affine; ``safeguard`` halves a step that does not lower |residual|, for
+    residuals far from affine). Returns (x, R) with R^T R the Gauss-Newton Hessian at the
+    last linearisation. Put heavy rows first in the residual: Householder QR is accurate
+    for stiff weighted problems then."""
     r = None
     for _ in range(steps):
         jac = jax.jacfwd(residual)(x)
         q, r = jnp.linalg.qr(jac)
-        x = solve_triangular(r, q.T @ (jac @ x - residual(x)), lower=False)
+        r_x = residual(x)
+        new = solve_triangular(r, q.T @ (jac @ x - r_x), lower=False)
+        if safeguard:
+            t = backtrack(lambda t: jnp.sum(residual(x + t * (new - x)) ** 2), jnp.sum(r_x**2))
+            new = x + t * (new - x)
+        x = new
     return x, r
+
+
+def backtrack(f: Callable[[Array], Array], f0: Array, halvings: int = 30) -> Array:
+    """The first t of 1, 1/2, 1/4, ... with f(t) <= f0, or 0 if none within ``halvings``
+    (a non-finite f counts as a rise): the safeguard of a Gauss-Newton step."""
+
+    def more(carry):
+        t, v = carry
+        return (t > 2.0**-halvings) & ~(v <= f0)
+
+    def body(carry):
+        t = 0.5 * carry[0]
+        return t, f(t)
+
+    one = jnp.asarray(1.0, dtype=f0.dtype)
+    t, v = lax.while_loop(more, body, (one, f(one)))
+    return jnp.where(v <= f0, t, 0.0)
 
 
 def pcg(matvec: Callable, b: Array, precond: Callable, tol: float, maxiter: int,
@@ -61,12 +84,13 @@ def pcg(matvec: Callable, b: Array, precond: Callable, tol: float, maxiter: int,
     def body(state):
         k, x, r, p, rz = state
         hp = matvec(p)
-        alpha = rz / dot(p, hp)
+        php = dot(p, hp)
+        alpha = jnp.where(php > 0, rz / jnp.where(php > 0, php, 1.0), 0.0)  # b = 0: x = 0
         x = x + alpha * p
         r = r - alpha * hp
         z = precond(r)
         rz_new = dot(r, z)
-        p = z + (rz_new / rz) * p
+        p = z + jnp.where(rz > 0, rz_new / jnp.where(rz > 0, rz, 1.0), 0.0) * p
         return k + 1, x, r, p, rz_new
 
     k, x, r, _, _ = lax.while_loop(cond, body, (0, x, r, p, rz))
