@@ -5,6 +5,7 @@ import contextlib
 import json
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from gpbayes.errors import SpecError
@@ -104,6 +105,8 @@ def _sample(args):
     if method not in ("nuts", "gaussian"):
         raise SpecError("expected method = \"nuts\" or \"gaussian\"", args.inference, "method")
     map_recipe = gb.load_inference(Path(args.inference).parent / recipe.map)
+    if recipe.map_jitter:
+        map_recipe = replace(map_recipe, jitter=recipe.map_jitter)
     out = Path(args.out or args.resume or Path("runs") / f"{problem.name}-{method}")
     saved = (checkpoint.load(Path(args.resume) / "map", problem, map_recipe)
              if args.resume else None)

@@ -59,6 +59,7 @@ class Recipe:
     warmup: int = 500  # nuts
     draws: int = 500  # nuts: per chain
     map: str = "map.toml"  # nuts, gaussian: the MAP recipe to start from (beside this file)
+    map_jitter: float = 0.0  # nuts, gaussian: the MAP's jitter instead of its recipe's (0: its)
     sample_hyper: bool = False  # nuts: sample the kernel parameters and precisions too
     solver: str = "auto"  # gaussian: "dense" (<= 4000 grid points), "cg" (any grid) or auto
     samples: int = 64  # gaussian with cg: perturbation-optimisation draws for the sd
@@ -74,7 +75,8 @@ _RECIPE_TYPES = {"method": str, "optimizer": str, "learning_rate": float, "steps
                  "learn_iterations": int, "learn_sweeps": int, "refine_above": float,
                  "learn_max_points": int,
                  "families": list,
-                 "chains": int, "warmup": int, "draws": int, "map": str, "sample_hyper": bool,
+                 "chains": int, "warmup": int, "draws": int, "map": str, "map_jitter": float,
+                 "sample_hyper": bool,
                  "solver": str, "samples": int, "cg_tolerance": float,
                  "cg_max_iterations": int, "description": str}
 OPTIMIZERS = ("adam", "profile", "auto")
@@ -381,8 +383,9 @@ def load_inference(path: str | Path | None = None, **overrides) -> Recipe:
     recipe = replace(recipe, families=tuple(recipe.families))
     if recipe.learn_iterations < 0:
         raise SpecError("expected a whole number >= 0", path, "learn_iterations")
-    if not (math.isfinite(recipe.refine_above) and recipe.refine_above >= 0):
-        raise SpecError("expected a finite number >= 0", path, "refine_above")
+    for key in ("refine_above", "map_jitter"):
+        if not (math.isfinite(getattr(recipe, key)) and getattr(recipe, key) >= 0):
+            raise SpecError("expected a finite number >= 0", path, key)
     for key in ("learning_rate", "jitter", "tau_max", "tau_b_start", "tolerance",
                 "cg_tolerance"):
         v = getattr(recipe, key)

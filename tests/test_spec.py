@@ -50,6 +50,8 @@ def test_recipes_load(root):
     default = gb.load_inference(root / "inference/map.toml")
     assert (default.optimizer, default.init) == ("auto", "spectrum")
     assert gb.load_inference(root / "inference/map.toml", steps=7).steps == 7
+    for name in ("nuts", "gaussian"):  # sampling starts from a MAP at the paper's jitter
+        assert gb.load_inference(root / f"inference/{name}.toml").map_jitter == 1e-6
 
 
 def write(tmp_path, text, name="m.toml"):
@@ -120,6 +122,7 @@ def test_memory_estimate_grows_with_grid():
     ("learn_iterations = -1\n", "learn_iterations", ">= 0"),
     ("learn_sweeps = 0\n", "learn_sweeps", ">= 1"),
     ("refine_above = -1e-6\n", "refine_above", ">= 0"),
+    ("map_jitter = -1e-6\n", "map_jitter", ">= 0"),
 ])
 def test_bad_recipe_values(tmp_path, text, key, fragment):
     f = write(tmp_path, text, "r.toml")
