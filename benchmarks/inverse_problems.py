@@ -1,0 +1,85 @@
+"""Write the two inverse problems of benchmarks/README.md (seeded noisy observations).
+
+    python benchmarks/inverse_problems.py [--seed N] [--points N] [--out DIR]
+
+inverse-helmholtz1d: u_xx + k u = f on [0, 1], u = sin 6x + 0.5 cos 11x, true k = 20,
+  15 observations with noise sd 0.01, prior k ~ Normal(10, 10), 200 points.
+inverse-advection2d: u_t + c u_x = 0 on [0, 1] x [0, 0.5], u = sin(2 pi (x - 2t)),
+  true c = 2, inflow (x = 0) and initial data, 40 observations with noise sd 0.01,
+  prior c ~ Normal(1, 2), a 100 x 100 grid (--points).
+"""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+
+def helmholtz(rng, n=200):
+    xs = np.sort(rng.uniform(0.05, 0.95, 15))
+    vals = np.sin(6 * xs) + 0.5 * np.cos(11 * xs) + 0.01 * rng.normal(size=15)
+    return f'''name = "inverse-helmholtz1d"
+[pde]
+variables = ["x"]
+domain = [[0, 1]]
+equation = "u_xx + k*u"
+source = "(20 - 36)*sin(6*x) + 0.5*(20 - 121)*cos(11*x)"
+solution = "sin(6*x) + 0.5*cos(11*x)"
+[pde.boundary]
+faces = "all"
+[grid]
+points = [{n}]
+test_points = [300]
+[[observations]]
+points = {[[float(x)] for x in xs]}
+values = {[float(v) for v in vals]}
+noise = 0.01
+[unknowns]
+k = {{ prior = "normal", loc = 10.0, scale = 10.0 }}
+'''
+
+
+def advection(rng, n=100):
+    pts = np.column_stack([rng.uniform(0.05, 0.95, 40), rng.uniform(0.05, 0.45, 40)])
+    vals = np.sin(2 * np.pi * (pts[:, 0] - 2 * pts[:, 1])) + 0.01 * rng.normal(size=40)
+    return f'''name = "inverse-advection2d"
+[pde]
+variables = ["x", "t"]
+domain = [[0, 1], [0, 0.5]]
+equation = "u_t + c*u_x"
+solution = "sin(2*pi*(x - 2*t))"
+source = "0"
+[pde.boundary]
+faces = ["x_lo", "t_lo"]
+[grid]
+points = [{n}, {n}]
+test_points = [120, 120]
+[kernel]
+family = "student-t-mixture"
+components = 10
+max_frequency = 5
+[[observations]]
+points = {pts.tolist()}
+values = {vals.tolist()}
+noise = 0.01
+[unknowns]
+c = {{ prior = "normal", loc = 1.0, scale = 2.0 }}
+'''
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--points", type=int, default=100, help="grid points per axis (2-D)")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "problems"))
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "inverse-helmholtz1d.toml").write_text(helmholtz(np.random.default_rng(args.seed)))
+    (out / "inverse-advection2d.toml").write_text(
+        advection(np.random.default_rng(args.seed), args.points))
+    print(f"wrote {out}/inverse-helmholtz1d.toml, {out}/inverse-advection2d.toml")
+
+
+if __name__ == "__main__":
+    main()
