@@ -70,15 +70,13 @@ def pde_model(problem: Problem, jitter: float = 1e-6, whiten: bool = False,
         values[site] = numpyro.sample(site, dist.Normal(loc, scale))
     cond = Conditional(problem, values, jitter)
     trils = cond.trils
-    if whiten:  # fields and predictions from z: through K^{-1} U they lose digits
+    if whiten:
         z = numpyro.sample("Z", dist.Normal(0.0, 1.0).expand(problem.grid)
                            .to_event(problem.ndim))
         u = numpyro.deterministic("U", kron.kron_apply(trils, z))
-        c, coords = z, "z"
     else:
         u = numpyro.sample("U", kron.KroneckerNormal(trils))
-        c, coords = u, "u"
-    r = numpyro.deterministic("residual", cond.residual(c, coords))
+    r = numpyro.deterministic("residual", cond.residual(u))
     if problem.equation_noise is None:
         sd_e = jnp.exp(-0.5 * numpyro.sample("log_tau_e", prior("log_tau_e", ())))
     else:
@@ -95,7 +93,7 @@ def pde_model(problem: Problem, jitter: float = 1e-6, whiten: bool = False,
         numpyro.factor("boundary", problem.boundary_weight * ll)
     if problem.observations is not None:
         points, data, noise = problem.observations
-        mean = cond.predict(c, points, coords)
+        mean = cond.predict(u, points)
         numpyro.sample("observations", dist.Normal(mean, noise), obs=jnp.asarray(data))
 
 
