@@ -14,7 +14,6 @@ import optax
 from jax import Array
 from tqdm.auto import tqdm
 
-from gpbayes.errors import SpecError
 from gpbayes.infer.init import spectral_params
 from gpbayes.infer.profile import fit_profile
 from gpbayes.model import initial_params, log_density

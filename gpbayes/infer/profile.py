@@ -88,7 +88,7 @@ def cg_u_solver(gn_steps: int, tol: float, maxiter: int, joint: bool = True):
             return u, theta, jnp.maximum(most, k)
 
         theta = {s: jnp.asarray(cond.values[s], jnp.float64) for s in sites}
-        cond.bases  # the kernel's factors and bases, computed once outside the loop
+        _ = cond.bases  # the kernel's factors and bases, computed once outside the loop
         return jax.lax.fori_loop(0, gn_steps, step, (u, theta, jnp.zeros((), jnp.int32)))
 
     return solve
@@ -152,7 +152,8 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
     start = time.perf_counter()
     init0 = initial_params(problem)
     # Gauss-Newton steps per solve: one where the residual is affine in U (and no unknown)
-    gn_u = 1 if Conditional(problem, init0, recipe.jitter).is_linear() else recipe.gauss_newton_steps
+    linear = Conditional(problem, init0, recipe.jitter).is_linear()
+    gn_u = 1 if linear else recipe.gauss_newton_steps
     gn = recipe.gauss_newton_steps if problem.unknowns else gn_u
     solve = (dense_u_solver(gn) if is_dense(problem) else
              cg_u_solver(gn, recipe.cg_tolerance, recipe.cg_max_iterations))

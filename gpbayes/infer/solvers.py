@@ -32,8 +32,9 @@ def dense_gauss_newton(residual: Callable[[Array], Array], x: Array, steps: int,
         r_x = residual(x)
         new = solve_triangular(r, q.T @ (jac @ x - r_x), lower=False)
         if safeguard:
-            t = backtrack(lambda t: jnp.sum(residual(x + t * (new - x)) ** 2), jnp.sum(r_x**2))
-            new = x + t * (new - x)
+            d = new - x
+            t = backtrack(lambda t, x=x, d=d: jnp.sum(residual(x + t * d) ** 2), jnp.sum(r_x**2))
+            new = x + t * d
         x = new
     return x, r
 
