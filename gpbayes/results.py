@@ -93,7 +93,7 @@ class MapFit:
     def _checks(self) -> dict:
         p = self.problem
         mid = tuple(0.5 * (x[1:] + x[:-1]) for x in p.axes)
-        return {k: float(v) for k, v in _checks(p, self.recipe.jitter, self.params, mid,
+        return {k: float(v) for k, v in _check_values(p, self.recipe.jitter, self.params, mid,
                                                 p.source_on(mid)).items()}
 
     @property
@@ -201,7 +201,7 @@ def _predict_grid(problem, jitter: float, params: dict, axes: tuple) -> jax.Arra
 
 
 @partial(jax.jit, static_argnums=(0, 1))
-def _checks(problem, jitter: float, params: dict, mid: tuple, f_mid) -> dict:
+def _check_values(problem, jitter: float, params: dict, mid: tuple, f_mid) -> dict:
     """The fit's residual checks in one compiled call (eager, each small op compiles on
     its own: seconds per start)."""
     cond = Conditional(problem, params, jitter)
