@@ -21,7 +21,7 @@ PAPER = {
     "advection-beta200": (1.43e-4, 1_000_000),
 }
 COLUMNS = ("name", "rel_l2_error", "paper_error", "meets_paper", "steps", "wall_time_s",
-           "converged", "stop_reason", "device")
+           "trusted", "converged", "stop_reason", "device")
 
 
 def run(models: list, recipe, out_dir: str | Path, steps: int | None = None,
@@ -39,6 +39,7 @@ def run(models: list, recipe, out_dir: str | Path, steps: int | None = None,
         paper = PAPER.get(problem.name, (None, None))[0]
         err = s["rel_l2_error"]
         row = {k: s.get(k) for k in COLUMNS}
+        row["trusted"] = s["check"]["passed"]
         row["paper_error"] = paper
         row["meets_paper"] = None if paper is None or err is None else bool(err <= paper)
         rows.append(row)
@@ -48,7 +49,8 @@ def run(models: list, recipe, out_dir: str | Path, steps: int | None = None,
 
 
 def header() -> str:
-    return f"{'case':<24} {'error':>9} {'paper':>9} {'ok':>3} {'steps':>7} {'time s':>8}  stop"
+    return (f"{'case':<24} {'error':>9} {'paper':>9} {'ok':>3} {'trust':>5} {'steps':>7} "
+            f"{'time s':>8}  stop")
 
 
 def format_row(r: dict) -> str:
@@ -56,7 +58,8 @@ def format_row(r: dict) -> str:
         return f"{v:9.2e}" if v is not None else f"{'-':>9}"
 
     ok = {True: "yes", False: "no", None: "-"}[r["meets_paper"]]
-    return (f"{r['name']:<24} {e(r['rel_l2_error'])} {e(r['paper_error'])} {ok:>3} "
+    trust = "yes" if r["trusted"] else "NO"
+    return (f"{r['name']:<24} {e(r['rel_l2_error'])} {e(r['paper_error'])} {ok:>3} {trust:>5} "
             f"{r['steps']:>7} {r['wall_time_s']:8.1f}  {r['stop_reason']}")
 
 

@@ -9,8 +9,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from gpbayes.errors import SpecError
+from gpbayes.io import write_atomic
 
-DEFAULT_RECIPE = "inference/map.toml"
+UNTRUSTED = 3  # exit code: the result was written but fails its trust check (gpbayes.trust)
+DEFAULT_RECIPE = "map"  # the packaged default (inference/map.toml is its copy)
+RECIPE_HELP = ("inference recipe: a TOML file, or a packaged recipe by name (map, map-adam, "
+               "nuts, gaussian: the files in the repository's inference/)")
 
 
 def _parser():
@@ -21,9 +25,8 @@ def _parser():
                            description="MAP solution of a model file: summary.json, result.nc "
                                        "and figures in the output folder.")
     solve.add_argument("model", help="model file (TOML), e.g. models/poisson1d-sin100.toml")
-    solve.add_argument("--inference", metavar="RECIPE",
-                       help=f"inference recipe (TOML); default {DEFAULT_RECIPE} when it exists, "
-                            "else the built-in paper protocol")
+    solve.add_argument("--inference", metavar="RECIPE", default=DEFAULT_RECIPE,
+                       help=f"{RECIPE_HELP}; default {DEFAULT_RECIPE}")
     solve.add_argument("--steps", type=int, help="override the recipe's number of steps")
     solve.add_argument("--out", metavar="DIR", help="output folder (default runs/<name>)")
     solve.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
@@ -35,8 +38,8 @@ def _parser():
                             description="Posterior uncertainty: a MAP first, then NUTS (or the "
                                         "exact Gaussian posterior with --method gaussian).")
     sample.add_argument("model", help="model file (TOML)")
-    sample.add_argument("--inference", metavar="RECIPE", default="inference/nuts.toml",
-                        help="sampling recipe (default inference/nuts.toml)")
+    sample.add_argument("--inference", metavar="RECIPE", default="nuts",
+                        help=f"sampling {RECIPE_HELP}; default nuts")
     sample.add_argument("--method", choices=("nuts", "gaussian"),
                         help="override the recipe's method")
     sample.add_argument("--out", metavar="DIR", help="output folder (default runs/<name>-<method>)")
@@ -48,21 +51,56 @@ def _parser():
                                        "print error, steps, time and stop reason; writes "
                                        "bench.csv and bench.json in the output folder.")
     bench.add_argument("models", nargs="*", help="model files (default models/*.toml)")
-    bench.add_argument("--inference", metavar="RECIPE", help="inference recipe (TOML)")
+    bench.add_argument("--inference", metavar="RECIPE", default=DEFAULT_RECIPE,
+                       help=f"{RECIPE_HELP}; default {DEFAULT_RECIPE}")
     bench.add_argument("--steps", type=int, help="override the recipe's number of Adam steps")
     bench.add_argument("--out", metavar="DIR", default="runs/bench", help="output folder")
+    plot = sub.add_parser("plot", help="redraw the figures of a result folder",
+                          description="Redraw the figures of a folder written by gpbayes "
+                                      "solve or sample (MAP, NUTS or Gaussian posterior; "
+                                      "and its map/ subfolder) from its files.")
+    plot.add_argument("folder", help="result folder, e.g. runs/poisson1d-sin100")
+    plot.add_argument("--model", help="the model file (default FOLDER/model.toml, which "
+                                      "solve and sample write)")
     return parser
+
+
+def _plot(args):
+    import gpbayes as gb
+    from gpbayes import plots
+
+    folder = Path(args.folder)
+    model = Path(args.model) if args.model else folder / "model.toml"
+    if not model.exists():
+        raise SpecError("no model file (solve and sample write model.toml into their folder; "
+                        "else give --model)", model)
+    if not any((folder / f).exists() for f in ("result.nc", "posterior.nc")):
+        raise SpecError("no result.nc or posterior.nc: not a result folder", folder)
+    written = plots.redraw(folder, gb.load_model(model))
+    print("wrote " + ", ".join(str(w) for w in written))
+    return 0
+
+
+def _keep_model(model: str, out: Path) -> None:
+    """A copy of the model file beside its results (gpbayes plot reads it)."""
+    out.mkdir(parents=True, exist_ok=True)
+    text = Path(model).read_text()
+    write_atomic(out / "model.toml", lambda f: f.write_text(text))
 
 
 def _recipe(args):
     import gpbayes as gb
 
-    recipe_path = args.inference
-    if recipe_path is None and Path(DEFAULT_RECIPE).exists():
-        recipe_path = DEFAULT_RECIPE
     if args.steps is not None and args.steps < 1:
         raise gb.SpecError("expected a whole number >= 1", "command line", "--steps")
-    return gb.load_inference(recipe_path, steps=args.steps)
+    return _announce(gb.load_inference(args.inference, steps=args.steps))
+
+
+def _announce(recipe):
+    """Say which recipe runs (on stderr: stdout may carry --json)."""
+    print(f"gpbayes: recipe {recipe.source}" + (f": {recipe.description}"
+                                                if recipe.description else ""), file=sys.stderr)
+    return recipe
 
 
 def _bench(args):
@@ -100,11 +138,11 @@ def _sample(args):
     from gpbayes.infer import nuts, posterior
 
     problem = gb.load_model(args.model)
-    recipe = gb.load_inference(args.inference)
+    recipe = _announce(gb.load_inference(args.inference))
     method = args.method or recipe.method
     if method not in ("nuts", "gaussian"):
-        raise SpecError("expected method = \"nuts\" or \"gaussian\"", args.inference, "method")
-    map_recipe = gb.load_inference(Path(args.inference).parent / recipe.map)
+        raise SpecError("expected method = \"nuts\" or \"gaussian\"", recipe.source, "method")
+    map_recipe = _announce(gb.load_inference(Path(recipe.source).parent / recipe.map))
     if recipe.map_jitter:
         map_recipe = replace(map_recipe, jitter=recipe.map_jitter)
     out = Path(args.out or args.resume or Path("runs") / f"{problem.name}-{method}")
@@ -114,29 +152,32 @@ def _sample(args):
         if saved is None:
             fit = gb.fit_map(problem, map_recipe, interrupt=interrupt)
             fit.save(out / "map", figures=False)
+            _keep_model(args.model, out / "map")
             checkpoint.save(fit, out / "map")
             if fit.interrupted or fit.failed:
                 print(f"gpbayes: the MAP stopped: {fit.stop_reason}", file=sys.stderr)
                 return (130 if "SIGINT" in fit.stop_reason else 143) if fit.interrupted else 1
         else:
             fit = checkpoint.map_fit(saved, problem, map_recipe)
+        trusted = _trusted(fit)  # warns now: the posterior is centred on this MAP
         problem = fit.problem  # the kept kernel (the profile solver may pick a plain family)
+        _keep_model(args.model, out)
         if method == "gaussian":
             post = posterior.gaussian_posterior(
                 problem, fit, recipe.solver, recipe.samples, recipe.seed, recipe.cg_tolerance,
                 recipe.cg_max_iterations, progress=sys.stderr.isatty())
-            summary = posterior.save(post, fit, out)
+            summary = posterior.save(post, fit, out, recipe.source)
             print(json.dumps(summary, indent=2))
             if not post.converged:
                 print(f"gpbayes: CG stopped at cg_max_iterations = {recipe.cg_max_iterations} "
                       f"before cg_tolerance; the sd in {out} is not reliable", file=sys.stderr)
                 return 1
-            return 0
+            return trusted
         result = nuts.sample_nuts(problem, fit, chains=recipe.chains, warmup=recipe.warmup,
                                   draws=recipe.draws, seed=recipe.seed,
                                   progress=sys.stderr.isatty(), interrupt=interrupt,
                                   sample_hyper=recipe.sample_hyper)
-        summary, table = nuts.save(result, out)
+        summary, table = nuts.save(result, out, recipe.source)
     if result.interrupted:
         print(f"gpbayes: {result.stop_reason}; wrote the partial posterior to {out} and the "
               f"MAP to {out}/map (gpbayes sample MODEL --resume {out} samples again from it)",
@@ -149,7 +190,7 @@ def _sample(args):
           f"{summary['u_test_min_ess_bulk']:.0f} ({summary['ess_bulk_per_s']:.0f}/s)")
     print(f"wrote {out}/posterior.nc, summary.csv, summary.json, posterior.png; the MAP in "
           f"{out}/map")
-    return 0
+    return trusted
 
 
 def _solve(args):
@@ -163,6 +204,7 @@ def _solve(args):
     with _catch_signals() as interrupt:
         fit = gb.fit_map(problem, recipe, resume=resume, interrupt=interrupt)
         summary = fit.save(out, figures=not args.no_figures)
+        _keep_model(args.model, out)
         if fit.opt_state is not None:
             checkpoint.save(fit, out)
     if args.json:
@@ -173,7 +215,19 @@ def _solve(args):
         print(f"gpbayes: {fit.stop_reason}; wrote the partial result and checkpoint to {out}",
               file=sys.stderr)
         return 130 if "SIGINT" in fit.stop_reason else 143
-    return 1 if fit.failed else 0
+    if fit.failed:
+        return 1
+    return _trusted(fit)
+
+
+def _trusted(fit) -> int:
+    """0, or UNTRUSTED with a warning line when the result fails its trust check."""
+    from gpbayes.trust import warning
+
+    if fit.check["passed"]:
+        return 0
+    print(warning(fit.check), file=sys.stderr)
+    return UNTRUSTED
 
 
 def _print_summary(s, out, figures=True):
@@ -187,18 +241,26 @@ def _print_summary(s, out, figures=True):
              + ("learned" if s["kernel_learned"] else "held at its start") + "; live components "
              + ", ".join(f"{v} {n}" for v, n in s["live_components"].items()),
              f"  stop: {s['stop_reason']}",
+             "  trust check           " + ("passed" if s["check"]["passed"] else "FAILED") + ": "
+             + ", ".join(f"{k} {v:.2e} (<= {s['check']['thresholds'][k]:g})"
+                         for k, v in s["check"]["values"].items()),
+             f"  recipe                {s['recipe']['source']}",
              f"  wrote {out}/summary.json, result.nc" + (", *.png" if figures else "")]
     print("\n".join(line for line in lines if line))
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gpbayes.threads import limit_blas_threads
+
+    limit_blas_threads()  # fast on small CPUs; the user's OPENBLAS_NUM_THREADS wins
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
     try:
-        return {"solve": _solve, "sample": _sample, "bench": _bench}[args.command](args)
+        return {"solve": _solve, "sample": _sample, "bench": _bench,
+                "plot": _plot}[args.command](args)
     except SpecError as err:
         print(f"gpbayes: error: {err}", file=sys.stderr)
         return 2

@@ -153,14 +153,29 @@ class Conditional:
         """L[u] - f on every grid point."""
         return self.operator(self.fields(c, coords)) - self.problem.source_values
 
+    def fields_on(self, u: Array, axes) -> dict:
+        """u and the equation's derivatives by name on the tensor grid spanned by ``axes``,
+        from the conditional mean."""
+        return {name: self.predict_grid(u, axes, orders=orders)
+                for name, orders in self.problem.derivatives.items()}
+
     def residual_on(self, u: Array, axes, source: Array | None = None) -> Array:
         """L[u] - f on the tensor grid spanned by ``axes`` (e.g. the cell midpoints), from
         the conditional mean of u and its derivatives there (``source``: f there, if known;
         pass it inside a traced function)."""
-        fields = {name: self.predict_grid(u, axes, orders=orders)
-                  for name, orders in self.problem.derivatives.items()}
         f = self.problem.source_on(axes) if source is None else source
-        return self.operator(fields, axes) - f
+        return self.operator(self.fields_on(u, axes), axes) - f
+
+    def term_scale(self, fields: dict, axes) -> Array:
+        """The rms of the equation's largest term on ``axes``: each field's part of L[u],
+        (dL/d field) * field (coefficient x field where L is linear). A residual is small
+        against this, not against f, which may vanish (u_t + c u_x = 0)."""
+        def part(name):
+            def op(g):
+                return self.operator({**fields, name: g}, axes)
+            return jax.jvp(op, (fields[name],), (fields[name],))[1]
+
+        return jnp.max(jnp.stack([jnp.sqrt(jnp.mean(part(n) ** 2)) for n in fields]))
 
     def is_linear(self) -> bool:
         """True when L[u] is affine in u's fields (checked on random fields)."""

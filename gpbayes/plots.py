@@ -13,7 +13,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from gpbayes import kernels  # noqa: E402
 from gpbayes.io import import_arviz, write_atomic  # noqa: E402
-from gpbayes.results import LIVE, live_components  # noqa: E402
+from gpbayes.results import LIVE, live_components, load_fit  # noqa: E402
 
 
 def _image(ax, values, axes, names, title, **style):
@@ -26,26 +26,48 @@ def _image(ax, values, axes, names, title, **style):
     ax.figure.colorbar(im, ax=ax)
 
 
+POINTS_PER_CYCLE = 12  # drawing grids: points per cycle of the kernel's highest frequency
+
+
+def drawing_axes(fit) -> tuple:
+    """Axes to draw a solution on: POINTS_PER_CYCLE points per cycle of the kernel's
+    highest live frequency (|mu| plus its envelope's width, 1 / length scale), at least
+    the test grid, at most 20000 points in 1-D and 600 per axis in 2-D. On a coarser
+    grid (the test grid of sin(100x)) a plot shows false beats."""
+    p, spec = fit.problem, fit.spectrum()
+    cap = 20000 if p.ndim == 1 else 600
+    power = 0.5 if kernels.squared_envelope(p.family) else 1.0
+    out = []
+    for (lo, hi), test, comp in zip(p.domain, p.test_axes, spec.values()):
+        w = np.asarray(comp["weight"])
+        live = w > LIVE * w.max()
+        f = np.abs(np.asarray(comp.get("mu", np.zeros_like(w)))) + np.asarray(comp["rho"]) ** power
+        n = int(np.clip(np.ceil(POINTS_PER_CYCLE * (hi - lo) * f[live].max()), len(test), cap))
+        out.append(test if n == len(test) else np.linspace(lo, hi, n))
+    return tuple(out)
+
+
 def solution_figure(fit) -> Figure | None:
     p = fit.problem
-    pred, exact = fit.test_prediction, p.exact_test
+    if p.ndim > 2:
+        return None
+    axes = drawing_axes(fit)
+    pred, exact = fit.predict_grid(axes), p.exact(axes)
     if p.ndim == 1:
         fig, ax = plt.subplots(figsize=(8, 3.5))
-        x = p.test_axes[0]
+        x = axes[0]
         if exact is not None:
             ax.plot(x, exact, "k-", lw=2.5, alpha=0.35, label="exact")
         ax.plot(x, pred, "C0-", lw=1, label="GP (MAP)")
         ax.set_xlabel(p.variables[0])
         ax.set_ylabel("u")
         ax.legend(loc="upper right")
-    elif p.ndim == 2:
+    else:
         n = 2 if exact is not None else 1
         fig, axs = plt.subplots(1, n, figsize=(5.5 * n, 4.2), squeeze=False)
-        _image(axs[0, 0], pred, p.test_axes, p.variables, "GP (MAP)")
+        _image(axs[0, 0], pred, axes, p.variables, "GP (MAP)")
         if exact is not None:
-            _image(axs[0, 1], exact, p.test_axes, p.variables, "exact")
-    else:
-        return None
+            _image(axs[0, 1], exact, axes, p.variables, "exact")
     fig.suptitle(f"{p.name}: solution")
     fig.tight_layout()
     return fig
@@ -55,16 +77,18 @@ def error_figure(fit) -> Figure | None:
     p = fit.problem
     if p.exact_test is None or p.ndim > 2:
         return None
-    err = fit.test_prediction - p.exact_test
+    axes = drawing_axes(fit)
+    err = fit.predict_grid(axes) - p.exact(axes)
     if p.ndim == 1:
         fig, ax = plt.subplots(figsize=(8, 3.5))
-        ax.semilogy(p.test_axes[0], np.abs(err) + 1e-300, "C3-", lw=1)
+        ax.semilogy(axes[0], np.abs(err) + 1e-300, "C3-", lw=1)
         ax.set_xlabel(p.variables[0])
         ax.set_ylabel("|u - u_exact|")
     else:
         fig, ax = plt.subplots(figsize=(5.5, 4.2))
-        _image(ax, err, p.test_axes, p.variables, "u - u_exact")
-    fig.suptitle(f"{p.name}: pointwise error (relative L2 {fit.rel_l2_error:.3g})")
+        _image(ax, err, axes, p.variables, "u - u_exact")
+    fig.suptitle(f"{p.name}: pointwise error (relative L2 {fit.rel_l2_error:.3g} on the test "
+                 "grid)")
     fig.tight_layout()
     return fig
 
@@ -126,7 +150,8 @@ def band_figure(problem, mean: np.ndarray, sd: np.ndarray, title: str) -> Figure
     if problem.ndim != 1:
         return None
     x = problem.test_axes[0]
-    fig, ax = plt.subplots(figsize=(8, 3.8))
+    fig, (ax, ax_sd) = plt.subplots(2, 1, figsize=(8, 5.6), sharex=True,
+                                    gridspec_kw={"height_ratios": [2, 1]})
     ax.fill_between(x, mean - 2 * sd, mean + 2 * sd, color="C0", alpha=0.3, label="mean ± 2 sd")
     ax.plot(x, mean, "C0-", lw=1, label="posterior mean")
     if problem.exact_test is not None:
@@ -134,13 +159,17 @@ def band_figure(problem, mean: np.ndarray, sd: np.ndarray, title: str) -> Figure
     if problem.observations is not None:
         pts, vals, _ = problem.observations
         ax.plot(pts[:, 0], vals, "C3o", ms=4, label="observations")
+        for x_obs in np.asarray(pts)[:, 0]:
+            ax_sd.axvline(x_obs, color="C3", lw=0.5, alpha=0.5)
     if problem.faces:
         bx = [problem.axes[0][0 if f.side == "lo" else -1] for f in problem.faces]
         ax.plot(bx, problem.boundary_values, "C2s", ms=5, label="boundary data")
-    ax.set_xlabel(problem.variables[0])
     ax.set_ylabel("u")
     ax.legend(loc="best", fontsize=8)
     ax.set_title(title)
+    ax_sd.semilogy(x, sd, "C0-", lw=1)  # a separate panel: a tight band vanishes above
+    ax_sd.set_ylabel("posterior sd")
+    ax_sd.set_xlabel(problem.variables[0])
     fig.tight_layout()
     return fig
 
@@ -173,3 +202,48 @@ def save_figure(fig: Figure | None, path: str | Path) -> None:
     if fig is not None:
         write_atomic(path, lambda f: fig.savefig(f, dpi=110, format="png"))
         plt.close(fig)
+
+
+def nuts_figures(problem, idata, out_dir: Path) -> list[str]:
+    """posterior.png (mean and sd of u_test over the draws) and trace.png (the unknowns)."""
+    from gpbayes.infer.nuts import scalar_names
+
+    u = idata.posterior["u_test"]
+    mean, sd = u.mean(("chain", "draw")).values, u.std(("chain", "draw")).values
+    save_figure(band_figure(problem, mean, sd, f"{problem.name}: NUTS posterior"),
+                out_dir / "posterior.png")
+    names = scalar_names(problem, idata)
+    save_figure(trace_figure(idata, names), out_dir / "trace.png")
+    return ["posterior.png"] + (["trace.png"] if names else [])
+
+
+def gaussian_figures(problem, mean: np.ndarray, sd: np.ndarray, out_dir: Path) -> list[str]:
+    """posterior.png of the Gaussian posterior (mean and sd on the test grid)."""
+    save_figure(band_figure(problem, mean, sd, f"{problem.name}: Gaussian posterior"),
+                out_dir / "posterior.png")
+    return ["posterior.png"]
+
+
+def redraw(folder: Path, problem) -> list[str]:
+    """Redraw the figures of a result folder of ``gpbayes solve`` or ``gpbayes sample``
+    (and of its map/ subfolder) from its files; returns the paths written."""
+    import json
+
+    import xarray as xr
+
+    written = []
+    if (folder / "result.nc").exists():
+        written += [folder / n for n in save_all(load_fit(folder, problem), folder)]
+    if (folder / "posterior.nc").exists():
+        method = json.loads((folder / "summary.json").read_text()).get("method")
+        if method == "gaussian":
+            with xr.open_dataset(folder / "posterior.nc", engine="h5netcdf") as ds:
+                names = gaussian_figures(problem, ds["u_test_mean"].values,
+                                         ds["u_test_sd"].values, folder)
+        else:
+            idata = import_arviz().from_netcdf(str(folder / "posterior.nc"))
+            names = nuts_figures(problem, idata, folder)
+        written += [folder / n for n in names]
+    if (folder / "map" / "result.nc").exists():
+        written += redraw(folder / "map", problem)
+    return written

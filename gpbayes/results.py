@@ -3,7 +3,7 @@ at its parameters), ArviZ conversion and files.
 """
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -108,9 +108,38 @@ class MapFit:
         return self._checks["midpoint"]
 
     @property
+    def pde_check(self) -> float:
+        """Rms of the PDE residual at the cell midpoints relative to the equation's largest
+        term there or the source (``Conditional.term_scale``): the trust check's measure."""
+        return self._checks["midpoint_terms"]
+
+    @property
+    def midpoint_rms(self) -> float:
+        """Rms of the PDE residual at the cell midpoints (absolute)."""
+        return self._checks["midpoint_rms"]
+
+    @property
     def boundary_rms(self) -> float:
         """The rms of U - g on the boundary faces (0 without faces)."""
         return self._checks["boundary"]
+
+    @property
+    def boundary_relative(self) -> float:
+        """boundary_rms relative to the size of g or of U (faces where u = 0 must not turn
+        rounding-level mismatches into large values)."""
+        g = np.asarray(self.problem.boundary_values)
+        if not g.size:
+            return 0.0
+        size = max(np.sqrt(np.mean(g**2)), np.sqrt(np.mean(np.asarray(self.params["U"]) ** 2)),
+                   1e-300)
+        return self.boundary_rms / float(size)
+
+    @cached_property
+    def check(self) -> dict:
+        """The trust check (gpbayes.trust): values, thresholds, passed, advice."""
+        from gpbayes.trust import trust_check
+
+        return trust_check(self)
 
     def spectrum(self) -> dict:
         """Learned kernel components per axis: weight, rho and (spectral families) mu."""
@@ -136,12 +165,14 @@ class MapFit:
             "wall_time_s": self.wall_time_s,
             "objective": self.objective,
             "midpoint_residual": self.midpoint_residual,
-            "converged": self.converged,
+            "check": self.check,
+            "converged": self.converged and self.check["passed"],
             "stop_reason": self.stop_reason,
             "device": f"{dev.platform}: {dev.device_kind}",
             "grid": list(p.grid),
             "family": p.family,
-            "recipe": {k: getattr(self.recipe, k) for k in ("optimizer", "learning_rate",
+            "recipe": {k: getattr(self.recipe, k) for k in ("source", "description",
+                                                            "optimizer", "learning_rate",
                                                             "steps", "jitter")},
             "jitter_retries": self.jitter_retries,
             "tau_e": _tau(self.params, "log_tau_e"),
@@ -154,31 +185,29 @@ class MapFit:
         }
 
     def to_arviz(self) -> "arviz.InferenceData":
-        """ArviZ InferenceData: the MAP point as a one-draw posterior, with named dims."""
+        """ArviZ InferenceData: the MAP in a ``map`` group (a point estimate: no chain or
+        draw dims, so no ``az.summary`` of one draw), the source and exact solution in
+        ``constant_data``; dims and coordinates as in ``grid_coords``."""
+        import xarray as xr
+
         az = import_arviz()
         p = self.problem
-        grid_dims = list(p.variables)
-        test_dims = [f"{v}_test" for v in p.variables]
-        posterior = {"u": self.params["U"][None, None], "u_test": self.test_prediction[None, None]}
+        dims, coords = grid_coords(p)
+        point = {"u": (dims["u"], np.asarray(self.params["U"])),
+                 "u_test": (dims["u_test"], self.test_prediction)}
         for name in ("log_tau_e", "log_tau_b", *p.unknown_sites.values()):
             if name in self.params:
-                posterior[name] = np.asarray(self.params[name])[None, None]
-        dims = {"u": grid_dims, "u_test": test_dims}
-        coords = {v: x for v, x in zip(p.variables, p.axes)}
-        coords.update({f"{v}_test": x for v, x in zip(p.variables, p.test_axes)})
-        coords["component"] = np.arange(p.components)
+                point[name] = ((), np.asarray(self.params[name]))
         for j, v in enumerate(p.variables):
             for name in axis_params(p, self.params, j):
-                posterior[f"{name}_{v}"] = np.asarray(self.params[f"{name}_{v}"])[None, None]
-                dims[f"{name}_{v}"] = ["component"]
-        constant = {"source": p.source_values}
-        dims["source"] = grid_dims
+                point[f"{name}_{v}"] = (("component",), np.asarray(self.params[f"{name}_{v}"]))
+        constant = {"source": (dims["u"], np.asarray(p.source_values))}
         if p.exact_test is not None:
-            constant["u_exact_test"] = p.exact_test
-            dims["u_exact_test"] = test_dims
-        return az.from_dict(posterior=posterior, constant_data=constant, coords=coords,
-                            dims=dims, attrs={"name": p.name, "method": "map",
-                                              "summary": json.dumps(self.summary())})
+            constant["u_exact_test"] = (dims["u_test"], p.exact_test)
+        attrs = {"name": p.name, "method": "map", "summary": json.dumps(self.summary())}
+        coords = {**coords, "component": np.arange(p.components)}
+        return az.InferenceData(map=xr.Dataset(point, coords=coords, attrs=attrs),
+                                constant_data=xr.Dataset(constant, coords=coords))
 
     def save(self, out_dir: str | Path, figures: bool = True) -> dict:
         """Write summary.json, result.nc and the PNG figures into out_dir (atomically each)."""
@@ -195,6 +224,45 @@ class MapFit:
         return summary
 
 
+def grid_coords(problem) -> tuple[dict, dict]:
+    """ArviZ dims of u and u_test and their coordinates: integer index dims (``x_index``,
+    ``x_test_index``; row labels read ``u_test[3]``) with the grid's coordinates as named
+    coordinates along them (``x``, ``x_test``)."""
+    v = problem.variables
+    dims = {"u": [f"{x}_index" for x in v], "u_test": [f"{x}_test_index" for x in v]}
+    coords = {}
+    for x, grid, test in zip(v, problem.axes, problem.test_axes):
+        coords.update({f"{x}_index": np.arange(len(grid)), x: (f"{x}_index", np.asarray(grid)),
+                       f"{x}_test_index": np.arange(len(test)),
+                       f"{x}_test": (f"{x}_test_index", np.asarray(test))})
+    return dims, coords
+
+
+def load_fit(out_dir: str | Path, problem, recipe=None) -> MapFit:
+    """The MapFit saved by ``MapFit.save`` in out_dir (result.nc and summary.json), for
+    ``problem`` (its model; the saved kernel family is restored)."""
+    import gpbayes as gb
+
+    out = Path(out_dir)
+    summary = json.loads((out / "summary.json").read_text())
+    idata = import_arviz().from_netcdf(str(out / "result.nc"))
+    if "map" in idata.groups():
+        point = idata["map"]
+    else:  # files of before 2026-12-02: the point as a one-draw posterior
+        point = idata.posterior.isel(chain=0, draw=0)
+    params = {("U" if k == "u" else k): np.asarray(v) for k, v in point.data_vars.items()
+              if k != "u_test"}
+    if (summary["family"], len(params[f"log_w_{problem.variables[0]}"])) != (
+            problem.family, problem.components):
+        problem = problem.with_kernel(summary["family"],
+                                      len(params[f"log_w_{problem.variables[0]}"]))
+    recipe = replace(recipe or gb.load_inference(), jitter=summary["recipe"]["jitter"])
+    return MapFit(problem=problem, params=params, recipe=recipe, steps=summary["steps"],
+                  wall_time_s=summary["wall_time_s"], stop_reason=summary["stop_reason"],
+                  converged=summary["converged"], objective=summary["objective"],
+                  kernel_learned=summary["kernel_learned"], candidates=summary["candidates"])
+
+
 @partial(jax.jit, static_argnums=(0, 1))
 def _predict_grid(problem, jitter: float, params: dict, axes: tuple) -> jax.Array:
     return Conditional(problem, params, jitter).predict_grid(params["U"], axes)
@@ -206,11 +274,15 @@ def _check_values(problem, jitter: float, params: dict, mid: tuple, f_mid) -> di
     its own: seconds per start)."""
     cond = Conditional(problem, params, jitter)
     u = params["U"]
-    r_mid = cond.residual_on(u, mid, f_mid)
-    scale = jnp.maximum(jnp.sqrt(jnp.mean(f_mid**2)), 1.0)
+    fields = cond.fields_on(u, mid)
+    r_mid = jnp.sqrt(jnp.mean((cond.operator(fields, mid) - f_mid) ** 2))
+    f_rms = jnp.sqrt(jnp.mean(f_mid**2))
     b = cond.boundary_difference(u)
     return {"equation": jnp.sqrt(jnp.mean(cond.residual(u) ** 2)),
-            "midpoint": jnp.sqrt(jnp.mean(r_mid**2)) / scale,
+            "midpoint_rms": r_mid,
+            "midpoint": r_mid / jnp.maximum(f_rms, 1.0),
+            "midpoint_terms": r_mid / jnp.maximum(jnp.maximum(f_rms, cond.term_scale(fields, mid)),
+                                                  1e-300),
             "boundary": jnp.sqrt(jnp.mean(b**2)) if b.size else jnp.zeros(())}
 
 

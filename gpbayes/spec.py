@@ -66,6 +66,7 @@ class Recipe:
     cg_tolerance: float = 1e-10  # gaussian with cg: relative residual of each CG solve
     cg_max_iterations: int = 20000  # gaussian with cg
     description: str = ""
+    source: str = ""  # the file it was read from ("" for the built-in defaults)
 
 
 _RECIPE_TYPES = {"method": str, "optimizer": str, "learning_rate": float, "steps": int,
@@ -83,6 +84,13 @@ OPTIMIZERS = ("adam", "profile", "auto")
 INITS = ("paper", "spectrum")
 METHODS = ("map", "nuts", "gaussian")
 SOLVERS = ("auto", "dense", "cg")
+RECIPES = Path(__file__).with_name("recipes")  # the packaged recipes (inference/ has copies)
+PACKAGED = tuple(sorted(f.stem for f in RECIPES.glob("*.toml")))
+
+
+def recipe_file(path: str | Path) -> Path:
+    """A recipe's file: a packaged recipe by name ("map", "nuts", ...), else the path."""
+    return RECIPES / f"{path}.toml" if str(path) in PACKAGED else Path(path)
 
 
 def _read(path):
@@ -354,12 +362,15 @@ def _check_memory(points, path):
 
 
 def load_inference(path: str | Path | None = None, **overrides) -> Recipe:
-    """Read an inference recipe (or the defaults when path is None) into a Recipe."""
+    """Read an inference recipe into a Recipe: a file, a packaged recipe by name ("map" is
+    the command line's default, "map-adam" the paper's Adam protocol, "nuts", "gaussian"),
+    or, when path is None, the built-in defaults (the paper's Adam protocol)."""
+    path = None if path is None else recipe_file(path)
     data = {} if path is None else _read(path)
     _check_keys(data, set(_RECIPE_TYPES), path, "")
     values = {k: _get(data, k, t, path, k) for k, t in _RECIPE_TYPES.items() if k in data}
     values.update({k: v for k, v in overrides.items() if v is not None})
-    recipe = Recipe(**values)
+    recipe = Recipe(**values, source="" if path is None else str(path))
     if recipe.method not in METHODS:
         raise SpecError(f"unknown method {recipe.method!r} (choose from {', '.join(METHODS)})",
                         path, "method")

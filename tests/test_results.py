@@ -6,6 +6,7 @@ import pytest
 import gpbayes as gb
 from conftest import small_problem
 from gpbayes.io import import_arviz
+from gpbayes.results import load_fit
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def test_summary_fields(fit):
     s = fit.summary()
     for key in ("name", "rel_l2_error", "max_abs_error", "equation_residual_rms",
                 "boundary_rms", "steps", "wall_time_s", "converged", "stop_reason", "device",
-                "spectrum"):
+                "spectrum", "check"):
         assert key in s
     assert s["steps"] == 150 and 0 < s["rel_l2_error"] < 1
     assert len(s["spectrum"]["x"]["weight"]) == fit.problem.components
@@ -32,16 +33,24 @@ def test_summary_fields(fit):
 
 
 def test_arviz_round_trip(fit, tmp_path):
+    """The MAP is a point (a ``map`` group without chain or draw), on integer index dims
+    with the grid as named coordinates; load_fit rebuilds the same fit."""
     fit.save(tmp_path, figures=False)
     idata = import_arviz().from_netcdf(str(tmp_path / "result.nc"))
-    post = idata.posterior
-    assert post["u"].dims == ("chain", "draw", "x")
-    assert post["u_test"].dims == ("chain", "draw", "x_test")
-    np.testing.assert_allclose(post["u"].values[0, 0], fit.params["U"])
-    np.testing.assert_allclose(post["u_test"].values[0, 0], fit.test_prediction)
-    np.testing.assert_allclose(post["mu_x"].values[0, 0], fit.params["mu_x"])
+    assert "posterior" not in idata.groups()
+    point = idata["map"]
+    assert point["u"].dims == ("x_index",) and point["u_test"].dims == ("x_test_index",)
+    np.testing.assert_allclose(point["x"].values, fit.problem.axes[0])
+    np.testing.assert_allclose(point["u"].values, fit.params["U"])
+    np.testing.assert_allclose(point["u_test"].values, fit.test_prediction)
+    np.testing.assert_allclose(point["mu_x"].values, fit.params["mu_x"])
+    assert point["log_tau_e"].dims == ()
     assert "u_exact_test" in idata.constant_data
-    assert json.loads(idata.attrs["summary"])["name"] == "small"
+    assert json.loads(point.attrs["summary"])["name"] == "small"
+    back = load_fit(tmp_path, fit.problem)
+    for k, v in fit.params.items():
+        np.testing.assert_allclose(back.params[k], v)
+    assert back.check == fit.check and back.rel_l2_error == fit.rel_l2_error
 
 
 def test_predict_2d_scattered_matches_grid():

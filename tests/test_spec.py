@@ -54,6 +54,21 @@ def test_recipes_load(root):
         assert gb.load_inference(root / f"inference/{name}.toml").map_jitter == 1e-6
 
 
+def test_packaged_recipes_are_the_documented_copies(root):
+    """The package ships the recipes (gpbayes solve does the same from any folder); the
+    files in inference/ are their documented copies, byte for byte."""
+    from gpbayes.spec import PACKAGED, RECIPES
+
+    copies = sorted(f.name for f in (root / "inference").glob("*.toml"))
+    assert copies == sorted(f"{name}.toml" for name in PACKAGED)
+    for name in copies:
+        assert (RECIPES / name).read_bytes() == (root / "inference" / name).read_bytes(), name
+    by_name = gb.load_inference("map")
+    assert by_name.source == str(RECIPES / "map.toml")
+    assert by_name == gb.load_inference(RECIPES / "map.toml")
+    assert gb.load_inference().source == ""  # the built-in defaults: the paper's Adam
+
+
 def write(tmp_path, text, name="m.toml"):
     f = tmp_path / name
     f.write_text(text)

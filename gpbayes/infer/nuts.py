@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro.distributions as dist
 from numpyro.handlers import condition
 from numpyro.infer import MCMC, NUTS, init_to_value
 
@@ -20,7 +21,7 @@ from gpbayes.infer.posterior import fixed_sites, laplace
 from gpbayes.io import import_arviz, write_atomic, write_json
 from gpbayes.model import pde_model
 from gpbayes.problem import Problem
-from gpbayes.results import MapFit
+from gpbayes.results import MapFit, grid_coords
 
 if TYPE_CHECKING:
     import arviz
@@ -42,11 +43,13 @@ class NutsResult:
         return self.stop_reason.startswith("interrupted")
 
     def to_arviz(self) -> "arviz.InferenceData":
+        """posterior, sample_stats, constant_data (the MAP's held hyperparameters) and, with
+        observations, observed_data, log_likelihood (per observation: az.loo, az.waic,
+        az.compare) and posterior_predictive; dims and coordinates as in ``grid_coords``."""
         az = import_arviz()
         p = self.problem
-        dims = {"u": list(p.variables), "u_test": [f"{v}_test" for v in p.variables]}
-        coords = {v: x for v, x in zip(p.variables, p.axes)}
-        coords.update({f"{v}_test": x for v, x in zip(p.variables, p.test_axes)})
+        dims, named = grid_coords(p)
+        coords = {k: v for k, v in named.items() if not isinstance(v, tuple)}
         posterior = {"u": self.samples["U"], "u_test": self.u_test}
         for j, v in enumerate(p.variables):  # sampled hyperparameters, when they are
             for name in axis_params(p, self.fit.params, j):
@@ -68,17 +71,56 @@ class NutsResult:
         for name in ("log_tau_e", "log_tau_b"):
             if name in self.fit.params:
                 constant[f"map_{name}"] = np.asarray(self.fit.params[name])
+                dims[f"map_{name}"] = []
         if p.exact_test is not None:
             constant["u_exact_test"] = p.exact_test
             dims["u_exact_test"] = dims["u_test"]
         stats = {"diverging": self.extra["diverging"], "energy": self.extra["energy"],
                  "n_steps": self.extra["num_steps"],
                  "step_size": self.extra["adapt_state.step_size"]}
-        return az.from_dict(posterior=posterior, sample_stats=stats, constant_data=constant,
-                            coords=coords, dims=dims,
-                            attrs={"name": p.name, "method": "nuts",
-                                   "wall_time_s": self.wall_time_s,
-                                   "stop_reason": self.stop_reason})
+        data = self._observation_groups(dims, coords, named) if p.observations else {}
+        idata = az.from_dict(posterior=posterior, sample_stats=stats, constant_data=constant,
+                             coords=coords, dims=dims, **data,
+                             attrs={"name": p.name, "method": "nuts",
+                                    "wall_time_s": self.wall_time_s,
+                                    "stop_reason": self.stop_reason})
+        for group in idata.groups():  # the grid's coordinates along the index dims
+            ds = idata[group]
+            ds = ds.assign_coords({k: v for k, v in named.items()
+                                   if isinstance(v, tuple) and v[0] in ds.dims})
+            setattr(idata, group, ds)
+        return idata
+
+    def observations_mean(self) -> np.ndarray:
+        """u at the observation points for every draw: (chains, draws, M)."""
+        p, fit = self.problem, self.fit
+        points = jnp.asarray(p.observations[0])
+        varying = [k for k in self.samples if k in fit.params and k != "U"]
+        flat = {k: jnp.asarray(self.samples[k]).reshape(-1, *self.samples[k].shape[2:])
+                for k in [*varying, "U"]}
+        held = Conditional(p, fit.params, fit.recipe.jitter)
+
+        def mean(draw):
+            cond = held if not varying else Conditional(p, {**fit.params, **draw},
+                                                        fit.recipe.jitter)
+            return cond.predict(draw["U"], points)
+
+        return np.asarray(jax.lax.map(mean, flat)).reshape(*self.u_test.shape[:2], -1)
+
+    def _observation_groups(self, dims, coords, named) -> dict:
+        points, data, noise = self.problem.observations
+        mean = self.observations_mean()
+        noise = np.broadcast_to(np.asarray(noise, float), np.shape(data))
+        rng = np.random.default_rng(0)
+        dims["observations"] = ["observation"]
+        coords["observation"] = np.arange(len(data))
+        for j, v in enumerate(self.problem.variables):
+            named[f"{v}_observation"] = ("observation", np.asarray(points)[:, j])
+        return {"observed_data": {"observations": np.asarray(data)},
+                "log_likelihood": {"observations": np.asarray(
+                    dist.Normal(mean, noise).log_prob(np.asarray(data)))},
+                "posterior_predictive": {"observations": mean + noise * rng.standard_normal(
+                    mean.shape)}}
 
 
 def sample_nuts(problem: Problem, init: MapFit, chains: int = 4, warmup: int = 500,
@@ -179,8 +221,9 @@ def scalar_names(problem: Problem, idata) -> list[str]:
     return [n for n in problem.unknown_sites if n in idata.posterior]
 
 
-def save(result: "NutsResult", out_dir: str | Path) -> tuple:
-    """posterior.nc (ArviZ), summary.csv (az.summary), summary.json and PNGs into out_dir."""
+def save(result: "NutsResult", out_dir: str | Path, recipe: str = "") -> tuple:
+    """posterior.nc (ArviZ), summary.csv (az.summary), summary.json and PNGs into out_dir
+    (``recipe``: the sampling recipe's file, stated in the summary)."""
     from gpbayes import plots  # matplotlib loads only when figures are drawn
 
     az = import_arviz()
@@ -197,7 +240,6 @@ def save(result: "NutsResult", out_dir: str | Path) -> tuple:
     table = az.summary(idata, var_names=names)
     write_atomic(out / "summary.csv", lambda f: table.to_csv(f))
     u = table.loc[[i for i in table.index if i.startswith("u_test")]]
-    draws = result.u_test.reshape(-1, *result.problem.test_grid)
     summary = {
         "name": result.problem.name, "method": "nuts", "chains": result.chains,
         "stop_reason": result.stop_reason, "complete": not result.interrupted,
@@ -209,11 +251,9 @@ def save(result: "NutsResult", out_dir: str | Path) -> tuple:
         "ess_bulk_per_s": float(u["ess_bulk"].min() / result.wall_time_s),
         "unknowns": {n: table.loc[n].to_dict() for n in scalar_names(result.problem, idata)},
         "map_rel_l2_error": result.fit.rel_l2_error,
+        "map_check_passed": result.fit.check["passed"],
+        "recipe": recipe,
     }
     write_json(out / "summary.json", summary)
-    plots.save_figure(plots.band_figure(result.problem, draws.mean(0), draws.std(0),
-                                        f"{result.problem.name}: NUTS posterior"),
-                      out / "posterior.png")
-    plots.save_figure(plots.trace_figure(idata, scalar_names(result.problem, idata)),
-                      out / "trace.png")
+    plots.nuts_figures(result.problem, idata, out)
     return summary, table

@@ -18,7 +18,7 @@ from gpbayes.errors import SpecError
 from gpbayes.infer.solvers import MAX_DENSE, dense_gauss_newton
 from gpbayes.io import write_atomic, write_json
 from gpbayes.problem import Problem
-from gpbayes.results import MapFit
+from gpbayes.results import MapFit, grid_coords
 
 BLOCK = 16  # perturbation-optimisation draws solved together
 
@@ -185,8 +185,9 @@ def structured_posterior(problem: Problem, fit: MapFit, samples: int = 64, seed:
                              solver="cg", samples=n, cg=cg)
 
 
-def save(post: "GaussianPosterior", fit: MapFit, out_dir: str | Path) -> dict:
-    """posterior.nc (mean and sd on the grid and the test grid), summary.json, PNG."""
+def save(post: "GaussianPosterior", fit: MapFit, out_dir: str | Path, recipe: str = "") -> dict:
+    """posterior.nc (mean and sd on the grid and the test grid), summary.json, PNG
+    (``recipe``: the sampling recipe's file, stated in the summary)."""
     import xarray as xr
 
     from gpbayes import plots  # matplotlib loads only when figures are drawn
@@ -194,16 +195,16 @@ def save(post: "GaussianPosterior", fit: MapFit, out_dir: str | Path) -> dict:
     p = post.problem
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    grid, test = list(p.variables), [f"{v}_test" for v in p.variables]
-    coords = {v: x for v, x in zip(p.variables, p.axes)}
-    coords.update({f"{v}_test": x for v, x in zip(p.variables, p.test_axes)})
+    dims, coords = grid_coords(p)
+    grid, test = dims["u"], dims["u_test"]
     ds = xr.Dataset({"u_mean": (grid, post.mean), "u_sd": (grid, post.sd),
                      "u_test_mean": (test, post.test_mean), "u_test_sd": (test, post.test_sd)},
                     coords=coords,
                     attrs={"name": p.name, "method": "gaussian", "solver": post.solver})
     write_atomic(out / "posterior.nc", lambda f: ds.to_netcdf(str(f), engine="h5netcdf"))
     summary = {"name": p.name, "method": "gaussian", "solver": post.solver,
-               "map_rel_l2_error": fit.rel_l2_error,
+               "map_rel_l2_error": fit.rel_l2_error, "map_check_passed": fit.check["passed"],
+               "recipe": recipe,
                "u_test_sd_min": float(post.test_sd.min()),
                "u_test_sd_max": float(post.test_sd.max())}
     if post.solver == "cg":
@@ -214,6 +215,5 @@ def save(post: "GaussianPosterior", fit: MapFit, out_dir: str | Path) -> dict:
         lo, hi = post.interval(0.9)
         summary["coverage_90"] = float(np.mean((p.exact_test >= lo) & (p.exact_test <= hi)))
     write_json(out / "summary.json", summary)
-    plots.save_figure(plots.band_figure(p, post.test_mean, post.test_sd,
-                                        f"{p.name}: Gaussian posterior"), out / "posterior.png")
+    plots.gaussian_figures(p, post.test_mean, post.test_sd, out)
     return summary
