@@ -190,6 +190,9 @@ def _sample(args):
           f"{summary['u_test_min_ess_bulk']:.0f} ({summary['ess_bulk_per_s']:.0f}/s)")
     print(f"wrote {out}/posterior.nc, summary.csv, summary.json, posterior.png; the MAP in "
           f"{out}/map")
+    if "collapsed" in result.stop_reason:
+        print(f"gpbayes: warning: {result.stop_reason}", file=sys.stderr)
+        return 1
     return trusted
 
 

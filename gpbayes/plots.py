@@ -26,7 +26,7 @@ def _image(ax, values, axes, names, title, **style):
     ax.figure.colorbar(im, ax=ax)
 
 
-POINTS_PER_CYCLE = 12  # drawing grids: points per cycle of the kernel's highest frequency
+POINTS_PER_CYCLE = 24  # drawing grids: points per cycle of the kernel's highest frequency
 
 
 def drawing_axes(fit) -> tuple:

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     import arviz
 
 
+STEP_FLOOR = 1e-12  # an adapted step size below this means the chains are stuck
+
+
 @dataclass
 class NutsResult:
     problem: object
@@ -180,6 +183,10 @@ def sample_nuts(problem: Problem, init: MapFit, chains: int = 4, warmup: int = 5
     samples, extra = joined(parts), joined(extras)
     z = samples.get("Z", np.zeros((chains, 0, *problem.grid)))  # u on the test grid per draw
     u_test = np.asarray(cond.predict_grid(jnp.asarray(z), problem.test_axes, "z"))
+    step = np.min(extra.get("adapt_state.step_size", 1.0))
+    if step < STEP_FLOOR:
+        stop += (f"; the step size collapsed to {step:.1e} and the chains did not move: start "
+                 "from a MAP at jitter 1e-6 (nuts.toml's map_jitter)")
     return NutsResult(problem, init, samples, u_test, extra, wall, chains, stop)
 
 

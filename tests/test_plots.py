@@ -1,0 +1,40 @@
+"""Figures: solution drawn finely enough, the 1-D posterior's sd panel, redrawing."""
+
+import numpy as np
+import pytest
+
+import gpbayes as gb
+from conftest import small_problem
+from gpbayes import plots
+from gpbayes.results import LIVE
+
+
+@pytest.fixture(scope="module")
+def fit():
+    return gb.fit_map(small_problem(), gb.load_inference(chunk=50), steps=150, progress=False)
+
+
+def test_drawing_grid_resolves_the_highest_live_frequency(fit):
+    (x,) = plots.drawing_axes(fit)
+    spec = fit.spectrum()["x"]
+    w = np.asarray(spec["weight"])
+    f = np.max(np.abs(np.asarray(spec["mu"]))[w > LIVE * w.max()])
+    assert len(x) > len(fit.problem.test_axes[0])  # finer than the 50-point test grid
+    assert np.diff(x).max() <= 1.0 / (plots.POINTS_PER_CYCLE * f) + 1e-12
+    assert x[0] == 0.0 and x[-1] == 2.0
+
+
+def test_posterior_band_has_an_sd_panel(fit):
+    p = fit.problem
+    sd = np.full(len(p.test_axes[0]), 1e-9)  # a band too tight to see
+    fig = plots.band_figure(p, fit.test_prediction, sd, "t")
+    top, bottom = fig.axes
+    assert bottom.get_yscale() == "log" and bottom.get_ylabel() == "posterior sd"
+    np.testing.assert_allclose(bottom.lines[0].get_ydata(), sd)
+
+
+def test_redraw_a_map_folder(fit, tmp_path):
+    fit.save(tmp_path, figures=False)
+    written = plots.redraw(tmp_path, fit.problem)
+    assert sorted(w.name for w in written) == ["error.png", "solution.png", "spectrum.png"]
+    assert all(w.stat().st_size > 1000 for w in written)
