@@ -90,7 +90,8 @@ def test_sigterm_writes_checkpoint_and_resume_matches(root, tmp_path):
     total = stopped + 200
     r = subprocess.run(cmd + ["--steps", str(total), "--resume", str(out)], env=env,
                        capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
+    # a few hundred Adam steps: written, but not trusted (exit 3, the check's warning)
+    assert r.returncode == 3 and "trust check" in r.stderr, r.stderr
     resumed = np.load(out / "checkpoint.npz")
     problem = gb.load_model(model)
     whole = gb.fit_map(problem, gb.load_inference(recipe), steps=total, progress=False)

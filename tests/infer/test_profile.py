@@ -221,9 +221,13 @@ def test_check_score_scales_the_boundary_by_the_solution_when_the_data_vanish():
     """u = 0 on the faces: a rounding-level boundary mismatch must not dominate the score."""
     from types import SimpleNamespace
 
+    from gpbayes.results import MapFit
+
     problem = SimpleNamespace(boundary_values=np.zeros(2))
     fit = SimpleNamespace(problem=problem, params={"U": np.full(10, 2.0)},
                           midpoint_residual=1e-8, boundary_rms=1e-12)
+    fit.boundary_relative = MapFit.boundary_relative.fget(fit)
+    assert fit.boundary_relative == pytest.approx(5e-13)
     assert check_score(fit) == pytest.approx(1e-8 + 5e-13)
 
 
