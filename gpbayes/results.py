@@ -252,10 +252,9 @@ def load_fit(out_dir: str | Path, problem, recipe=None) -> MapFit:
         point = idata.posterior.isel(chain=0, draw=0)
     params = {("U" if k == "u" else k): np.asarray(v) for k, v in point.data_vars.items()
               if k != "u_test"}
-    if (summary["family"], len(params[f"log_w_{problem.variables[0]}"])) != (
-            problem.family, problem.components):
-        problem = problem.with_kernel(summary["family"],
-                                      len(params[f"log_w_{problem.variables[0]}"]))
+    components = len(params[f"log_w_{problem.variables[0]}"])
+    if (summary["family"], components) != (problem.family, problem.components):
+        problem = problem.with_kernel(summary["family"], components)
     recipe = replace(recipe or gb.load_inference(), jitter=summary["recipe"]["jitter"])
     return MapFit(problem=problem, params=params, recipe=recipe, steps=summary["steps"],
                   wall_time_s=summary["wall_time_s"], stop_reason=summary["stop_reason"],
