@@ -8,10 +8,12 @@ from functools import cached_property
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 from jax.scipy.linalg import solve_triangular
 
 from gpbayes import gauss_newton, kernels, kron
+from gpbayes.boundary import is_affine
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -123,13 +125,15 @@ class Conditional:
 
     # -- the equation ---------------------------------------------------------------------
 
-    def fields(self, c: Array, coords: str = "u") -> dict:
-        """u and the equation's derivatives on the grid, by name, from the GP conditional
-        mean: d^m u / dx_j^m = k_j^(m) K_j^{-1} U along axis j. From z axis j applies
-        k_j^(m) L_j^{-T} (m > 0) or L_j (m = 0): one triangular solve, which keeps the
-        rounding of an ill-conditioned K_j (small jitter) out of the fields."""
+    def fields(self, c: Array, coords: str = "u", derivatives: dict | None = None) -> dict:
+        """u and the equation's derivatives (or ``derivatives``, {name: orders}) on the
+        grid, by name, from the GP conditional mean: d^m u / dx_j^m = k_j^(m) K_j^{-1} U
+        along axis j. From z axis j applies k_j^(m) L_j^{-T} (m > 0) or L_j (m = 0): one
+        triangular solve, which keeps the rounding of an ill-conditioned K_j (small
+        jitter) out of the fields."""
         out = {}
-        for name, orders in self.problem.derivatives.items():
+        derivatives = self.problem.derivatives if derivatives is None else derivatives
+        for name, orders in derivatives.items():
             f = c
             for j, m in enumerate(orders):
                 l = self.trils[j]
@@ -179,23 +183,80 @@ class Conditional:
 
     def is_linear(self) -> bool:
         """True when L[u] is affine in u's fields (checked on random fields)."""
-        names = list(self.problem.derivatives)
-        shape = self.problem.grid
-        a, b = (dict(zip(names, jax.random.normal(k, (len(names),) + shape)))
-                for k in jax.random.split(jax.random.PRNGKey(0)))
-        mix = {n: 0.3 * a[n] + 0.7 * b[n] for n in names}
-        lhs, rhs = self.operator(mix), 0.3 * self.operator(a) + 0.7 * self.operator(b)
-        return bool(jnp.allclose(lhs, rhs, rtol=1e-9,
-                                 atol=1e-9 * float(jnp.max(jnp.abs(rhs)) + 1)))
+        return is_affine(self.operator, list(self.problem.derivatives), self.problem.grid)
 
     # -- the likelihood -------------------------------------------------------------------
 
-    def boundary_difference(self, u: Array) -> Array:
-        """U - g on the listed faces, each face whole (corners count once per face)."""
+    @cached_property
+    def _boundary_derivatives(self) -> dict:
+        """{name: orders} of the fields the non-Dirichlet conditions use."""
         p = self.problem
-        if not p.faces:
+        return {n: o for c in p.conditions if not c.dirichlet
+                for n, o in c.derivatives(p.variables).items()}
+
+    def face_operator(self, condition, face, fields: dict) -> Array:
+        """A condition's operator on one face (flattened), from fields on the grid."""
+        p = self.problem
+        axes = face.axes(p.axes)
+        names = condition.derivatives(p.variables)
+        env = p.environment(p.coordinates(axes),
+                            {**self.unknowns, **{n: face.slab(fields[n]) for n in names}})
+        return jnp.broadcast_to(condition.operator(env), tuple(len(x) for x in axes)).reshape(-1)
+
+    def boundary_difference(self, c: Array, coords: str = "u") -> Array:
+        """operator[u] - g on every boundary part (a condition on a face), each face whole
+        (corners count once per face); periodic parts: operator[u] on the lo face minus on
+        the hi face."""
+        p = self.problem
+        if not p.conditions:
             return jnp.zeros(0)
-        return jnp.concatenate([f.take(u) for f in p.faces]) - p.boundary_values
+        u = self.to_grid(c, coords)
+        need = self._boundary_derivatives
+        fields = self.fields(c, coords, need) if need else {}
+        parts = []
+        for condition, face in p.boundary_parts:
+            if condition.dirichlet:
+                parts.append(face.take(u))
+                continue
+            v = self.face_operator(condition, face, fields)
+            if condition.periodic:
+                v = v - self.face_operator(condition, face.opposite(), fields)
+            parts.append(v)
+        return jnp.concatenate(parts) - p.boundary_values
+
+    def face_coefficients(self, condition, face) -> dict:
+        """{field name: its coefficient on the face (flattened)}: the operator's
+        linearisation (it is affine in u's fields), d operator / d field."""
+        p = self.problem
+        names = condition.derivatives(p.variables)
+        shape = tuple(len(x) for x in face.axes(p.axes))
+        if condition.operator is None:
+            return {"u": jnp.ones(int(np.prod(shape)))}
+        zeros = {n: jnp.zeros(shape) for n in names}
+
+        def op(name, g):
+            env = p.environment(p.coordinates(face.axes(p.axes)),
+                                {**self.unknowns, **zeros, name: g})
+            return jnp.broadcast_to(condition.operator(env), shape).reshape(-1)
+
+        return {n: jax.jvp(lambda g, n=n: op(n, g), (zeros[n],), (jnp.ones(shape),))[1]
+                for n in names}
+
+    def boundary_size(self, u: Array) -> Array:
+        """The rms size of the conditions' terms, for a relative boundary mismatch: per
+        part, the largest |coefficient| x rms of its field over the grid (for Dirichlet
+        parts, rms U)."""
+        p = self.problem
+        if not p.conditions:
+            return jnp.zeros(())
+        names = {n: o for c in p.conditions for n, o in c.derivatives(p.variables).items()}
+        rms = {n: jnp.sqrt(jnp.mean(f**2)) for n, f in self.fields(u, "u", names).items()}
+        sizes = []
+        for (condition, face), m in zip(p.boundary_parts, p.part_sizes):
+            coef = self.face_coefficients(condition, face)
+            size = jnp.max(jnp.stack([jnp.sqrt(jnp.mean(coef[n] ** 2)) * rms[n] for n in coef]))
+            sizes.append(m * size**2)
+        return jnp.sqrt(sum(sizes) / sum(p.part_sizes))
 
     @property
     def equation_sd(self) -> Array | float:
@@ -205,12 +266,13 @@ class Conditional:
         return jnp.exp(-0.5 * self.values["log_tau_e"])
 
     @property
-    def boundary_scale(self) -> Array | float:
-        """The factor of the boundary mismatch in the residual (1/noise sd, or sqrt(w tau_b))."""
+    def boundary_scale(self) -> Array:
+        """The factor of each boundary row's mismatch in the residual (1/noise sd, or
+        sqrt(w tau_b) with w the row's condition's weight)."""
         p = self.problem
         if p.boundary_noise is not None:
-            return 1.0 / p.boundary_noise
-        return jnp.sqrt(p.boundary_weight * jnp.exp(self.values["log_tau_b"]))
+            return jnp.full(len(p.row_weights), 1.0 / p.boundary_noise)
+        return jnp.sqrt(jnp.asarray(p.row_weights) * jnp.exp(self.values["log_tau_b"]))
 
     def data_residual(self, c: Array, coords: str = "u") -> Array:
         """The model's data terms as one weighted residual vector r, minus the log joint
@@ -219,7 +281,7 @@ class Conditional:
         observations over their noise sd."""
         p = self.problem
         parts = []
-        b = self.boundary_difference(self.to_grid(c, coords))
+        b = self.boundary_difference(c, coords)
         if b.size:
             parts.append(self.boundary_scale * b)
         parts.append(self.residual(c, coords).reshape(-1) / self.equation_sd)
@@ -236,11 +298,11 @@ class Conditional:
         n = p.size
         out = -0.5 * kron.kron_logdet(self.trils) - 0.5 * n * LOG_2PI
         out = out - n * jnp.log(self.equation_sd) - 0.5 * n * LOG_2PI
-        n_b = sum(n // p.grid[f.axis] for f in p.faces)
+        n_b = len(p.row_weights)
         if n_b and p.boundary_noise is not None:
             out = out - n_b * (math.log(p.boundary_noise) + 0.5 * LOG_2PI)
         elif n_b:
-            out = out + p.boundary_weight * n_b * (0.5 * self.values["log_tau_b"] - 0.5 * LOG_2PI)
+            out = out + p.row_weights.sum() * (0.5 * self.values["log_tau_b"] - 0.5 * LOG_2PI)
         if p.observations is not None:
             m, noise = len(p.observations[1]), p.observations[2]
             out = out - m * (math.log(noise) + 0.5 * LOG_2PI)

@@ -90,18 +90,6 @@ def equation_diagonal(cond, u: Array) -> Array:
     return diag
 
 
-def boundary_diagonal(cond) -> Array:
-    """The diagonal of the boundary rows' part scale_b^2 B^T B."""
-    p, bases = cond.problem, cond.bases
-    diag = 0.0
-    for face in p.faces:
-        row = 0 if face.side == "lo" else -1
-        parts = [bases[j][0][row] ** 2 if j == face.axis else jnp.sum(bases[j][0] ** 2, 0)
-                 for j in range(p.ndim)]
-        diag = diag + cond.boundary_scale**2 * _outer(parts)
-    return diag
-
-
 def _outer(vectors):
     out = vectors[0]
     for v in vectors[1:]:
@@ -109,35 +97,66 @@ def _outer(vectors):
     return out
 
 
-class FaceRows:
-    """The boundary rows of J in 1-D and 2-D, face by face: B_f s = E_c (r_f . s along
-    axis a), r_f = row 0 or -1 of E_a (a the face's axis, c the other one; in 1-D a face
-    is one row, r_f . s)."""
+class BoundaryRows:
+    """The boundary rows of J in s, part by part (a condition on a face of axis a): a
+    sum of terms c * (r . s along axis a, then B_c^m along each other axis c), with r a
+    row (0 or -1) of B_a^m (``axis_operator``) and c the term's coefficient on the face
+    (``Conditional.face_coefficients``; a periodic part adds the opposite face's terms,
+    negated). Dirichlet: one term, r a row of E_a, E along the other axes, c = 1."""
 
     def __init__(self, cond):
-        bases, d = cond.bases, cond.problem.ndim
-        self.ndim = d
-        self.faces = [(f.axis, bases[f.axis][0][0 if f.side == "lo" else -1],
-                       bases[1 - f.axis][0] if d == 2 else jnp.ones((1, 1)))
-                      for f in cond.problem.faces]
+        p = cond.problem
+        self.ndim = p.ndim
+        self.parts = []
+        for condition, face in p.boundary_parts:
+            derivs = condition.derivatives(p.variables)
+            shape = tuple(n for j, n in enumerate(p.grid) if j != face.axis)
+            terms = []
+            faces = [(face, 1.0)] + ([(face.opposite(), -1.0)] if condition.periodic else [])
+            for f, sign in faces:
+                coef = cond.face_coefficients(condition, f)
+                for name, orders in derivs.items():
+                    r = axis_operator(cond, f.axis, orders[f.axis])[f.index]
+                    mats = [axis_operator(cond, j, m) for j, m in enumerate(orders)
+                            if j != f.axis]
+                    terms.append((r, mats, sign * coef[name].reshape(shape)))
+            self.parts.append((face.axis, shape, terms))
 
     def apply(self, s: Array) -> Array:  # (..., grid) -> (..., n_b)
+        lead = s.ndim - self.ndim
         out = []
-        for a, r, e in self.faces:
-            t = jnp.tensordot(s, r, axes=([s.ndim - self.ndim + a], [0]))
-            out.append(t @ e.T if self.ndim == 2 else t[..., None])
+        for a, _, terms in self.parts:
+            t = sum(c * kron.kron_apply(mats, jnp.tensordot(s, r, axes=([lead + a], [0])))
+                    for r, mats, c in terms)
+            out.append(t.reshape(s.shape[:lead] + (-1,)))
         return jnp.concatenate(out, axis=-1)
 
     def transpose(self, y: Array) -> Array:  # (..., n_b) -> (..., grid)
+        lead = y.ndim - 1
         out, start = 0.0, 0
-        for a, r, e in self.faces:
-            t = y[..., start:start + e.shape[0]] @ e
-            start += e.shape[0]
-            if self.ndim == 1:
-                out = out + t * r
-            else:
-                out = out + (r[:, None] * t[..., None, :] if a == 0 else t[..., :, None] * r)
+        for a, shape, terms in self.parts:
+            size = int(np.prod(shape))
+            part = y[..., start:start + size].reshape(y.shape[:lead] + shape)
+            start += size
+            for r, mats, c in terms:
+                t = kron.kron_apply([m.T for m in mats], c * part)
+                out = out + jnp.expand_dims(t, lead + a) * jnp.expand_dims(
+                    r, tuple(range(1, self.ndim - a)))
         return out
+
+    def diagonal(self, scale: Array) -> Array:
+        """The diagonal of B^T diag(scale^2) B (``scale`` per row)."""
+        diag, start = 0.0, 0
+        for a, shape, terms in self.parts:
+            size = int(np.prod(shape))
+            w = scale[start:start + size].reshape(shape) ** 2
+            start += size
+            for r1, m1, c1 in terms:
+                for r2, m2, c2 in terms:
+                    t = kron.kron_apply([(x * y).T for x, y in zip(m1, m2)], w * c1 * c2)
+                    diag = diag + jnp.expand_dims(t, a) * jnp.expand_dims(
+                        r1 * r2, tuple(range(1, self.ndim - a)))
+        return diag
 
 
 def exact_boundary_rows(problem) -> bool:
@@ -151,13 +170,13 @@ def woodbury_preconditioner(cond, diag: Array) -> Callable[[Array], Array]:
     """v -> P^{-1} v for P = D + scale_b^2 B^T B (1-D, 2-D): the diagonal D of the other terms
     plus the boundary rows B exactly, by the Woodbury identity with the capacitance
     C = I / scale_b^2 + B D^{-1} B^T (n_b x n_b, formed face by face, Cholesky)."""
-    rows = FaceRows(cond)
-    sizes = [e.shape[0] for *_, e in rows.faces]
+    rows = BoundaryRows(cond)
+    sizes = cond.problem.part_sizes
     n_b, eye = sum(sizes), jnp.eye(sum(sizes))
     starts = np.cumsum([0] + sizes[:-1])
-    c = jnp.concatenate([rows.apply(rows.transpose(eye[i:i + m]) / diag)  # face by face
+    c = jnp.concatenate([rows.apply(rows.transpose(eye[i:i + m]) / diag)  # part by part
                          for i, m in zip(starts, sizes)])
-    c = 0.5 * (c + c.T) + jnp.eye(n_b) / cond.boundary_scale**2
+    c = 0.5 * (c + c.T) + jnp.diag(1.0 / cond.boundary_scale**2)
     c = c + 1e-12 * jnp.mean(jnp.diag(c)) * jnp.eye(n_b)  # corners repeat: C is near-singular
     chol = jnp.linalg.cholesky(c)
 
@@ -188,10 +207,10 @@ class GaussNewton:
                                           self.s0)
         self._transpose = jax.linear_transpose(self.jvp, self.s0)
         inner = equation_diagonal(cond, u)
-        if not cond.problem.faces:
+        if not cond.problem.conditions:
             self.diagonal, self._precondition = inner, lambda v: v / inner
             return
-        self.diagonal = inner + boundary_diagonal(cond)
+        self.diagonal = inner + BoundaryRows(cond).diagonal(cond.boundary_scale)
         self._precondition = (woodbury_preconditioner(cond, inner)
                               if exact_boundary_rows(cond.problem)
                               else lambda v: v / self.diagonal)

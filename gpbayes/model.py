@@ -48,7 +48,8 @@ def pde_model(problem: Problem, jitter: float = 1e-6, whiten: bool = False,
       <unknown> or log_<unknown> the unknown constants, normal priors
       log_tau_e, log_tau_b       log precisions of the equation and boundary terms, flat
       U                          the solution on the grid, KroneckerNormal(0, K_1 kron ... K_d)
-      equation, boundary         factor sites (the boundary one tempered by its weight), or
+      equation, boundary         factor sites (each boundary row tempered by its condition's
+                                 weight: boundary.Condition), or
       boundary_data, observations  observed sites where the model file gives noise sds
 
     ``whiten=True`` samples Z ~ N(0, I) on the grid and sets U = (L_1 kron ... L_d) Z
@@ -89,8 +90,8 @@ def pde_model(problem: Problem, jitter: float = 1e-6, whiten: bool = False,
                        obs=problem.boundary_values)
     elif b.size:
         sd_b = jnp.exp(-0.5 * numpyro.sample("log_tau_b", prior("log_tau_b", ())))
-        ll = dist.Normal(0.0, sd_b).log_prob(b).sum()
-        numpyro.factor("boundary", problem.boundary_weight * ll)
+        ll = dist.Normal(0.0, sd_b).log_prob(b)
+        numpyro.factor("boundary", jnp.sum(jnp.asarray(problem.row_weights) * ll))
     if problem.observations is not None:
         points, data, noise = problem.observations
         mean = cond.predict(u, points)
@@ -116,7 +117,7 @@ def initial_params(problem: Problem) -> dict:
         params[problem.unknown_sites[name]] = jnp.asarray(float(loc))
     if problem.equation_noise is None:
         params["log_tau_e"] = jnp.zeros(())
-    if problem.faces and problem.boundary_noise is None:
+    if problem.conditions and problem.boundary_noise is None:
         params["log_tau_b"] = jnp.zeros(())
     params["U"] = jnp.zeros(problem.grid)
     return params

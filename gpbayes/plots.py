@@ -161,9 +161,10 @@ def band_figure(problem, mean: np.ndarray, sd: np.ndarray, title: str) -> Figure
         ax.plot(pts[:, 0], vals, "C3o", ms=4, label="observations")
         for x_obs in np.asarray(pts)[:, 0]:
             ax_sd.axvline(x_obs, color="C3", lw=0.5, alpha=0.5)
-    if problem.faces:
-        bx = [problem.axes[0][0 if f.side == "lo" else -1] for f in problem.faces]
-        ax.plot(bx, problem.boundary_values, "C2s", ms=5, label="boundary data")
+    values = [(problem.axes[0][f.index], float(v[()])) for c, f, v in problem.boundary_arrays()
+              if c.dirichlet]
+    if values:
+        ax.plot(*zip(*values), "C2s", ms=5, label="boundary data")
     ax.set_ylabel("u")
     ax.legend(loc="best", fontsize=8)
     ax.set_title(title)

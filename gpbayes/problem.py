@@ -10,24 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gpbayes.boundary import Condition, Face, is_affine, periodic_conditions
 from gpbayes.errors import SpecError
 from gpbayes.operators import Expression
 
-
-@dataclass(frozen=True)
-class Face:
-    """One face of the box: axis index and side ('lo' or 'hi')."""
-
-    axis: int
-    side: str
-
-    def name(self, variables) -> str:
-        return f"{variables[self.axis]}_{self.side}"
-
-    def take(self, u: jax.Array) -> jax.Array:
-        """The values of a grid tensor on this face, flattened."""
-        index = 0 if self.side == "lo" else -1
-        return jnp.take(u, index, axis=self.axis).reshape(-1)
+__all__ = ["Condition", "Face", "Problem"]
 
 
 @dataclass(eq=False)
@@ -36,6 +23,9 @@ class Problem:
 
     ``equation`` is L[u]; the residual is L[u] - source. ``solution`` (optional) gives the
     source (by automatic differentiation) and the boundary values when those are absent.
+    ``conditions`` (``boundary.Condition``) are the boundary and initial conditions; the
+    shorthand ``faces`` with ``boundary_value`` is one Dirichlet condition on those faces.
+    ``periodic``: axis indices that are periodic (their faces equal, ``periodic_conditions``).
     """
 
     name: str
@@ -43,7 +33,7 @@ class Problem:
     domain: tuple
     grid: tuple
     equation: Expression
-    faces: tuple
+    faces: tuple = ()
     test_grid: tuple = None
     solution: Expression = None
     source: Expression = None
@@ -57,6 +47,8 @@ class Problem:
     equation_noise: float = None  # sd of the equation residual (fixes tau_e)
     observations: tuple = None  # (points (M, d), values (M,), noise sd): interior data
     unknowns: dict = field(default_factory=dict)  # name -> (prior, loc, scale)
+    conditions: tuple = None  # boundary.Condition; None: Dirichlet on ``faces``
+    periodic: tuple = ()  # periodic axis indices
     priors: dict = None  # hyperparameter priors for sampling them; see model.hyper_prior
     description: str = ""
     origin: str = None  # the file it came from, for messages
@@ -66,7 +58,15 @@ class Problem:
         self.domain = tuple((float(lo), float(hi)) for lo, hi in self.domain)
         self.grid = tuple(int(n) for n in self.grid)
         self.test_grid = tuple(int(n) for n in (self.test_grid or self.grid))
-        self.faces = tuple(self.faces)
+        self.periodic = tuple(int(j) for j in self.periodic)
+        if self.conditions is None:
+            self.conditions = ((Condition(tuple(self.faces), None, self.boundary_value),)
+                               if self.faces else ())
+        self.conditions = tuple(c for c in self.conditions if not c.periodic) + tuple(
+            c for j in self.periodic
+            for c in periodic_conditions(j, self.variables, max(self.axis_order(j), 2)))
+        # one entry per boundary part (a condition on one face), in the order of the rows
+        self.faces = tuple(f for c in self.conditions for f in c.faces)
         defaults = {"log_w": (float(np.log(1.0 / self.components)), 2.0), "log_rho": (0.0, 2.0),
                     "mu": (0.0, max(self.max_frequency, 1.0) / 4), "log_tau": (0.0, 10.0)}
         self.priors = {**defaults, **(self.priors or {})}
@@ -75,9 +75,18 @@ class Problem:
         if self.source is None and set(self.unknowns) & set(self.equation.names):
             raise SpecError("the equation has unknowns: give the source explicitly", self.origin,
                             "pde.source")
-        if self.boundary_value is None and self.solution is None and self.faces:
-            raise SpecError("give a boundary value or an exact solution", self.origin,
-                            "pde.boundary.value")
+        for c in self.conditions:
+            if c.value is None and self.solution is None and not c.periodic:
+                raise SpecError("give a boundary value or an exact solution", self.origin,
+                                f"{c.key}.value")
+            if (c.value is None and c.operator is not None and not c.periodic
+                    and set(self.unknowns) & set(c.operator.names)):
+                raise SpecError("the operator has unknowns: give the value explicitly",
+                                self.origin, f"{c.key}.value")
+            if c.operator is not None and not self._affine(c):
+                raise SpecError(f"operator {c.operator.text!r} is not linear in u and its "
+                                "derivatives (boundary operators must be)", self.origin,
+                                f"{c.key}.operator")
         # Evaluate the data now (outside any trace), so NaN or inf is reported at once.
         with jax.ensure_compile_time_eval():
             self.source_values, self.boundary_values, self.exact_test  # noqa: B018
@@ -157,18 +166,23 @@ class Problem:
 
     def equation_of_solution(self, axes) -> jax.Array:
         """L[solution] on the grid spanned by ``axes`` (automatic differentiation)."""
+        return self.apply_to_solution(self.equation, axes)
+
+    def apply_to_solution(self, expr: Expression, axes) -> jax.Array:
+        """An expression in u and its derivatives applied to the exact solution on the grid
+        spanned by ``axes`` (automatic differentiation)."""
         fields = {}
         mesh = jnp.meshgrid(*[jnp.asarray(x) for x in axes], indexing="ij")
         points = jnp.stack([m.reshape(-1) for m in mesh], axis=-1)
         shape = mesh[0].shape
-        for name, orders in self.derivatives.items():
+        for name, orders in expr.derivatives(list(self.variables)).items():
             fn = self._pointwise_solution()
             for j, k in enumerate(orders):
                 for _ in range(k):
                     fn = _partial(fn, j)
             fields[name] = jax.vmap(fn)(points).reshape(shape)
-        return jnp.broadcast_to(self.equation(self.environment(self.coordinates(axes), fields)),
-                                shape)
+        env = self.environment(self.coordinates(axes), fields)
+        return jnp.broadcast_to(expr(env), shape)
 
     def _pointwise_solution(self):
         def u(p):
@@ -177,23 +191,58 @@ class Problem:
 
         return u
 
+    def _affine(self, condition) -> bool:
+        face = condition.faces[0]
+        axes = face.axes(self.axes)
+        shape = tuple(len(x) for x in axes)
+        names = list(condition.derivatives(self.variables))
+        env = self.environment(self.coordinates(axes), dict.fromkeys(self.unknowns, 1.0))
+        return is_affine(lambda f: jnp.broadcast_to(condition.operator({**env, **f}), shape),
+                         names, shape)
+
+    @property
+    def boundary_parts(self) -> list:
+        """[(condition, face)]: the boundary terms face by face, in the order of the rows."""
+        return [(c, f) for c in self.conditions for f in c.faces]
+
+    @property
+    def part_sizes(self) -> list:
+        """The number of rows (grid points on the face) of each boundary part."""
+        return [self.size // self.grid[f.axis] for _, f in self.boundary_parts]
+
+    @cached_property
+    def row_weights(self) -> np.ndarray:
+        """The tempered weight of each boundary row (its condition's, or boundary_weight)."""
+        w = [self.boundary_weight if c.weight is None else c.weight
+             for c, _ in self.boundary_parts]
+        return np.repeat(np.asarray(w, dtype=float), self.part_sizes)
+
     def boundary_arrays(self) -> list:
-        """[(face, g on that face shaped as the face)] for the listed faces."""
-        sizes = [self.size // self.grid[f.axis] for f in self.faces]
-        parts = np.split(np.asarray(self.boundary_values), np.cumsum(sizes)[:-1])
-        return [(f, v.reshape([n for k, n in enumerate(self.grid) if k != f.axis]))
-                for f, v in zip(self.faces, parts)]
+        """[(condition, face, its values shaped as the face)] for every boundary part."""
+        parts = np.split(np.asarray(self.boundary_values), np.cumsum(self.part_sizes)[:-1])
+        return [(c, f, v.reshape([n for k, n in enumerate(self.grid) if k != f.axis]))
+                for (c, f), v in zip(self.boundary_parts, parts)]
 
     @cached_property
     def boundary_values(self) -> np.ndarray:
-        """g on the listed faces, concatenated in face order (corners repeat)."""
-        if not self.faces:
+        """The conditions' values on their faces, concatenated in part order (corners
+        repeat; 0 for periodic equalities)."""
+        if not self.conditions:
             return np.zeros(0)
-        expr = self.boundary_value if self.boundary_value is not None else self.solution
-        full = self._field(expr, self.axes)
-        values = jnp.concatenate([f.take(full) for f in self.faces])
-        key = "pde.boundary.value" if self.boundary_value is not None else "pde.solution"
-        return _finite(np.asarray(values), self.origin, key)
+        out = []
+        for c, f in self.boundary_parts:
+            axes = f.axes(self.axes)
+            if c.periodic:
+                v = np.zeros(self.size // self.grid[f.axis])
+            elif c.value is not None:
+                v = self._field(c.value, axes)
+            elif c.operator is None:
+                v = self._field(self.solution, axes)
+            else:
+                v = self.apply_to_solution(c.operator, axes)
+            key = f"{c.key}.value" if c.value is not None else "pde.solution"
+            out.append(_finite(np.asarray(v).reshape(-1), self.origin, key))
+        return np.concatenate(out)
 
     @cached_property
     def exact_test(self) -> np.ndarray | None:

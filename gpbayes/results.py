@@ -120,18 +120,18 @@ class MapFit:
 
     @property
     def boundary_rms(self) -> float:
-        """The rms of U - g on the boundary faces (0 without faces)."""
+        """The rms of operator[u] - g over the boundary rows (0 without conditions)."""
         return self._checks["boundary"]
 
     @property
     def boundary_relative(self) -> float:
-        """boundary_rms relative to the size of g or of U (faces where u = 0 must not turn
+        """boundary_rms relative to the size of g or of the conditions' terms over the grid
+        (``Conditional.boundary_size``; rms U for Dirichlet: faces where u = 0 must not turn
         rounding-level mismatches into large values)."""
         g = np.asarray(self.problem.boundary_values)
         if not g.size:
             return 0.0
-        size = max(np.sqrt(np.mean(g**2)), np.sqrt(np.mean(np.asarray(self.params["U"]) ** 2)),
-                   1e-300)
+        size = max(np.sqrt(np.mean(g**2)), self._checks["boundary_size"], 1e-300)
         return self.boundary_rms / float(size)
 
     @cached_property
@@ -282,7 +282,8 @@ def _check_values(problem, jitter: float, params: dict, mid: tuple, f_mid) -> di
             "midpoint": r_mid / jnp.maximum(f_rms, 1.0),
             "midpoint_terms": r_mid / jnp.maximum(jnp.maximum(f_rms, cond.term_scale(fields, mid)),
                                                   1e-300),
-            "boundary": jnp.sqrt(jnp.mean(b**2)) if b.size else jnp.zeros(())}
+            "boundary": jnp.sqrt(jnp.mean(b**2)) if b.size else jnp.zeros(()),
+            "boundary_size": cond.boundary_size(u)}
 
 
 def _tau(params, name):

@@ -13,18 +13,19 @@ import tomllib
 
 from gpbayes import kernels, operators
 from gpbayes.errors import SpecError
-from gpbayes.problem import Face, Problem
+from gpbayes.problem import Condition, Face, Problem
 
 AXIS_NAMES = ("x", "y", "z", "t")
 MIN_POINTS = 3
 MAX_BYTES = 16 * 2**30  # refuse grids whose working set would exceed this
 
+_BOUNDARY_KEYS = {"faces", "operator", "value", "weight"}
 _MODEL_KEYS = {
     "": {"name", "description", "pde", "grid", "kernel", "likelihood", "observations",
          "unknowns", "priors"},
     "priors": {"log_w", "log_rho", "mu", "log_tau"},
-    "pde": {"variables", "domain", "equation", "solution", "source", "constants", "boundary"},
-    "pde.boundary": {"faces", "value"},
+    "pde": {"variables", "domain", "equation", "solution", "source", "constants", "boundary",
+            "periodic"},
     "grid": {"points", "test_points"},
     "kernel": {"family", "components", "max_frequency"},
     "likelihood": {"boundary_weight", "boundary_noise", "equation_noise"},
@@ -189,9 +190,8 @@ def load_model(path: str | Path) -> Problem:
     equation = expr(pde, "equation", "pde.equation", allow_u=True, required=True)
     solution = expr(pde, "solution", "pde.solution")
     source = expr(pde, "source", "pde.source")
-    boundary = _get(pde, "boundary", dict, path, "pde.boundary", {})
-    boundary_value = expr(boundary, "value", "pde.boundary.value")
-    faces = _faces(boundary.get("faces", "all"), variables, path)
+    periodic = _periodic(pde, variables, path)
+    conditions = _conditions(pde, variables, periodic, names | set(unknowns), expr, path)
 
     grid_t = _get(data, "grid", dict, path, "grid", required=True)
     points = _points(grid_t, "points", d, path, required=True)
@@ -232,8 +232,8 @@ def load_model(path: str | Path) -> Problem:
         name=_get(data, "name", str, path, "name", path.stem),
         description=_get(data, "description", str, path, "description", ""),
         variables=tuple(variables), domain=tuple(bounds), grid=points, test_grid=test_points,
-        equation=equation, solution=solution, source=source, boundary_value=boundary_value,
-        faces=faces, constants=constants, family=family, components=q,
+        equation=equation, solution=solution, source=source, conditions=conditions,
+        periodic=periodic, constants=constants, family=family, components=q,
         max_frequency=fmax, boundary_weight=weight, boundary_noise=noise["boundary_noise"],
         equation_noise=noise["equation_noise"], observations=observations, unknowns=unknowns,
         priors=priors,
@@ -320,10 +320,50 @@ def _read_csv(file, variables, path, key):
         raise SpecError(f"{file} has a value that is not a number", path, key) from None
 
 
-def _faces(spec, variables, path):
-    key = "pde.boundary.faces"
+def _periodic(pde, variables, path):
+    """[pde] periodic = ["x", ...] -> axis indices."""
+    names = _get(pde, "periodic", list, path, "pde.periodic", [])
+    if any(n not in variables for n in names) or len(set(names)) != len(names):
+        raise SpecError(f"expected distinct variable names from {list(variables)}", path,
+                        "pde.periodic")
+    return tuple(variables.index(n) for n in names)
+
+
+def _conditions(pde, variables, periodic, names, expr, path):
+    """[pde.boundary] (one table) or [[pde.boundary]] (several) -> boundary.Condition's.
+    Without any, Dirichlet on every face of the non-periodic axes."""
+    spec = pde.get("boundary", {})
+    single = isinstance(spec, dict)
+    tables = [spec] if single else spec
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise SpecError("expected a table [pde.boundary] or tables [[pde.boundary]]", path,
+                        "pde.boundary")
+    out = []
+    for i, table in enumerate(tables):
+        key = "pde.boundary" if single else f"pde.boundary[{i}]"
+        _check_keys(table, _BOUNDARY_KEYS, path, key)
+        faces = _faces(table.get("faces", "all"), variables, periodic, path, f"{key}.faces")
+        text = _get(table, "operator", (str,), path, f"{key}.operator", "u")
+        operator = None
+        if text.strip() != "u":
+            operator = operators.parse(text, names, path, f"{key}.operator", allow_u=True,
+                                       variables=variables)
+            if not operator.derivatives(list(variables)):
+                raise SpecError(f"operator {text!r} does not involve u", path,
+                                f"{key}.operator")
+        weight = _get(table, "weight", float, path, f"{key}.weight")
+        if weight is not None and not (math.isfinite(weight) and weight > 0):
+            raise SpecError("expected a finite number > 0", path, f"{key}.weight")
+        if faces:
+            out.append(Condition(faces, operator, expr(table, "value", f"{key}.value"), weight,
+                                 key=key))
+    return tuple(out)
+
+
+def _faces(spec, variables, periodic, path, key):
     if spec == "all":
-        return tuple(Face(j, s) for j in range(len(variables)) for s in ("lo", "hi"))
+        return tuple(Face(j, s) for j in range(len(variables)) if j not in periodic
+                     for s in ("lo", "hi"))
     if not isinstance(spec, list):
         raise SpecError('expected "all" or a list like ["x_lo", "x_hi"]', path, key)
     out = []
@@ -331,6 +371,9 @@ def _faces(spec, variables, path):
         axis, _, side = str(item).partition("_")
         if axis not in variables or side not in ("lo", "hi"):
             raise SpecError(f"unknown face {item!r} (faces are <variable>_lo or <variable>_hi)",
+                            path, key)
+        if variables.index(axis) in periodic:
+            raise SpecError(f"face {item!r} is on a periodic axis (it takes no condition)",
                             path, key)
         out.append(Face(variables.index(axis), side))
     return tuple(out)

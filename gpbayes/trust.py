@@ -5,7 +5,8 @@ Three checks, from the equation, the source, the boundary data and the observati
   to the equation's largest term there (or the source). A kernel that fits the grid but
   not the function between its points (an under-resolved grid, an aliased frequency, a
   poor family) fails it.
-- ``boundary``: the rms of U - g on the faces, relative to the size of g or of U.
+- ``boundary``: the rms of operator[u] - g over the conditions, relative to the size of g
+  or of the conditions' terms (rms U for Dirichlet).
 - ``observations``: the rms of the observations' standardized residuals (about 1 when
   model and noise sd are right).
 Where the model file gives the equation or boundary a noise sd, those checks too are the

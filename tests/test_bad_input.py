@@ -80,6 +80,27 @@ CASES = [
      "likelihood.boundary_weight: expected a finite number > 0"),
     ("unknown-face", "model", ('faces = "all"', 'faces = ["z_lo"]'),
      "pde.boundary.faces: unknown face 'z_lo' (faces are <variable>_lo or <variable>_hi)"),
+    ("nonlinear-operator", "model", ('faces = "all"', 'faces = "all"\noperator = "u*u_x"'),
+     "pde.boundary.operator: operator 'u*u_x' is not linear in u and its derivatives "
+     "(boundary operators must be)"),
+    ("operator-without-u", "model", ('faces = "all"', 'faces = "all"\noperator = "x"'),
+     "pde.boundary.operator: operator 'x' does not involve u"),
+    ("operator-third-derivative", "model", ('faces = "all"', 'faces = "all"\noperator = "u_xxx"'),
+     "pde.boundary.operator: unknown name 'u_xxx' in 'u_xxx'"),
+    ("unknown-boundary-key", "model", ('faces = "all"', 'faces = "all"\noprator = "u_x"'),
+     "pde.boundary.oprator: unknown key (did you mean 'operator'?)"),
+    ("boundary-tables-key", "model", ('[pde.boundary]\nfaces = "all"',
+                                      '[[pde.boundary]]\nfaces = ["x_lo"]\n'
+                                      '[[pde.boundary]]\nfaces = ["x_hi"]\nvalue = "1"\n'
+                                      'weight = 0'),
+     "pde.boundary[1].weight: expected a finite number > 0"),
+    ("periodic-unknown-axis", "model", ('solution = "sin(x)"',
+                                        'solution = "sin(x)"\nperiodic = ["y"]'),
+     "pde.periodic: expected distinct variable names from ['x']"),
+    ("periodic-face-given", "model", ('solution = "sin(x)"\n[pde.boundary]\nfaces = "all"',
+                                      'solution = "sin(x)"\nperiodic = ["x"]\n[pde.boundary]\n'
+                                      'faces = ["x_lo"]'),
+     "pde.boundary.faces: face 'x_lo' is on a periodic axis (it takes no condition)"),
     ("bad-variable", "model", ('["x"]', '["q"]'),
      "pde.variables: expected 1 to 3 distinct names from ['x', 'y', 'z', 't']"),
     ("bad-constant-name", "model", ('solution = "sin(x)"', 'solution = "sin(x)"\n'

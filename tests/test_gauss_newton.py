@@ -7,6 +7,7 @@ import pytest
 
 from conftest import small_2d_problem
 from gpbayes import gauss_newton
+from gpbayes import operators as op
 from gpbayes.conditional import Conditional
 from gpbayes.infer import solvers
 
@@ -32,12 +33,59 @@ def test_diagonal_is_exact(equation):
     assert np.allclose(h, h.T, rtol=1e-8, atol=1e-8 * np.abs(h).max())
     np.testing.assert_allclose(np.diag(h), np.asarray(diag).reshape(-1), rtol=1e-7)
     # the preconditioner inverts diag(H without the boundary) + the boundary rows exactly
-    rows = gauss_newton.FaceRows(cond)
+    rows = gauss_newton.BoundaryRows(cond)
     n = p.size
     b = np.asarray(rows.apply(jnp.eye(n).reshape((n,) + p.grid))).T  # (n_b, n)
     inner = np.diag(h) - 1e4 * np.sum(b**2, axis=0)  # boundary_noise 0.01: scale 100
     m = np.diag(inner) + 1e4 * b.T @ b
     np.testing.assert_allclose(np.diag(m), np.diag(h), rtol=1e-7)
+    v = np.random.default_rng(2).normal(size=n)
+    got = np.asarray(gn.preconditioner(jnp.asarray(v.reshape(p.grid)))).reshape(-1)
+    np.testing.assert_allclose(m @ got, v, rtol=1e-6, atol=1e-6 * np.abs(v).max())
+
+
+def conditions_case(kind):
+    """Boundary conditions of each kind on [0, 1]^2 (``boundary.Condition``)."""
+    from gpbayes.boundary import Condition
+    from gpbayes.problem import Face
+
+    v = ("x", "y")
+
+    def parse(text):
+        return op.parse(text, set(v), allow_u=True, variables=v)
+
+    x_faces, y_faces = (Face(0, "lo"), Face(0, "hi")), (Face(1, "lo"), Face(1, "hi"))
+    if kind == "neumann":
+        return dict(conditions=(Condition(x_faces), Condition(y_faces, parse("u_y"))))
+    if kind == "robin":  # a coefficient that varies along the face, and two weights
+        return dict(conditions=(Condition(x_faces, weight=3.0),
+                                Condition(y_faces, parse("u + x*u_y + u_xx"), weight=0.5)))
+    return dict(conditions=(Condition(y_faces),), periodic=(0,))
+
+
+@pytest.mark.parametrize("kind", ["neumann", "robin", "periodic"])
+def test_boundary_rows_of_every_condition_kind(kind):
+    """The rows of each condition kind: BoundaryRows is the Jacobian of the boundary
+    mismatch in s, the diagonal of H is exact with them, and the preconditioner inverts
+    the diagonal of the other terms plus those rows exactly (Woodbury)."""
+    p, fit = small_2d_problem(n=9, boundary_noise=None, **conditions_case(kind))
+    values = {**fit.params, "log_tau_b": jnp.asarray(2.0)}
+    cond = Conditional(p, values, fit.recipe.jitter)
+    gn = cond.gauss_newton(jnp.asarray(np.random.default_rng(1).normal(size=p.grid)))
+    n = p.size
+    eye = jnp.eye(n).reshape((n,) + p.grid)
+    rows = gauss_newton.BoundaryRows(cond)
+    b = np.asarray(rows.apply(eye)).T  # (n_b, n)
+    jac = jax.jacfwd(lambda s: cond.boundary_difference(gn.to_grid(s)))(gn.s0)
+    np.testing.assert_allclose(b, np.asarray(jac).reshape(len(b), n), rtol=1e-9,
+                               atol=1e-9 * np.abs(b).max())
+    y = np.random.default_rng(3).normal(size=len(b))
+    np.testing.assert_allclose(np.asarray(rows.transpose(jnp.asarray(y))).reshape(-1), b.T @ y,
+                               rtol=1e-9, atol=1e-9 * np.abs(b.T @ y).max())
+    h = dense_hessian(gn.mv, p.grid)
+    np.testing.assert_allclose(np.diag(h), np.asarray(gn.diagonal).reshape(-1), rtol=1e-7)
+    w = np.asarray(cond.boundary_scale) ** 2
+    m = np.diag(np.diag(h) - (w[:, None] * b**2).sum(0)) + b.T @ (w[:, None] * b)
     v = np.random.default_rng(2).normal(size=n)
     got = np.asarray(gn.preconditioner(jnp.asarray(v.reshape(p.grid)))).reshape(-1)
     np.testing.assert_allclose(m @ got, v, rtol=1e-6, atol=1e-6 * np.abs(v).max())
@@ -102,7 +150,7 @@ def test_preconditioner_takes_the_1d_boundary_rows_exactly():
     gn = cond.gauss_newton(jnp.asarray(np.random.default_rng(1).normal(size=p.grid)))
     assert gauss_newton.exact_boundary_rows(p)
     h = dense_hessian(gn.mv, p.grid)
-    b = np.asarray(gauss_newton.FaceRows(cond).apply(jnp.eye(p.size))).T  # (2, n)
+    b = np.asarray(gauss_newton.BoundaryRows(cond).apply(jnp.eye(p.size))).T  # (2, n)
     np.testing.assert_allclose(b, np.asarray(cond.bases[0][0])[[0, -1]], rtol=1e-12)
     m = np.diag(np.diag(h) - 1e4 * np.sum(b**2, axis=0)) + 1e4 * b.T @ b
     v = np.random.default_rng(2).normal(size=p.size)

@@ -27,3 +27,25 @@ def test_2d_faces_count_corners_twice(root):
     v = np.sin(6 * x) * np.cos(20 * x)
     # x_lo face: u(0, y) = v(0) + v(y)
     np.testing.assert_allclose(p.boundary_values[:n], v[0] + v, atol=1e-12)
+
+
+def test_condition_values_come_from_the_operator_applied_to_the_solution(root):
+    """A model file with [[pde.boundary]] tables: the Robin value is u + u_x of the exact
+    solution on its face, a Dirichlet one the solution itself; periodic parts carry 0."""
+    import gpbayes as gb
+
+    p = gb.load_model(root / "models" / "poisson1d-robin.toml")
+    robin, dirichlet = p.conditions
+    assert robin.operator.text == "u + u_x" and dirichlet.dirichlet
+    x0, x1 = p.domain[0]
+    want = [np.sin(40 * x0) + np.exp(x0) + 40 * np.cos(40 * x0) + np.exp(x0),
+            np.sin(40 * x1) + np.exp(x1)]
+    np.testing.assert_allclose(p.boundary_values, want, rtol=1e-12)
+    q = gb.load_model(root / "models" / "advection-periodic.toml")
+    assert [c.periodic for c in q.conditions] == [False, True, True]  # t_lo; u and u_x in x
+    assert np.all(q.boundary_values[q.grid[0]:] == 0)
+    assert len(q.boundary_values) == q.grid[0] + 2 * q.grid[1]
+    wave = gb.load_model(root / "models" / "wave1d.toml")
+    velocity = [v for c, _, v in wave.boundary_arrays() if not c.dirichlet][0]
+    x = wave.axes[0]
+    np.testing.assert_allclose(velocity, 0.5 * 20 * np.pi * np.sin(20 * np.pi * x), atol=1e-9)

@@ -19,8 +19,24 @@ CASES = {  # id: (grid, F, boundary weight, domain hi) from ../shared/paper-targ
 }
 
 
+CONDITION_MODELS = ("heat1d-neumann", "poisson2d-mixed", "poisson1d-robin",
+                    "advection-periodic", "wave1d")  # issue 15's conditions
+
+
 def test_every_paper_case_has_a_model_file(root):
-    assert sorted(p.stem for p in (root / "models").glob("*.toml")) == sorted(CASES)
+    assert sorted(p.stem for p in (root / "models").glob("*.toml")) == sorted(
+        list(CASES) + list(CONDITION_MODELS))
+
+
+@pytest.mark.parametrize("case", CONDITION_MODELS)
+def test_condition_models_are_consistent(root, case):
+    """The models with Neumann, Robin, periodic and velocity conditions load, and their
+    exact solutions satisfy the equation with the given source."""
+    p = gb.load_model(root / "models" / f"{case}.toml")
+    assert p.name == case and any(not c.dirichlet for c in p.conditions)
+    if p.source is not None:
+        np.testing.assert_allclose(p.equation_of_solution(p.axes), p.source_values,
+                                   atol=1e-8 * max(1.0, np.abs(p.source_values).max()))
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -2,6 +2,7 @@
 source and the boundary values, never the exact solution).
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -26,6 +27,9 @@ def axis_spectrum(problem, j: int) -> tuple:
     ``data``: the source and the boundary data, each normalised to a maximum of 1, summed.
     ``solution``: an estimate of the solution's spectrum, the source's divided by
     (2 pi nu)^m (m the equation's derivative order along the axis) plus the boundary data.
+    Every condition's data (a flux, a velocity) enters along its face's axes, normalised
+    like the rest: its spectrum along the face is the solution's, scaled; periodic
+    equalities carry no data.
     """
     n = problem.grid[j]
     h = problem.axes[j][1] - problem.axes[j][0]
@@ -33,12 +37,17 @@ def axis_spectrum(problem, j: int) -> tuple:
     order = problem.axis_order(j)
     symbol = np.maximum(2 * np.pi * freqs, 2 * np.pi * freqs[PAD]) ** order
     arrays = [(np.asarray(problem.source_values), j, symbol)]
-    for face, values in problem.boundary_arrays():
-        if face.axis != j:  # a face spans every axis but its own
+    for condition, face, values in problem.boundary_arrays():
+        if face.axis != j and not condition.periodic:  # a face spans every axis but its own
             arrays.append((values, j if j < face.axis else j - 1, 1.0))
     data, solution = np.zeros_like(freqs), np.zeros_like(freqs)
     win = window(n)
+    # data at rounding level (sin(20 pi) on a face) is no data: normalised, it is noise
+    level = 1e-12 * max(np.max(np.abs(a), initial=0.0) for a, _, _ in arrays + [(
+        np.asarray(problem.boundary_values), 0, 1.0)])
     for a, axis, scale in arrays:
+        if np.max(np.abs(a), initial=0.0) <= level:
+            continue
         lines = np.moveaxis(a, axis, -1).reshape(-1, n)
         amp = np.abs(np.fft.rfft(lines * win, PAD * n, axis=-1)).mean(axis=0)
         if amp.max() > 0:
@@ -72,9 +81,11 @@ def scaled_params(problem) -> dict:
     square where that exceeds 1 (on the first axis: the variance is the product over
     axes). A prior far narrower than the solution makes U = 0, the equation ignored, a
     better local optimum of the log joint than the solution (measured: u = e^x x^2 - x
-    on [0, 2], boundary data up to 28, error 1.0 from every start)."""
+    on [0, 2], boundary data up to 28, error 1.0 from every start). Only the Dirichlet
+    data are values of u."""
     params = initial_params(problem)
-    g = np.asarray(problem.boundary_values)
+    g = np.concatenate([np.zeros(0)] + [v.reshape(-1) for c, _, v in problem.boundary_arrays()
+                                        if c.dirichlet])
     variance = max(float(np.mean(g**2)) if g.size else 0.0, 1.0)
     v = problem.variables[0]
     params[f"log_w_{v}"] = params[f"log_w_{v}"] + np.log(variance)
@@ -88,14 +99,17 @@ def spectral_params(problem, rho_scale: float = 0.3) -> dict:
     if not kernels.has_frequencies(problem.family):
         return params
     q = problem.components
+    spectra = [axis_spectrum(problem, j) for j in range(problem.ndim)]
+    peaks = [peak_frequencies(freqs, amp, max(1, q // 3)) for freqs, amp, _ in spectra]
     for j, v in enumerate(problem.variables):
-        freqs, amp, amp_u = axis_spectrum(problem, j)
-        peaks = peak_frequencies(freqs, amp, max(1, q // 3))
-        chosen = [f for f in peaks if f > 0]
-        if np.max(amp_u[: 2 * PAD]) > LOW_FREQUENCY:  # the solution has a smooth part
+        freqs, amp, amp_u = spectra[j]
+        chosen = [f for f in peaks[j] if f > 0]
+        if not amp.any():  # no data along this axis (an evolution axis): the equation's
+            chosen = dispersion_frequencies(problem, j, peaks)[: max(1, q // 3)] + [0.0]
+        elif np.max(amp_u[: 2 * PAD]) > LOW_FREQUENCY:  # the solution has a smooth part
             chosen.append(0.0)
         # fill with the strongest remaining frequencies of the unpadded FFT grid
-        for i in np.argsort(amp[::PAD])[::-1]:
+        for i in np.argsort(amp[::PAD])[::-1] if amp.any() else []:
             if len(chosen) >= q:
                 break
             f = freqs[::PAD][i]
@@ -106,6 +120,48 @@ def spectral_params(problem, rho_scale: float = 0.3) -> dict:
         length = problem.domain[j][1] - problem.domain[j][0]
         params[f"log_rho_{v}"] = jnp.full(q, np.log(rho_scale / length))
     return params
+
+
+def symbol_coefficients(problem) -> dict:
+    """{derivative name: its mean coefficient over the grid} in the equation linearised at
+    u = 0 (the unknowns at their prior's loc): the constant-coefficient part of L."""
+    shape = problem.grid
+    zeros = {n: jnp.zeros(shape) for n in problem.derivatives}
+    unknowns = {n: loc if prior == "normal" else float(np.exp(loc))
+                for n, (prior, loc, _) in problem.unknowns.items()}
+    env = problem.environment(problem.coordinates(), {**unknowns, **zeros})
+
+    def part(name):
+        def op(g):
+            return jnp.broadcast_to(problem.equation({**env, name: g}), shape)
+        return float(jnp.mean(jax.jvp(op, (zeros[name],), (jnp.ones(shape),))[1]))
+
+    return {n: part(n) for n in problem.derivatives}
+
+
+def dispersion_frequencies(problem, j: int, peaks: list) -> list:
+    """Frequencies along axis j (cycles per unit) of the plane waves the equation admits
+    with the other axes' spectral peaks (one axis at a time): the real roots nu of the
+    symbol sum_o c_o prod_i (2 pi i nu_i)^(m_i) = 0. For u_t + c u_x = 0 and
+    u_tt = c^2 u_xx, nu_t = c nu_x; for u_t = nu u_xx none (the roots are imaginary: the
+    solution decays along t). Used on axes without data (the source and the faces that
+    span the axis carry none), where the data's spectrum says nothing."""
+    coef = symbol_coefficients(problem)
+    out = []
+    for i, axis_peaks in enumerate(peaks):
+        if i == j:
+            continue
+        for nu in axis_peaks:
+            poly = np.zeros(3, complex)  # powers 0, 1, 2 of (2 pi i nu_j)
+            for name, orders in problem.derivatives.items():
+                if all(m == 0 for a, m in enumerate(orders) if a not in (i, j)):
+                    poly[orders[j]] += coef[name] * (2j * np.pi * nu) ** orders[i]
+            roots = np.roots(np.trim_zeros(poly[::-1], "f")) if np.any(poly[1:]) else []
+            for r in roots:  # r = 2 pi i nu_j
+                f = abs(r.imag) / (2 * np.pi)
+                if f > 0 and abs(r.real) <= 1e-6 * abs(r) and not np.any(np.isclose(out, f)):
+                    out.append(float(f))
+    return out
 
 
 PLAIN_COMPONENTS = 4  # components of a plain-family candidate, at length scales a decade apart

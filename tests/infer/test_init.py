@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 import gpbayes as gb
 from gpbayes.infer.init import peak_frequencies, spectral_params
@@ -42,3 +43,20 @@ def test_peaks_are_refined_between_bins():
     bin_width = freqs[1] - freqs[0]
     assert abs(freqs[np.argmax(amp)] - nu) > 0.05 * bin_width  # the tone is off-bin
     assert abs(peak_frequencies(freqs, amp / amp.max(), 1)[0] - nu) < 0.01 * bin_width
+
+
+def test_an_axis_without_data_takes_the_dispersion_relation(root):
+    """On an evolution axis (no data spans it) the start's frequencies come from the
+    equation's symbol at the other axes' peaks: nu_t = c nu_x for advection and the wave
+    equation; none for the heat equation (a smooth start, frequency 0)."""
+    import gpbayes as gb
+    from gpbayes.infer.init import dispersion_frequencies, spectral_params
+
+    wave = gb.load_model(root / "models/wave1d.toml")  # u = sin(20 pi x)(...), c = 1
+    assert dispersion_frequencies(wave, 1, [[10.0], []]) == pytest.approx([10.0])
+    adv = gb.load_model(root / "models/advection-periodic.toml")  # c = 0.5, 20 cycles in x
+    mu_t = np.asarray(spectral_params(adv)["mu_t"])
+    assert mu_t[0] == pytest.approx(10.0, rel=1e-2) and 0.0 in mu_t
+    heat = gb.load_model(root / "models/heat1d-neumann.toml")
+    assert dispersion_frequencies(heat, 1, [[1.0, 4.0], []]) == []
+    assert np.asarray(spectral_params(heat)["mu_t"])[0] == 0.0
