@@ -156,3 +156,28 @@ def test_preconditioner_takes_the_1d_boundary_rows_exactly():
     v = np.random.default_rng(2).normal(size=p.size)
     got = np.asarray(gn.preconditioner(jnp.asarray(v)))
     np.testing.assert_allclose(m @ got, v, rtol=1e-6, atol=1e-6 * np.abs(v).max())
+
+
+def test_3d_diagonal_with_derivative_conditions():
+    """In 3-D the preconditioner takes the boundary rows by their diagonal: exact for
+    Neumann and Robin rows too (terms on 2-D faces)."""
+    import gpbayes as gb
+    from gpbayes.boundary import Condition, Face
+    from gpbayes.infer.init import spectral_params
+
+    v = ("x", "y", "z")
+
+    def parse(text):
+        return op.parse(text, set(v), allow_u=True, variables=v)
+
+    conditions = (Condition((Face(0, "lo"), Face(0, "hi"))),
+                  Condition((Face(1, "lo"),), parse("u_y")),
+                  Condition((Face(2, "hi"),), parse("u + y*u_z"), weight=3.0))
+    p = gb.Problem(name="n3", variables=v, domain=[(0.0, 1.0)] * 3, grid=(5, 4, 5),
+                   equation=parse("u_xx + u_yy + u_zz"), solution=op.parse("x*y*z", set(v)),
+                   conditions=conditions, components=2, max_frequency=1.0)
+    values = {k: x for k, x in spectral_params(p).items() if k != "U"}
+    gn = Conditional(p, values, 1e-6).gauss_newton(
+        jnp.asarray(np.random.default_rng(1).normal(size=p.grid)))
+    h = dense_hessian(gn.mv, p.grid)
+    np.testing.assert_allclose(np.diag(h), np.asarray(gn.diagonal).reshape(-1), rtol=1e-7)
