@@ -77,15 +77,18 @@ class Condition:
         return f"{text} periodic in {faces}" if self.periodic else f"{text} on {faces}"
 
 
-def periodic_conditions(axis: int, variables, orders: int) -> list:
+def periodic_conditions(axis: int, variables, orders: int, spacing: float) -> list:
     """The equality conditions of a periodic axis: u and its first ``orders`` - 1
-    derivatives along the axis equal on its two faces."""
+    derivatives along the axis equal on its two faces. The k-th derivative's rows are
+    scaled by spacing^k, which leaves the constraint as it is and its rows as large as
+    u's: at the boundary precision's cap, unscaled u_x rows stalled CG (20000 iterations
+    against 700 without them, advection-periodic at 80 x 50; benchmarks/README.md)."""
     from gpbayes.operators import parse
 
     v = variables[axis]
     out = []
     for k in range(orders):
-        name = "u" if k == 0 else "u_" + v * k
+        name = "u" if k == 0 else f"{float(spacing) ** k!r}*u_" + v * k
         op = parse(name, set(), allow_u=True, variables=variables)
         out.append(Condition((Face(axis, "lo"),), op, periodic=True, key="pde.periodic"))
     return out

@@ -25,7 +25,8 @@ class Problem:
     source (by automatic differentiation) and the boundary values when those are absent.
     ``conditions`` (``boundary.Condition``) are the boundary and initial conditions; the
     shorthand ``faces`` with ``boundary_value`` is one Dirichlet condition on those faces.
-    ``periodic``: axis indices that are periodic (their faces equal, ``periodic_conditions``).
+    ``periodic``: axis indices that are periodic (u and its derivatives along the axis
+    below the equation's order equal on its two faces: ``periodic_conditions``).
     """
 
     name: str
@@ -64,7 +65,8 @@ class Problem:
                                if self.faces else ())
         self.conditions = tuple(c for c in self.conditions if not c.periodic) + tuple(
             c for j in self.periodic
-            for c in periodic_conditions(j, self.variables, max(self.axis_order(j), 2)))
+            for c in periodic_conditions(j, self.variables, max(self.axis_order(j), 1),
+                                         self.axes[j][1] - self.axes[j][0]))
         # one entry per boundary part (a condition on one face), in the order of the rows
         self.faces = tuple(f for c in self.conditions for f in c.faces)
         defaults = {"log_w": (float(np.log(1.0 / self.components)), 2.0), "log_rho": (0.0, 2.0),
