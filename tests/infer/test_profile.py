@@ -218,13 +218,14 @@ def test_dense_solve_is_accurate_in_one_step(root):
 
 
 def test_check_score_scales_the_boundary_by_the_solution_when_the_data_vanish():
-    """u = 0 on the faces: a rounding-level boundary mismatch must not dominate the score."""
+    """u = 0 on the faces: a rounding-level boundary mismatch must not dominate the score
+    (it is relative to the conditions' terms over the grid: rms U = 2 for Dirichlet)."""
     from types import SimpleNamespace
 
     from gpbayes.results import MapFit
 
     problem = SimpleNamespace(boundary_values=np.zeros(2))
-    fit = SimpleNamespace(problem=problem, params={"U": np.full(10, 2.0)},
+    fit = SimpleNamespace(problem=problem, _checks={"boundary_size": 2.0},
                           midpoint_residual=1e-8, boundary_rms=1e-12)
     fit.boundary_relative = MapFit.boundary_relative.fget(fit)
     assert fit.boundary_relative == pytest.approx(5e-13)
