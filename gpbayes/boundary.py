@@ -71,11 +71,6 @@ class Condition:
             return {"u": (0,) * len(variables)}
         return self.operator.derivatives(list(variables))
 
-    def label(self, variables) -> str:
-        text = "u" if self.operator is None else self.operator.text
-        faces = ", ".join(f.name(variables) for f in self.faces)
-        return f"{text} periodic in {faces}" if self.periodic else f"{text} on {faces}"
-
 
 def periodic_conditions(axis: int, variables, orders: int, spacing: float) -> list:
     """The equality conditions of a periodic axis: u and its first ``orders`` - 1
