@@ -170,16 +170,23 @@ class Conditional:
         f = self.problem.source_on(axes) if source is None else source
         return self.operator(self.fields_on(u, axes), axes) - f
 
+    def coefficients(self, fields: dict, axes=None) -> dict:
+        """{field name: dL/d field on the grid}: L[u] linearised at ``fields`` (L is
+        pointwise in u's fields; on the grid spanned by ``axes``, default the grid)."""
+        def part(name):
+            def op(g):
+                return self.operator({**fields, name: g}, axes)
+            return jax.jvp(op, (fields[name],), (jnp.ones_like(fields[name]),))[1]
+
+        return {n: part(n) for n in fields}
+
     def term_scale(self, fields: dict, axes) -> Array:
         """The rms of the equation's largest term on ``axes``: each field's part of L[u],
         (dL/d field) * field (coefficient x field where L is linear). A residual is small
         against this, not against f, which may vanish (u_t + c u_x = 0)."""
-        def part(name):
-            def op(g):
-                return self.operator({**fields, name: g}, axes)
-            return jax.jvp(op, (fields[name],), (fields[name],))[1]
-
-        return jnp.max(jnp.stack([jnp.sqrt(jnp.mean(part(n) ** 2)) for n in fields]))
+        coef = self.coefficients(fields, axes)
+        return jnp.max(jnp.stack([jnp.sqrt(jnp.mean((coef[n] * fields[n]) ** 2))
+                                  for n in fields]))
 
     def is_linear(self) -> bool:
         """True when L[u] is affine in u's fields (checked on random fields)."""
@@ -196,12 +203,9 @@ class Conditional:
 
     def face_operator(self, condition, face, fields: dict) -> Array:
         """A condition's operator on one face (flattened), from fields on the grid."""
-        p = self.problem
-        axes = face.axes(p.axes)
-        names = condition.derivatives(p.variables)
-        env = p.environment(p.coordinates(axes),
-                            {**self.unknowns, **{n: face.slab(fields[n]) for n in names}})
-        return jnp.broadcast_to(condition.operator(env), tuple(len(x) for x in axes)).reshape(-1)
+        names = condition.derivatives(self.problem.variables)
+        return self.problem.face_operator(condition, face,
+                                          {n: face.slab(fields[n]) for n in names}, self.unknowns)
 
     def boundary_difference(self, c: Array, coords: str = "u") -> Array:
         """operator[u] - g on every boundary part (a condition on a face), each face whole
@@ -235,9 +239,7 @@ class Conditional:
         zeros = {n: jnp.zeros(shape) for n in names}
 
         def op(name, g):
-            env = p.environment(p.coordinates(face.axes(p.axes)),
-                                {**self.unknowns, **zeros, name: g})
-            return jnp.broadcast_to(condition.operator(env), shape).reshape(-1)
+            return p.face_operator(condition, face, {**zeros, name: g}, self.unknowns)
 
         return {n: jax.jvp(lambda g, n=n: op(n, g), (zeros[n],), (jnp.ones(shape),))[1]
                 for n in names}

@@ -64,10 +64,7 @@ def axis_operator(cond, j: int, m: int) -> Array:
 
 def equation_coefficients(cond, u: Array) -> dict:
     """{derivative name: c_o on the grid}, the linearisation of L[u] at u in each field."""
-    fields = cond.fields(u)
-    ones = jnp.ones(u.shape)
-    return {name: jax.jvp(lambda f, n=name: cond.operator({**fields, n: f}), (fields[name],),
-                          (ones,))[1] for name in fields}
+    return cond.coefficients(cond.fields(u))
 
 
 def equation_diagonal(cond, u: Array) -> Array:

@@ -193,14 +193,19 @@ class Problem:
 
         return u
 
+    def face_operator(self, condition, face, fields: dict, unknowns: dict) -> jax.Array:
+        """A condition's operator on one face, flattened, from its fields there (shaped as
+        the face with its axis kept, ``Face.slab``) and the unknowns' values."""
+        axes = face.axes(self.axes)
+        env = self.environment(self.coordinates(axes), {**unknowns, **fields})
+        return jnp.broadcast_to(condition.operator(env), tuple(len(x) for x in axes)).reshape(-1)
+
     def _affine(self, condition) -> bool:
         face = condition.faces[0]
-        axes = face.axes(self.axes)
-        shape = tuple(len(x) for x in axes)
-        names = list(condition.derivatives(self.variables))
-        env = self.environment(self.coordinates(axes), dict.fromkeys(self.unknowns, 1.0))
-        return is_affine(lambda f: jnp.broadcast_to(condition.operator({**env, **f}), shape),
-                         names, shape)
+        shape = tuple(len(x) for x in face.axes(self.axes))
+        unknowns = dict.fromkeys(self.unknowns, 1.0)
+        return is_affine(lambda f: self.face_operator(condition, face, f, unknowns),
+                         list(condition.derivatives(self.variables)), shape)
 
     @property
     def boundary_parts(self) -> list:

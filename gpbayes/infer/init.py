@@ -2,7 +2,6 @@
 source and the boundary values, never the exact solution).
 """
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -125,18 +124,11 @@ def spectral_params(problem, rho_scale: float = 0.3) -> dict:
 def symbol_coefficients(problem) -> dict:
     """{derivative name: its mean coefficient over the grid} in the equation linearised at
     u = 0 (the unknowns at their prior's loc): the constant-coefficient part of L."""
-    shape = problem.grid
-    zeros = {n: jnp.zeros(shape) for n in problem.derivatives}
-    unknowns = {n: loc if prior == "normal" else float(np.exp(loc))
-                for n, (prior, loc, _) in problem.unknowns.items()}
-    env = problem.environment(problem.coordinates(), {**unknowns, **zeros})
+    from gpbayes.conditional import Conditional  # the factors are never computed here
 
-    def part(name):
-        def op(g):
-            return jnp.broadcast_to(problem.equation({**env, name: g}), shape)
-        return float(jnp.mean(jax.jvp(op, (zeros[name],), (jnp.ones(shape),))[1]))
-
-    return {n: part(n) for n in problem.derivatives}
+    cond = Conditional(problem, initial_params(problem), 1.0)
+    zeros = {n: jnp.zeros(problem.grid) for n in problem.derivatives}
+    return {n: float(jnp.mean(c)) for n, c in cond.coefficients(zeros).items()}
 
 
 def dispersion_frequencies(problem, j: int, peaks: list) -> list:
