@@ -72,21 +72,26 @@ class Condition:
         return self.operator.derivatives(list(variables))
 
 
-def periodic_conditions(axis: int, variables, orders: int, spacing: float) -> list:
+def periodic_conditions(axis: int, variables, orders: int) -> list:
     """The equality conditions of a periodic axis: u and its first ``orders`` - 1
-    derivatives along the axis equal on its two faces. The k-th derivative's rows are
-    scaled by spacing^k, which leaves the constraint as it is and its rows as large as
-    u's: at the boundary precision's cap, unscaled u_x rows stalled CG (20000 iterations
-    against 700 without them, advection-periodic at 80 x 50; benchmarks/README.md)."""
+    derivatives along the axis equal on its two faces."""
     from gpbayes.operators import parse
 
     v = variables[axis]
-    out = []
-    for k in range(orders):
-        name = "u" if k == 0 else f"{float(spacing) ** k!r}*u_" + v * k
-        op = parse(name, set(), allow_u=True, variables=variables)
-        out.append(Condition((Face(axis, "lo"),), op, periodic=True, key="pde.periodic"))
-    return out
+    return [Condition((Face(axis, "lo"),), parse("u" if k == 0 else "u_" + v * k, set(),
+                                                 allow_u=True, variables=variables),
+                      periodic=True, key="pde.periodic") for k in range(orders)]
+
+
+def derivative_scale(condition: Condition, variables, spacing) -> float:
+    """The default weight factor of a condition: the product over axes of spacing^(2k), k
+    its operator's highest derivative order along the axis (1 for Dirichlet). A derivative
+    row weighted so is as large as a row of u (h u_x ~ the difference of u over a cell),
+    the constraint unchanged: unscaled, at the boundary precision's cap, derivative rows
+    stalled CG (advection-periodic at 80 x 50: 20000 iterations against 700;
+    poisson2d-mixed at 100^2: 8301 against 467; benchmarks/README.md)."""
+    orders = np.max(np.array(list(condition.derivatives(variables).values())), axis=0)
+    return float(np.prod(np.asarray(spacing, dtype=float) ** (2 * orders)))
 
 
 def is_affine(fn, names, shape) -> bool:

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gpbayes.boundary import Condition, Face, is_affine, periodic_conditions
+from gpbayes.boundary import Condition, Face, derivative_scale, is_affine, periodic_conditions
 from gpbayes.errors import SpecError
 from gpbayes.operators import Expression
 
@@ -65,8 +65,7 @@ class Problem:
                                if self.faces else ())
         self.conditions = tuple(c for c in self.conditions if not c.periodic) + tuple(
             c for j in self.periodic
-            for c in periodic_conditions(j, self.variables, max(self.axis_order(j), 1),
-                                         self.axes[j][1] - self.axes[j][0]))
+            for c in periodic_conditions(j, self.variables, max(self.axis_order(j), 1)))
         # one entry per boundary part (a condition on one face), in the order of the rows
         self.faces = tuple(f for c in self.conditions for f in c.faces)
         defaults = {"log_w": (float(np.log(1.0 / self.components)), 2.0), "log_rho": (0.0, 2.0),
@@ -219,9 +218,11 @@ class Problem:
 
     @cached_property
     def row_weights(self) -> np.ndarray:
-        """The tempered weight of each boundary row (its condition's, or boundary_weight)."""
-        w = [self.boundary_weight if c.weight is None else c.weight
-             for c, _ in self.boundary_parts]
+        """The tempered weight of each boundary row: its condition's, or boundary_weight
+        times ``derivative_scale`` (a derivative condition's rows kept as large as u's)."""
+        h = [x[1] - x[0] if len(x) > 1 else 1.0 for x in self.axes]
+        w = [self.boundary_weight * derivative_scale(c, self.variables, h) if c.weight is None
+             else c.weight for c, _ in self.boundary_parts]
         return np.repeat(np.asarray(w, dtype=float), self.part_sizes)
 
     def boundary_arrays(self) -> list:

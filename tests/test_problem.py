@@ -49,3 +49,26 @@ def test_condition_values_come_from_the_operator_applied_to_the_solution(root):
     velocity = [v for c, _, v in wave.boundary_arrays() if not c.dirichlet][0]
     x = wave.axes[0]
     np.testing.assert_allclose(velocity, 0.5 * 20 * np.pi * np.sin(20 * np.pi * x), atol=1e-9)
+
+
+def test_derivative_conditions_default_weight_scales_with_the_spacing(root):
+    """A condition with a k-th derivative along an axis weighs boundary_weight * h^(2k) by
+    default (Dirichlet: boundary_weight); a table's own weight is kept as given."""
+    import dataclasses
+
+    import gpbayes as gb
+
+    p = gb.load_model(root / "models" / "poisson2d-mixed.toml")
+    h = p.axes[1][1] - p.axes[1][0]
+    n = p.grid[0]
+    dirichlet, neumann = p.conditions
+    assert neumann.operator.text == "u_y"
+    np.testing.assert_allclose(p.row_weights[: 2 * n], p.boundary_weight)
+    np.testing.assert_allclose(p.row_weights[2 * n:], p.boundary_weight * h**2, rtol=1e-12)
+    robin = gb.load_model(root / "models" / "poisson1d-robin.toml")
+    h = robin.axes[0][1] - robin.axes[0][0]
+    assert robin.row_weights[0] == robin.boundary_weight * h**2  # u + u_x: first order
+    assert robin.row_weights[1] == robin.boundary_weight  # Dirichlet
+    given = dataclasses.replace(neumann, weight=3.0)
+    q = dataclasses.replace(p, conditions=(dirichlet, given))
+    np.testing.assert_allclose(q.row_weights[2 * n:], 3.0)
