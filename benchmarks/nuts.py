@@ -9,6 +9,13 @@ wall time is the NUTS run (warm-up and sampling, compilation included).
     XLA_FLAGS=--xla_cpu_multi_thread_eigen=false python benchmarks/nuts.py
     ... python benchmarks/nuts.py --hyper   # kernel hyperparameters sampled too: N = 40,
                                             # 2 chains x 400 draws after 400 warm-up
+    ... python benchmarks/nuts.py --grid2d N [DRAWS [SAMPLES]]  # matrix-free NUTS, N x N
+
+--grid2d: Poisson on [0, 1]^2, u = sin 3x sin 2y, noisy boundary values (sd 0.01),
+equation noise sd 1, the kernel held at the spectral start (tests/conftest.py's
+small_2d_problem); one chain, DRAWS draws (default 200) after as many warm-up, against the
+matrix-free Gaussian posterior (SAMPLES perturbation-optimisation draws, default 256) of
+the same model.
 """
 
 import sys
@@ -37,9 +44,38 @@ def hyper():
           f"max r_hat {s['r_hat'].max():.3f}, min ess_bulk {s['ess_bulk'].min():.0f}")
 
 
+def grid2d(n: int, draws: int = 200, samples: int = 256):
+    import time
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from conftest import small_2d_problem
+
+    az = import_arviz()
+    from dataclasses import replace
+
+    p, fit = small_2d_problem(n=n, test_grid=(25, 25))
+    fit = replace(fit, recipe=replace(fit.recipe, jitter=1e-6))
+    t = time.perf_counter()
+    g = gaussian_posterior(p, fit, solver="cg", samples=samples)
+    t_g = time.perf_counter() - t
+    r = sample_nuts(p, fit, chains=1, warmup=draws, draws=draws, progress=False)
+    s = az.summary(r.to_arviz(), var_names=["u_test"])
+    ratio = r.u_test[0].std(0) / g.test_sd
+    print(f"grid {n}x{n}: Gaussian posterior (CG, {samples} draws) {t_g:.1f} s; NUTS {draws}+{draws} "
+          f"draws {r.wall_time_s:.1f} s, {r.extra['num_steps'].mean():.0f} leapfrog steps per "
+          f"draw, {int(r.extra['diverging'].sum())} divergences, min ess_bulk "
+          f"{s['ess_bulk'].min():.0f} ({s['ess_bulk'].min() / r.wall_time_s:.2f}/s), "
+          f"sd NUTS / Gaussian on the test grid: mean {ratio.mean():.3f}, "
+          f"{np.quantile(ratio, 0.05):.3f}-{np.quantile(ratio, 0.95):.3f} (5-95%)")
+
+
 def main():
     if "--hyper" in sys.argv:
         return hyper()
+    if "--grid2d" in sys.argv:
+        i = sys.argv.index("--grid2d")
+        rest = sys.argv[i + 1:]
+        return grid2d(*[int(a) for a in rest[:3]])
     az = import_arviz()
     print(f"{'N':>5} {'wall s':>8} {'min ess_bulk':>12} {'ess/s':>8} {'max r_hat':>9} "
           f"{'div':>4} {'leapfrog':>8} {'sd ratio NUTS/exact':>20}")

@@ -163,18 +163,24 @@ def exact_boundary_rows(problem) -> bool:
     return problem.ndim in (1, 2)
 
 
+def boundary_gram(cond, rows: BoundaryRows, diag: Array) -> Array:
+    """B D^{-1} B^T (n_b x n_b), formed part by part: the boundary rows' Gram in the metric
+    of the diagonal D of the other terms."""
+    sizes = cond.problem.part_sizes
+    eye = jnp.eye(sum(sizes))
+    starts = np.cumsum([0] + sizes[:-1])
+    c = jnp.concatenate([rows.apply(rows.transpose(eye[i:i + m]) / diag)
+                         for i, m in zip(starts, sizes)])
+    return 0.5 * (c + c.T)
+
+
 def woodbury_preconditioner(cond, diag: Array) -> Callable[[Array], Array]:
     """v -> P^{-1} v for P = D + scale_b^2 B^T B (1-D, 2-D): the diagonal D of the other terms
     plus the boundary rows B exactly, by the Woodbury identity with the capacitance
-    C = I / scale_b^2 + B D^{-1} B^T (n_b x n_b, formed face by face, Cholesky)."""
+    C = I / scale_b^2 + B D^{-1} B^T (n_b x n_b, ``boundary_gram``, Cholesky)."""
     rows = BoundaryRows(cond)
-    sizes = cond.problem.part_sizes
-    n_b, eye = sum(sizes), jnp.eye(sum(sizes))
-    starts = np.cumsum([0] + sizes[:-1])
-    c = jnp.concatenate([rows.apply(rows.transpose(eye[i:i + m]) / diag)  # part by part
-                         for i, m in zip(starts, sizes)])
-    c = 0.5 * (c + c.T) + jnp.diag(1.0 / cond.boundary_scale**2)
-    c = c + 1e-12 * jnp.mean(jnp.diag(c)) * jnp.eye(n_b)  # corners repeat: C is near-singular
+    c = boundary_gram(cond, rows, diag) + jnp.diag(1.0 / cond.boundary_scale**2)
+    c = c + 1e-12 * jnp.mean(jnp.diag(c)) * jnp.eye(len(c))  # corners repeat: near-singular
     chol = jnp.linalg.cholesky(c)
 
     def precond(v):
@@ -184,6 +190,26 @@ def woodbury_preconditioner(cond, diag: Array) -> Callable[[Array], Array]:
         return y - rows.transpose(jnp.moveaxis(s, 0, -1)) / diag
 
     return precond
+
+
+def woodbury_root(cond, diag: Array) -> Callable[[Array], Array]:
+    """w -> F w with F F^T = P^{-1} (P as in ``woodbury_preconditioner``; 1-D, 2-D):
+    F = D^{-1/2} (I + G M G^T), G = D^{-1/2} B^T S (S = diag(scale_b)), M = V diag(
+    ((1 + g)^{-1/2} - 1) / g) V^T from G^T G = S B D^{-1} B^T S = V diag(g) V^T (a
+    square root of (I + G G^T)^{-1}). A change of variables that leaves a Gaussian with
+    precision P standard normal (NUTS on grids; no gradient flows here)."""
+    rows = BoundaryRows(cond)
+    scale = cond.boundary_scale
+    g, v = jnp.linalg.eigh(scale[:, None] * boundary_gram(cond, rows, diag) * scale[None, :])
+    root_g = jnp.sqrt(1.0 + jnp.maximum(g, 0.0))
+    m = (v * (-1.0 / (root_g * (1.0 + root_g)))) @ v.T  # ((1 + g)^{-1/2} - 1) / g, stably
+    root = 1.0 / jnp.sqrt(diag)
+
+    def apply(w):
+        t = scale * rows.apply(root * w)
+        return root * (w + root * rows.transpose(scale * (t @ m)))
+
+    return apply
 
 
 class GaussNewton:
@@ -203,7 +229,7 @@ class GaussNewton:
         self.r0, self.jvp = jax.linearize(lambda s: cond.data_residual(self.to_grid(s)),
                                           self.s0)
         self._transpose = jax.linear_transpose(self.jvp, self.s0)
-        inner = equation_diagonal(cond, u)
+        self.inner = inner = equation_diagonal(cond, u)
         if not cond.problem.conditions:
             self.diagonal, self._precondition = inner, lambda v: v / inner
             return
@@ -244,32 +270,49 @@ class GaussNewton:
         ds, k, res = self.solve(-self.gradient, tol, maxiter)
         return self.to_grid(self.s0 + ds), k, res
 
-    def joint_step(self, tol: float, maxiter: int) -> tuple:
-        """One Gauss-Newton step on U and the unknowns together, halved until the log
-        joint does not fall: (U, {site: value}, CG iterations). The unknowns' few columns
-        are eliminated by their Schur complement; H^{-1} of those columns is solved by PCG
-        in one batch with the gradient."""
+    def unknown_columns(self) -> tuple:
+        """The unknowns' part of the Jacobian at s0: (sites, their values th0, J_theta of
+        the data residual (rows, p), J_p of their prior residual (p, p), C = J_s^T J_theta
+        (p, grid))."""
         cond = self.cond
         sites = list(cond.problem.unknown_sites.values())
         th0 = jnp.stack([cond.values[s] for s in sites])
-
-        def at(th):
-            return cond.with_values(dict(zip(sites, th)))
-
         u0 = self.to_grid(self.s0)
-        j_t = jax.jacfwd(lambda th: at(th).data_residual(u0))(th0)  # (rows, p)
-        j_p = jax.jacfwd(lambda th: at(th).prior_residual)(th0)  # (p, p)
-        cols = jax.vmap(self.vjp, in_axes=1)(j_t)  # J_s^T J_theta, (p, grid)
-        x, k, _ = self.solve(jnp.concatenate([-self.gradient[None], cols]), tol, maxiter)
-        y, h_cols = x[0], x[1:]
+        j_t = jax.jacfwd(lambda th: self.at(th).data_residual(u0))(th0)
+        j_p = jax.jacfwd(lambda th: self.at(th).prior_residual)(th0)
+        return sites, th0, j_t, j_p, jax.vmap(self.vjp, in_axes=1)(j_t)
+
+    def at(self, th: Array):
+        """The Conditional with the unknowns' sites at ``th`` (in unknown_sites order)."""
+        return self.cond.with_values(dict(zip(self.cond.problem.unknown_sites.values(), th)))
+
+    def eliminate_unknowns(self, tol: float, maxiter: int, rhs: Array | None = None,
+                           columns: tuple | None = None) -> tuple:
+        """The unknowns' Schur complement S = J_theta^T J_theta + J_p^T J_p - C^T H^{-1} C
+        (their Laplace precision with U integrated out) and H^{-1} C (p, grid), solved by
+        PCG in one batch with ``rhs`` (H^{-1} rhs returned, else None): (S, H^{-1} C,
+        H^{-1} rhs, CG iterations)."""
+        _, _, j_t, j_p, cols = self.unknown_columns()
+        b = cols if rhs is None else jnp.concatenate([rhs[None], cols])
+        x, k, _ = self.solve(b, tol, maxiter)
+        y, h_cols = (None, x) if rhs is None else (x[0], x[1:])
         axes = tuple(range(1, cols.ndim))
         schur = j_t.T @ j_t + j_p.T @ j_p - jnp.tensordot(cols, h_cols, axes=(axes, axes))
-        g_t = j_t.T @ self.r0 + j_p.T @ cond.prior_residual
+        return 0.5 * (schur + schur.T), h_cols, y, k
+
+    def joint_step(self, tol: float, maxiter: int) -> tuple:
+        """One Gauss-Newton step on U and the unknowns together, halved until the log
+        joint does not fall: (U, {site: value}, CG iterations). The unknowns' few columns
+        are eliminated by their Schur complement (``eliminate_unknowns``)."""
+        columns = self.unknown_columns()
+        sites, th0, j_t, j_p, cols = columns
+        schur, h_cols, y, k = self.eliminate_unknowns(tol, maxiter, -self.gradient, columns)
+        g_t = j_t.T @ self.r0 + j_p.T @ self.cond.prior_residual
         d_th = jnp.linalg.solve(schur, -(g_t + jnp.tensordot(cols, y, axes=y.ndim)))
         d_s = y - jnp.tensordot(d_th, h_cols, axes=1)
 
         def objective(t):
-            return -at(th0 + t * d_th).log_joint(self.to_grid(self.s0 + t * d_s))
+            return -self.at(th0 + t * d_th).log_joint(self.to_grid(self.s0 + t * d_s))
 
         t = solvers.backtrack(objective, objective(jnp.zeros(())))
         th = th0 + t * d_th

@@ -42,7 +42,9 @@ def small_2d_problem(n=12, equation="u_xx + u_yy", solution="sin(3*x)*sin(2*y)",
 
     v = ("x", "y")
     args = dict(name="small2d", variables=v, domain=[(0.0, 1.0)] * 2, grid=(n, n),
-                test_grid=(9, 9), equation=op.parse(equation, set(v), allow_u=True, variables=v),
+                test_grid=(9, 9),
+                equation=op.parse(equation, set(v) | set(kw.get("unknowns", {})), allow_u=True,
+                                  variables=v),
                 solution=op.parse(solution, set(v)),
                 faces=tuple(Face(a, s) for a in (0, 1) for s in ("lo", "hi")),
                 components=4, max_frequency=2.0, boundary_noise=0.01, equation_noise=1.0)
@@ -50,3 +52,25 @@ def small_2d_problem(n=12, equation="u_xx + u_yy", solution="sin(3*x)*sin(2*y)",
     p = gb.Problem(**args)
     params = spectral_params(p)
     return p, MapFit(p, params, gb.load_inference(), 0, 0.0, "", False)
+
+
+def small_inverse_problem(n=10):
+    """``small_2d_problem`` with an unknown c in u_xx + c u_yy = f (truth 2, prior
+    Normal(1, 2)) and 12 observations of u (noise 0.01); its MapFit holds c = 2 and U at
+    the exact solution on the grid."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from gpbayes import operators as op
+
+    rng = np.random.default_rng(1)
+    points = rng.uniform(0.1, 0.9, (12, 2))
+    values = np.sin(3 * points[:, 0]) * np.sin(2 * points[:, 1]) + 0.01 * rng.normal(size=12)
+    p, fit = small_2d_problem(
+        n=n, equation="u_xx + c*u_yy", unknowns={"c": ("normal", 1.0, 2.0)},
+        source=op.parse("-(9 + 2*4)*sin(3*x)*sin(2*y)", {"x", "y"}),
+        observations=(points, values, 0.01))
+    x, y = p.axes
+    fit.params["c"] = jnp.asarray(2.0)
+    fit.params["U"] = jnp.asarray(np.sin(3 * x)[:, None] * np.sin(2 * y)[None, :])
+    return p, fit

@@ -181,3 +181,47 @@ def test_3d_diagonal_with_derivative_conditions():
         jnp.asarray(np.random.default_rng(1).normal(size=p.grid)))
     h = dense_hessian(gn.mv, p.grid)
     np.testing.assert_allclose(np.diag(h), np.asarray(gn.diagonal).reshape(-1), rtol=1e-7)
+
+
+def test_unknowns_schur_complement_is_their_laplace_precision():
+    """eliminate_unknowns: S^{-1} equals the unknown's variance in the inverse of the dense
+    Gauss-Newton Hessian of the whole residual (whitened U and c together)."""
+    from conftest import small_inverse_problem
+    from gpbayes.infer.posterior import residual_vector
+
+    p, fit = small_inverse_problem()
+    values = {k: v for k, v in fit.params.items() if k != "U"}
+    u = fit.params["U"]
+    schur, h_cols, _, _ = jax.jit(lambda: Conditional(p, values, 1e-6).gauss_newton(u)
+                                  .eliminate_unknowns(1e-12, 5000))()
+    cond = Conditional(p, values, 1e-6)
+    z = cond.whiten(u)
+
+    def r(x):
+        return residual_vector(cond, {"Z": x[:-1].reshape(p.grid), "c": x[-1]})
+
+    jac = jax.jacfwd(r)(jnp.append(z.reshape(-1), values["c"]))
+    cov = jnp.linalg.inv(jac.T @ jac)
+    assert schur.shape == (1, 1) and h_cols.shape == (1,) + p.grid
+    np.testing.assert_allclose(1.0 / schur[0, 0], cov[-1, -1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("n", [8, 9])
+def test_woodbury_root_squares_to_the_inverse_preconditioner(n):
+    """F F^T = P^{-1} for the preconditioner with the boundary rows exact (2-D, noisy
+    boundary data and a Neumann condition)."""
+    import dataclasses
+
+    from gpbayes.boundary import Condition, Face
+
+    p, fit = small_2d_problem(n=n)
+    neumann = Condition((Face(1, "lo"),), op.parse("u_y", set(), allow_u=True,
+                                                   variables=p.variables), weight=50.0)
+    p = dataclasses.replace(p, conditions=p.conditions + (neumann,))
+    values = {k: v for k, v in fit.params.items() if k != "U"}
+    cond = Conditional(p, values, 1e-6)
+    inner = gauss_newton.equation_diagonal(cond, fit.params["U"])
+    eye = jnp.eye(p.size).reshape((p.size,) + p.grid)
+    f = gauss_newton.woodbury_root(cond, inner)(eye).reshape(p.size, p.size)  # rows: F^T
+    p_inv = gauss_newton.woodbury_preconditioner(cond, inner)(eye).reshape(p.size, p.size)
+    np.testing.assert_allclose(f.T @ f, p_inv, rtol=1e-7, atol=1e-9 * np.abs(p_inv).max())

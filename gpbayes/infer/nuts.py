@@ -16,8 +16,11 @@ import numpyro.distributions as dist
 from numpyro.handlers import condition
 from numpyro.infer import MCMC, NUTS, init_to_value
 
+from gpbayes import kron
 from gpbayes.conditional import Conditional, axis_params
+from gpbayes.gauss_newton import exact_boundary_rows, woodbury_root
 from gpbayes.infer.posterior import fixed_sites, laplace
+from gpbayes.infer.solvers import MAX_DENSE
 from gpbayes.io import import_arviz, write_atomic, write_json
 from gpbayes.model import pde_model
 from gpbayes.problem import Problem
@@ -143,6 +146,9 @@ def sample_nuts(problem: Problem, init: MapFit, chains: int = 4, warmup: int = 5
     if sample_hyper:
         return _sample_with_hyper(problem, init, chains, warmup, draws, seed, progress,
                                   chain_method)
+    if problem.size > MAX_DENSE:
+        return _sample_matrix_free(problem, init, chains, warmup, draws, seed, progress,
+                                   chain_method, chunk, interrupt)
     keep = tuple(problem.unknown_sites.values())
     latent, r, _, cond = laplace(problem, init, keep=keep)
     fixed = fixed_sites(init, keep)
@@ -152,26 +158,116 @@ def sample_nuts(problem: Problem, init: MapFit, chains: int = 4, warmup: int = 5
     kernel = NUTS(model, init_strategy=init_to_value(values=latent), dense_mass=True,
                   inverse_mass_matrix=inverse_mass, adapt_mass_matrix=False,
                   target_accept_prob=0.8)
+    mcmc = _mcmc(kernel, chains, warmup, min(chunk, draws), chain_method, progress)
+    kwargs = {"jitter": init.recipe.jitter, "whiten": True}
+    samples, extra, stop, wall = _run_in_chunks(mcmc, jax.random.PRNGKey(seed), draws,
+                                                interrupt, (problem,), kwargs)
+    z = samples.get("Z", np.zeros((chains, 0, *problem.grid)))  # u on the test grid per draw
+    u_test = np.asarray(cond.predict_grid(jnp.asarray(z), problem.test_axes, "z"))
+    return NutsResult(problem, init, samples, u_test, extra, wall, chains,
+                      _step_note(stop, extra))
+
+
+def _sample_matrix_free(problem, init, chains, warmup, draws, seed, progress, chain_method,
+                        chunk, interrupt) -> "NutsResult":
+    """NUTS on grids beyond the dense Laplace factor: no grid-sized matrix is formed.
+
+    The latent is x = (w, t), an affine map of the Laplace approximation's coordinates
+    (constant Jacobian, so the target is the model's posterior unchanged):
+    unknowns theta = theta0 + C t with C C^T = S^{-1} (S: their Schur complement, U
+    integrated out), and U = E s with s = s0 - (theta - theta0) H^{-1}J_s^T J_theta + F w,
+    H = I + J^T J the Gauss-Newton operator in its rotated eigen-whitened coordinates s
+    (``gauss_newton``), F F^T the inverse of CG's preconditioner (H's diagonal with the
+    boundary rows exact: ``woodbury_root``; the diagonal alone in 3-D). The potential is
+    minus the log joint; NUTS adapts a diagonal mass in warm-up on top.
+    """
+    fixed = fixed_sites(init)
+    jitter, tol, maxiter = init.recipe.jitter, 1e-8, init.recipe.cg_max_iterations
+    sites = list(problem.unknown_sites.values())
+
+    @jax.jit
+    def setup(u):
+        gn = Conditional(problem, fixed, jitter).gauss_newton(u)
+        if not sites:
+            return gn.basis, gn.s0, gn.inner, gn.diagonal, jnp.zeros(0), \
+                jnp.zeros((0,) + problem.grid), jnp.zeros((0, 0))
+        schur, h_cols, _, _ = gn.eliminate_unknowns(tol, maxiter)
+        root = jnp.linalg.inv(jnp.linalg.cholesky(schur)).T  # C C^T = S^{-1}
+        th0 = jnp.stack([fixed[k] for k in sites])
+        return gn.basis, gn.s0, gn.inner, gn.diagonal, th0, h_cols, root
+
+    basis, s0, inner, diagonal, th0, h_cols, root = setup(jnp.asarray(init.params["U"]))
+    held = Conditional(problem, fixed, jitter)  # its parts computed here, outside any trace
+    if problem.conditions and exact_boundary_rows(problem):
+        spread = woodbury_root(held, inner)  # the boundary rows exactly, as in PCG
+    else:
+        spread = lambda w: w / jnp.sqrt(diagonal)  # noqa: E731
+    trils = held.trils
+
+    def unpack(x):
+        th = th0 + root @ x["t"] if sites else th0
+        s = s0 - jnp.tensordot(th - th0, h_cols, axes=1) + spread(x["w"])
+        return s, th
+
+    def potential(x):
+        s, th = unpack(x)
+        cond = Conditional(problem, {**fixed, **dict(zip(sites, th))}, jitter, trils)
+        r = cond.data_residual(kron.kron_apply(basis, s))
+        return 0.5 * (jnp.sum(s**2) + jnp.sum(r**2) + jnp.sum(cond.prior_residual**2))
+
+    lead = (chains,) if chains > 1 else ()  # numpyro's init_params: one per chain
+    start = {"w": jnp.zeros(lead + problem.grid)}
+    if sites:
+        start["t"] = jnp.zeros(lead + (len(sites),))
+    kernel = NUTS(potential_fn=potential, target_accept_prob=0.8)
+    mcmc = _mcmc(kernel, chains, warmup, min(chunk, draws), chain_method, progress)
+    x, extra, stop, wall = _run_in_chunks(mcmc, jax.random.PRNGKey(seed), draws, interrupt,
+                                          (), {}, init_params=start)
+    shape = (chains, len(extra.get("diverging", np.zeros((chains, 0)))[0]))
+
+    def draw(x):
+        s, th = unpack(x)
+        u = kron.kron_apply(basis, s)
+        return u, th, held.predict_grid(u, problem.test_axes)
+
+    u, th, u_test = (np.zeros(shape + problem.grid), np.zeros(shape + (len(sites),)),
+                     np.zeros(shape + problem.test_grid))
+    if shape[1]:
+        flat = {k: jnp.asarray(v).reshape((-1,) + v.shape[2:]) for k, v in x.items()}
+        u, th, u_test = (np.asarray(a).reshape(shape + a.shape[1:])
+                         for a in jax.lax.map(draw, flat))
+    samples = {"U": u, **{k: th[..., i] for i, k in enumerate(sites)}}
+    return NutsResult(problem, init, samples, u_test, extra, wall, chains,
+                      _step_note(stop + "; matrix-free (Laplace-scaled coordinates)", extra))
+
+
+FIELDS = ("diverging", "energy", "num_steps", "adapt_state.step_size")
+
+
+def _mcmc(kernel, chains: int, warmup: int, draws: int, chain_method, progress) -> MCMC:
     if chain_method is None:
         chain_method = "parallel" if jax.local_device_count() >= chains else "sequential"
-    step = min(chunk, draws)
-    mcmc = MCMC(kernel, num_warmup=warmup, num_samples=step, num_chains=chains,
+    return MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains,
                 chain_method=chain_method, progress_bar=progress)
-    fields = ("diverging", "energy", "num_steps", "adapt_state.step_size")
-    kwargs = {"jitter": init.recipe.jitter, "whiten": True}
+
+
+def _run_in_chunks(mcmc: MCMC, key, draws: int, interrupt, args: tuple, kwargs: dict,
+                   init_params=None) -> tuple:
+    """Warm-up, then ``mcmc.num_samples`` draws per run until ``draws`` (``interrupt``
+    checked between runs): (samples, extra fields, stop reason, wall time)."""
     start = time.perf_counter()
-    mcmc.warmup(jax.random.PRNGKey(seed), problem, extra_fields=fields, **kwargs)
+    mcmc.warmup(key, *args, extra_fields=FIELDS, init_params=init_params, **kwargs)
     parts, extras, done, stop = [], [], 0, f"{draws} draws per chain"
     while done < draws:
         reason = interrupt() if interrupt else None
         if reason:
             stop = f"interrupted ({reason}) after {done} draws per chain"
             break
-        mcmc.run(mcmc.post_warmup_state.rng_key, problem, extra_fields=fields, **kwargs)
+        mcmc.run(mcmc.post_warmup_state.rng_key, *args, extra_fields=FIELDS, **kwargs)
         mcmc.post_warmup_state = mcmc.last_state
         parts.append(mcmc.get_samples(group_by_chain=True))
         extras.append(mcmc.get_extra_fields(group_by_chain=True))
-        done += step
+        done += mcmc.num_samples
     wall = time.perf_counter() - start
 
     def joined(chunks):
@@ -180,14 +276,15 @@ def sample_nuts(problem: Problem, init: MapFit, chains: int = 4, warmup: int = 5
         return {k: np.concatenate([np.asarray(c[k]) for c in chunks], axis=1)[:, :draws]
                 for k in chunks[0]}
 
-    samples, extra = joined(parts), joined(extras)
-    z = samples.get("Z", np.zeros((chains, 0, *problem.grid)))  # u on the test grid per draw
-    u_test = np.asarray(cond.predict_grid(jnp.asarray(z), problem.test_axes, "z"))
+    return joined(parts), joined(extras), stop, wall
+
+
+def _step_note(stop: str, extra: dict) -> str:
     step = np.min(extra.get("adapt_state.step_size", 1.0))
     if step < STEP_FLOOR:
         stop += (f"; the step size collapsed to {step:.1e} and the chains did not move: start "
                  "from a MAP at jitter 1e-6 (nuts.toml's map_jitter)")
-    return NutsResult(problem, init, samples, u_test, extra, wall, chains, stop)
+    return stop
 
 
 def _sample_with_hyper(problem, init, chains, warmup, draws, seed, progress, chain_method):
@@ -199,14 +296,10 @@ def _sample_with_hyper(problem, init, chains, warmup, draws, seed, progress, cha
     model = partial(pde_model, sample_hyper=True)
     kernel = NUTS(model, init_strategy=init_to_value(values=start_values),
                   target_accept_prob=0.9)
-    if chain_method is None:
-        chain_method = "parallel" if jax.local_device_count() >= chains else "sequential"
-    mcmc = MCMC(kernel, num_warmup=warmup, num_samples=draws, num_chains=chains,
-                chain_method=chain_method, progress_bar=progress)
-    fields = ("diverging", "energy", "num_steps", "adapt_state.step_size")
+    mcmc = _mcmc(kernel, chains, warmup, draws, chain_method, progress)
     start = time.perf_counter()
     mcmc.run(jax.random.PRNGKey(seed), problem, jitter=init.recipe.jitter, whiten=True,
-             extra_fields=fields)
+             extra_fields=FIELDS)
     wall = time.perf_counter() - start
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     extra = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from gpbayes.io import import_arviz
@@ -170,3 +171,50 @@ def test_priors_table_is_read(tmp_path):
     f.write_text(f.read_text().replace("[1, 0.5]", "[1, -1]"))
     with pytest.raises(gb.SpecError, match="priors.log_rho: expected"):
         gb.load_model(f)
+
+
+def _at_jitter(fit, jitter=1e-6):
+    import dataclasses
+
+    return dataclasses.replace(fit, recipe=dataclasses.replace(fit.recipe, jitter=jitter))
+
+
+@pytest.mark.slow
+def test_matrix_free_nuts_matches_the_gaussian_posterior(monkeypatch):
+    """Beyond MAX_DENSE grid points NUTS samples in Laplace-scaled coordinates: on a
+    linear 2-D problem with noisy data its mean and sd agree with the exact Gaussian
+    posterior (dense) within Monte-Carlo error."""
+    from conftest import small_2d_problem
+    from gpbayes.infer import nuts, posterior
+
+    p, fit = small_2d_problem(n=10)
+    fit = _at_jitter(fit)
+    exact = posterior.gaussian_posterior(p, fit, solver="dense")
+    monkeypatch.setattr(nuts, "MAX_DENSE", 50)
+    r = nuts.sample_nuts(p, fit, chains=1, warmup=150, draws=300, progress=False)
+    assert "matrix-free" in r.stop_reason and r.extra["diverging"].sum() == 0
+    u = r.samples["U"][0]
+    ratio = u.std(0) / exact.sd
+    assert 0.9 < ratio.mean() < 1.1 and 0.7 < ratio.min() and ratio.max() < 1.3
+    assert np.mean(np.abs(u.mean(0) - exact.mean) / exact.sd) < 0.25
+    np.testing.assert_allclose(r.u_test[0].std(0).mean() / exact.test_sd.mean(), 1.0, atol=0.1)
+
+
+@pytest.mark.slow
+def test_matrix_free_nuts_samples_the_unknowns_like_the_dense_one(monkeypatch):
+    """With an unknown (c in u_xx + c u_yy) the matrix-free path and the dense-mass path
+    give the same posterior of c and of u."""
+    from conftest import small_inverse_problem
+    from gpbayes.infer import nuts
+
+    p, fit = small_inverse_problem()
+    fit = _at_jitter(fit)
+    dense = nuts.sample_nuts(p, fit, chains=1, warmup=150, draws=300, progress=False)
+    monkeypatch.setattr(nuts, "MAX_DENSE", 50)
+    free = nuts.sample_nuts(p, fit, chains=1, warmup=150, draws=300, progress=False)
+    assert "matrix-free" in free.stop_reason and free.extra["diverging"].sum() == 0
+    c_d, c_f = dense.samples["c"][0], free.samples["c"][0]
+    assert abs(c_f.mean() - c_d.mean()) < 0.3 * c_d.std()
+    assert 0.8 < c_f.std() / c_d.std() < 1.25
+    ratio = free.samples["U"][0].std(0) / dense.samples["U"][0].std(0)
+    assert 0.85 < ratio.mean() < 1.15
