@@ -78,6 +78,7 @@ class GaussianPosterior:
     ``solver`` "dense" (exact sd) or "cg" (sd from ``samples`` perturbation-optimisation
     draws: relative Monte-Carlo error about 1/sqrt(2 samples)); ``cg``: iterations and the
     worst relative residual of the CG solves, and whether they all reached the tolerance.
+    The unknowns are latent with U (their sd exact on both paths; U's sd includes them).
     """
 
     problem: object
@@ -88,6 +89,7 @@ class GaussianPosterior:
     solver: str = "dense"
     samples: int = None
     cg: dict = None
+    unknowns: dict = None  # {name: {"site", "mean", "sd"}}: the unknowns' Laplace marginals
 
     @property
     def converged(self) -> bool:
@@ -117,18 +119,29 @@ def gaussian_posterior(problem: Problem, fit: MapFit, solver: str = "auto", samp
     if solver == "cg" or (solver == "auto" and problem.size > MAX_DENSE):
         return structured_posterior(problem, fit, samples, seed, tolerance, max_iterations,
                                     progress)
-    latent, r, _, cond = laplace(problem, fit)
+    sites = tuple(problem.unknown_sites.values())
+    latent, r, _, cond = laplace(problem, fit, keep=sites)
     z = latent["Z"]
-    a = _dense_kron(cond.trils)  # U = A Z; cov(Z) = (R^T R)^{-1}: var(a_i . Z) = |R^-T a_i|^2
-    mean = cond.to_grid(z, "z")
-    sd = jnp.sqrt(jnp.sum(solve_triangular(r, a.T, trans=1, lower=False) ** 2, axis=0))
-    n = problem.size  # the test-grid map from Z, one column per grid point
+    zero = {k: jnp.zeros_like(v) for k, v in latent.items()}
+
+    def embed(rows, site="Z"):  # rows of a map from one latent part -> from the whole latent
+        return jax.vmap(lambda v: ravel_pytree({**zero, site: v.reshape(zero[site].shape)})[0])(
+            rows)
+
+    def sd(rows):  # cov = (R^T R)^{-1}: var(a . x) = |R^-T a|^2
+        return jnp.sqrt(jnp.sum(solve_triangular(r, rows.T, trans=1, lower=False) ** 2, axis=0))
+
+    n = problem.size  # U = A Z; the test-grid map from Z, one column per grid point
     c = cond.predict_grid(jnp.eye(n).reshape((n,) + problem.grid), problem.test_axes,
                           "z").reshape(n, -1).T
-    test_mean = cond.predict_grid(z, problem.test_axes, "z")
-    test_sd = jnp.sqrt(jnp.sum(solve_triangular(r, c.T, trans=1, lower=False) ** 2, axis=0))
-    return GaussianPosterior(problem, np.asarray(mean), np.asarray(sd).reshape(problem.grid),
-                             np.asarray(test_mean), np.asarray(test_sd).reshape(problem.test_grid))
+    unknowns = {name: {"site": site, "mean": float(latent[site]),
+                       "sd": float(sd(embed(jnp.ones((1, 1)), site))[0])}
+                for name, site in problem.unknown_sites.items()}
+    return GaussianPosterior(
+        problem, np.asarray(cond.to_grid(z, "z")),
+        np.asarray(sd(embed(_dense_kron(cond.trils)))).reshape(problem.grid),
+        np.asarray(cond.predict_grid(z, problem.test_axes, "z")),
+        np.asarray(sd(embed(c))).reshape(problem.test_grid), unknowns=unknowns)
 
 
 def structured_posterior(problem: Problem, fit: MapFit, samples: int = 64, seed: int = 0,
@@ -138,10 +151,12 @@ def structured_posterior(problem: Problem, fit: MapFit, samples: int = 64, seed:
 
     In eigen-whitened coordinates z (``pcg``) the posterior precision is H = I + J^T J.
     The mean is one Gauss-Newton step from the MAP, H dz = -(z + J^T r), solved by
-    preconditioned CG (Gauss-Newton steps repeat for a nonlinear PDE: the Laplace
-    approximation). The sd comes from perturbation-optimisation draws: with
-    xi ~ N(0, I) of the residual's length and eta ~ N(0, I) on the grid,
-    dz = H^{-1} (eta + J^T xi) ~ N(0, H^{-1}) exactly, up to the CG tolerance.
+    preconditioned CG (Gauss-Newton steps repeat for a nonlinear PDE or with unknowns,
+    then joint steps: the Laplace approximation). The sd comes from perturbation-
+    optimisation draws: with xi ~ N(0, I) of the residual's length and eta ~ N(0, I) on the grid,
+    dz = H^{-1} (eta + J^T xi) ~ N(0, H^{-1}) exactly, up to the CG tolerance. The
+    unknowns theta join by their Schur complement S (``eliminate_unknowns``): theta's sd
+    is sqrt(diag S^{-1}), and each draw adds -H^{-1}C d_theta, d_theta ~ N(0, S^{-1}).
     """
     fixed = fixed_sites(fit)
     iterations, worst = [], 0.0
@@ -149,21 +164,40 @@ def structured_posterior(problem: Problem, fit: MapFit, samples: int = 64, seed:
     def conditional():  # built inside each compiled function (its parts are cached)
         return Conditional(problem, fixed, fit.recipe.jitter)
 
-    newton = jax.jit(lambda u: conditional().gauss_newton(u).step(tolerance, max_iterations))
+    sites = list(problem.unknown_sites.values())
+
+    @jax.jit
+    def newton(u, values):  # to the mode: U alone, or U and the unknowns jointly
+        gn = Conditional(problem, values, fit.recipe.jitter).gauss_newton(u)
+        if not sites:
+            return *gn.step(tolerance, max_iterations), values
+        u, theta, k = gn.joint_step(tolerance, max_iterations)
+        return u, k, jnp.zeros(()), {**values, **theta}
+
     u = jnp.asarray(fit.params["U"])
-    for _ in range(1 if conditional().is_linear() else fit.recipe.gauss_newton_steps):
-        u, k, res = newton(u)
+    linear = conditional().is_linear() and not sites
+    for _ in range(1 if linear else fit.recipe.gauss_newton_steps):
+        u, k, res, fixed = newton(u, fixed)
         iterations.append(int(k))
         worst = max(worst, float(res))
+
+    schur, h_cols = jnp.ones((0, 0)), jnp.zeros((0,) + problem.grid)
+    if sites:  # s | theta ~ N(-H^{-1}C theta, H^{-1}), theta ~ N(0, S^{-1}) (deviations)
+        schur, h_cols, _, k = jax.jit(lambda u: conditional().gauss_newton(u).eliminate_unknowns(
+            tolerance, max_iterations))(u)
+        iterations.append(int(k))
+    cov = jnp.linalg.inv(schur)
+    root = jnp.linalg.cholesky(cov) if sites else cov
 
     @jax.jit
     def draws(u, key):
         gn = conditional().gauss_newton(u)
-        k1, k2 = jax.random.split(key)
+        k1, k2, k3 = jax.random.split(key, 3)
         xi = jax.random.normal(k2, (BLOCK, gn.r0.size))
         rhs = jax.random.normal(k1, (BLOCK,) + problem.grid) + jax.vmap(gn.vjp)(xi)
         ds, k, res = gn.solve(rhs, tolerance, max_iterations)
-        du = gn.to_grid(ds)
+        d_th = jax.random.normal(k3, (BLOCK, len(sites))) @ root.T
+        du = gn.to_grid(ds - jnp.tensordot(d_th, h_cols, axes=1))
         test = problem.test_axes
         return du, gn.cond.predict_grid(du, test), gn.cond.predict_grid(u, test), k, res
 
@@ -180,9 +214,24 @@ def structured_posterior(problem: Problem, fit: MapFit, samples: int = 64, seed:
     # recomputed residual |b - H x| / |b| reported beside it can sit above it by rounding
     cg = {"iterations": iterations, "max_relative_residual": worst,
           "converged": max(iterations) < max_iterations, "tolerance": tolerance}
+    unknowns = {name: {"site": site, "mean": float(fixed[site]),
+                       "sd": float(jnp.sqrt(cov[i, i]))}
+                for i, (name, site) in enumerate(problem.unknown_sites.items())}
     return GaussianPosterior(problem, np.asarray(u), np.sqrt(np.asarray(var) / n),
                              np.asarray(test_mean), np.sqrt(np.asarray(test_var) / n),
-                             solver="cg", samples=n, cg=cg)
+                             solver="cg", samples=n, cg=cg, unknowns=unknowns)
+
+
+def _unknown_summary(post: "GaussianPosterior") -> dict:
+    """Per unknown: its site's mean and sd and the 90% interval of the unknown itself."""
+    out = {}
+    for name, u in (post.unknowns or {}).items():
+        z = float(jax.scipy.stats.norm.ppf(0.95))
+        lo, hi = u["mean"] - z * u["sd"], u["mean"] + z * u["sd"]
+        if u["site"] != name:  # lognormal: the site is log(name)
+            lo, hi = float(np.exp(lo)), float(np.exp(hi))
+        out[name] = {**u, "interval_90": [lo, hi]}
+    return out
 
 
 def save(post: "GaussianPosterior", fit: MapFit, out_dir: str | Path, recipe: str = "") -> dict:
@@ -206,7 +255,8 @@ def save(post: "GaussianPosterior", fit: MapFit, out_dir: str | Path, recipe: st
                "map_rel_l2_error": fit.rel_l2_error, "map_check_passed": fit.check["passed"],
                "recipe": recipe,
                "u_test_sd_min": float(post.test_sd.min()),
-               "u_test_sd_max": float(post.test_sd.max())}
+               "u_test_sd_max": float(post.test_sd.max()),
+               "unknowns": _unknown_summary(post)}
     if post.solver == "cg":
         summary.update(samples=post.samples, cg_iterations=post.cg["iterations"],
                        cg_max_relative_residual=post.cg["max_relative_residual"],

@@ -193,10 +193,8 @@ def test_auto_solver_goes_matrix_free_past_the_dense_limit():
     assert s.sd[0, :].max() < 0.3 * s.sd[28:36, 28:36].min()
 
 
-def test_cg_posterior_sees_the_unknowns():
-    """The matrix-free posterior's operator evaluates the equation with the unknowns
-    held at the MAP (u_xx + k u = f, k unknown): it agrees with the dense one."""
-    p = gb.Problem(
+def unknown_k_problem():
+    return gb.Problem(
         name="unknown-k", variables=V, domain=[(0, 1)], grid=(30,), test_grid=(25,),
         equation=op.parse("u_xx + k*u", {"x", "k"}, allow_u=True, variables=V),
         source=op.parse("-7*sin(3*x)", {"x"}), boundary_value=op.parse("sin(3*x)", {"x"}),
@@ -204,5 +202,28 @@ def test_cg_posterior_sees_the_unknowns():
         boundary_noise=0.01, equation_noise=1.0, unknowns={"k": ("normal", 1.5, 1.0)},
         observations=(np.array([[0.25], [0.5], [0.75]]), np.sin(3 * np.array([0.25, 0.5, 0.75])),
                       0.01))
+
+
+def test_cg_posterior_sees_the_unknowns():
+    """The matrix-free posterior's operator evaluates the equation with the unknowns (u_xx
+    + k u = f, k unknown): it agrees with the dense one."""
+    p = unknown_k_problem()
     fit = gb.fit_map(p, gb.load_inference(), steps=300, progress=False)
     assert_structured_matches_dense(p, fit)
+
+
+def test_gaussian_posterior_of_the_unknowns():
+    """The unknowns are latent with U: both solvers give k's Laplace sd (the Schur
+    complement on the CG path, the QR factor of the joint residual on the dense one)
+    alike; U's sd grows over the one with k held at its MAP."""
+    p = unknown_k_problem()
+    fit = gb.fit_map(p, gb.load_inference(), steps=300, progress=False)
+    g = gaussian_posterior(p, fit, solver="dense")
+    s = gaussian_posterior(p, fit, solver="cg", samples=256, seed=3)
+    assert set(g.unknowns) == set(s.unknowns) == {"k"}
+    assert s.unknowns["k"]["sd"] == pytest.approx(g.unknowns["k"]["sd"], rel=1e-4)
+    k_sd = g.unknowns["k"]["sd"]
+    assert g.unknowns["k"]["mean"] == pytest.approx(float(fit.params["k"]), abs=k_sd)
+    held = gaussian_posterior(replace(p, unknowns={}, equation=op.parse(
+        f"u_xx + {float(fit.params['k'])!r}*u", {"x"}, allow_u=True, variables=V)), fit)
+    assert np.all(g.sd >= held.sd * (1 - 1e-9)) and np.mean(g.sd / held.sd) > 1.005  # 1.4% here
