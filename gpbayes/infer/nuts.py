@@ -267,6 +267,7 @@ def _run_in_chunks(mcmc: MCMC, key, draws: int, interrupt, args: tuple, kwargs: 
         mcmc.post_warmup_state = mcmc.last_state
         parts.append(mcmc.get_samples(group_by_chain=True))
         extras.append(mcmc.get_extra_fields(group_by_chain=True))
+        jax.block_until_ready((parts[-1], extras[-1]))  # dispatch is asynchronous: time it all
         done += mcmc.num_samples
     wall = time.perf_counter() - start
 
@@ -300,6 +301,7 @@ def _sample_with_hyper(problem, init, chains, warmup, draws, seed, progress, cha
     start = time.perf_counter()
     mcmc.run(jax.random.PRNGKey(seed), problem, jitter=init.recipe.jitter, whiten=True,
              extra_fields=FIELDS)
+    jax.block_until_ready(mcmc.get_samples())
     wall = time.perf_counter() - start
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     extra = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
