@@ -61,12 +61,14 @@ def grid2d(n: int, draws: int = 200, samples: int = 256):
     r = sample_nuts(p, fit, chains=1, warmup=draws, draws=draws, progress=False)
     s = az.summary(r.to_arviz(), var_names=["u_test"])
     ratio = r.u_test[0].std(0) / g.test_sd
-    print(f"grid {n}x{n}: Gaussian posterior (CG, {samples} draws) {t_g:.1f} s; NUTS {draws}+{draws} "
-          f"draws {r.wall_time_s:.1f} s, {r.extra['num_steps'].mean():.0f} leapfrog steps per "
-          f"draw, {int(r.extra['diverging'].sum())} divergences, min ess_bulk "
-          f"{s['ess_bulk'].min():.0f} ({s['ess_bulk'].min() / r.wall_time_s:.2f}/s), "
-          f"sd NUTS / Gaussian on the test grid: mean {ratio.mean():.3f}, "
-          f"{np.quantile(ratio, 0.05):.3f}-{np.quantile(ratio, 0.95):.3f} (5-95%)")
+    ess = s["ess_bulk"].min()
+    print(f"grid {n}x{n}: Gaussian posterior (CG, {samples} draws) {t_g:.1f} s; NUTS "
+          f"{draws}+{draws} draws {r.wall_time_s:.1f} s, "
+          f"{r.extra['num_steps'].mean():.0f} leapfrog steps per draw, "
+          f"{int(r.extra['diverging'].sum())} divergences, min ess_bulk {ess:.0f} "
+          f"({ess / r.wall_time_s:.2f}/s), sd NUTS / Gaussian on the test grid: mean "
+          f"{ratio.mean():.3f}, {np.quantile(ratio, 0.05):.3f}-{np.quantile(ratio, 0.95):.3f} "
+          "(5-95%)")
 
 
 def main():
