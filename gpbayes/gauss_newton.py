@@ -291,8 +291,8 @@ class GaussNewton:
         """The unknowns' Schur complement S = J_theta^T J_theta + J_p^T J_p - C^T H^{-1} C
         (their Laplace precision with U integrated out) and H^{-1} C (p, grid), solved by
         PCG in one batch with ``rhs`` (H^{-1} rhs returned, else None): (S, H^{-1} C,
-        H^{-1} rhs, CG iterations)."""
-        _, _, j_t, j_p, cols = self.unknown_columns()
+        H^{-1} rhs, CG iterations). ``columns``: ``unknown_columns()``, if computed."""
+        _, _, j_t, j_p, cols = columns or self.unknown_columns()
         b = cols if rhs is None else jnp.concatenate([rhs[None], cols])
         x, k, _ = self.solve(b, tol, maxiter)
         y, h_cols = (None, x) if rhs is None else (x[0], x[1:])

@@ -224,9 +224,8 @@ def structured_posterior(problem: Problem, fit: MapFit, samples: int = 64, seed:
 
 def _unknown_summary(post: "GaussianPosterior") -> dict:
     """Per unknown: its site's mean and sd and the 90% interval of the unknown itself."""
-    out = {}
+    out, z = {}, float(jax.scipy.stats.norm.ppf(0.95))
     for name, u in (post.unknowns or {}).items():
-        z = float(jax.scipy.stats.norm.ppf(0.95))
         lo, hi = u["mean"] - z * u["sd"], u["mean"] + z * u["sd"]
         if u["site"] != name:  # lognormal: the site is log(name)
             lo, hi = float(np.exp(lo)), float(np.exp(hi))
