@@ -156,11 +156,14 @@ class BoundaryRows:
         return diag
 
 
+MAX_CAPACITANCE = 8000  # boundary rows taken exactly up to this many (n_b^2 doubles)
+
+
 def exact_boundary_rows(problem) -> bool:
-    """True where the preconditioner takes the boundary rows exactly (Woodbury: 1-D and
-    2-D); in 3-D it takes them by their diagonal only (the capacitance would be
-    6 n^2 x 6 n^2, formed and factored at every operator)."""
-    return problem.ndim in (1, 2)
+    """True where the preconditioner takes the boundary rows exactly (Woodbury, with an
+    n_b x n_b capacitance formed and factored per operator): up to MAX_CAPACITANCE rows
+    (every 1-D and 2-D grid here; 3-D up to about 36^3); beyond, by their diagonal."""
+    return sum(problem.part_sizes) <= MAX_CAPACITANCE
 
 
 def boundary_gram(cond, rows: BoundaryRows, diag: Array) -> Array:
@@ -175,7 +178,7 @@ def boundary_gram(cond, rows: BoundaryRows, diag: Array) -> Array:
 
 
 def woodbury_preconditioner(cond, diag: Array) -> Callable[[Array], Array]:
-    """v -> P^{-1} v for P = D + scale_b^2 B^T B (1-D, 2-D): the diagonal D of the other terms
+    """v -> P^{-1} v for P = D + scale_b^2 B^T B (``exact_boundary_rows``): the diagonal D of the other terms
     plus the boundary rows B exactly, by the Woodbury identity with the capacitance
     C = I / scale_b^2 + B D^{-1} B^T (n_b x n_b, ``boundary_gram``, Cholesky)."""
     rows = BoundaryRows(cond)
@@ -193,7 +196,7 @@ def woodbury_preconditioner(cond, diag: Array) -> Callable[[Array], Array]:
 
 
 def woodbury_root(cond, diag: Array) -> Callable[[Array], Array]:
-    """w -> F w with F F^T = P^{-1} (P as in ``woodbury_preconditioner``; 1-D, 2-D):
+    """w -> F w with F F^T = P^{-1} (P as in ``woodbury_preconditioner``):
     F = D^{-1/2} (I + G M G^T), G = D^{-1/2} B^T S (S = diag(scale_b)), M = V diag(
     ((1 + g)^{-1/2} - 1) / g) V^T from G^T G = S B D^{-1} B^T S = V diag(g) V^T (a
     square root of (I + G G^T)^{-1}). A change of variables that leaves a Gaussian with
@@ -217,7 +220,7 @@ class GaussNewton:
 
     ``s0`` (u in s), ``r0`` (the residual there), ``jvp``/``vjp`` (J and J^T), ``mv``
     (H, batched over leading axes), ``diagonal`` (exact), ``preconditioner`` (the
-    diagonal, with the boundary rows exact by Woodbury in 2-D), ``gradient`` (of minus
+    diagonal, with the boundary rows exact by Woodbury up to MAX_CAPACITANCE rows), ``gradient`` (of minus
     the log joint at s0), ``solve`` and ``step``.
     """
 

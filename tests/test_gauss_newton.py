@@ -158,9 +158,7 @@ def test_preconditioner_takes_the_1d_boundary_rows_exactly():
     np.testing.assert_allclose(m @ got, v, rtol=1e-6, atol=1e-6 * np.abs(v).max())
 
 
-def test_3d_diagonal_with_derivative_conditions():
-    """In 3-D the preconditioner takes the boundary rows by their diagonal: exact for
-    Neumann and Robin rows too (terms on 2-D faces)."""
+def _gn_3d_with_derivative_conditions():
     import gpbayes as gb
     from gpbayes.boundary import Condition, Face
     from gpbayes.infer.init import spectral_params
@@ -177,10 +175,43 @@ def test_3d_diagonal_with_derivative_conditions():
                    equation=parse("u_xx + u_yy + u_zz"), solution=op.parse("x*y*z", set(v)),
                    conditions=conditions, components=2, max_frequency=1.0)
     values = {k: x for k, x in spectral_params(p).items() if k != "U"}
-    gn = Conditional(p, values, 1e-6).gauss_newton(
-        jnp.asarray(np.random.default_rng(1).normal(size=p.grid)))
+    values["log_tau_b"] = jnp.asarray(np.log(1e6))
+    cond = Conditional(p, values, 1e-6)
+    return p, cond, cond.gauss_newton(jnp.asarray(np.random.default_rng(1).normal(size=p.grid)))
+
+
+def test_3d_diagonal_with_derivative_conditions():
+    """The diagonal of the Gauss-Newton operator in 3-D, with Neumann and Robin rows
+    (terms on 2-D faces)."""
+    p, _, gn = _gn_3d_with_derivative_conditions()
     h = dense_hessian(gn.mv, p.grid)
     np.testing.assert_allclose(np.diag(h), np.asarray(gn.diagonal).reshape(-1), rtol=1e-7)
+
+
+def test_3d_preconditioner_takes_the_boundary_rows_exactly():
+    """In 3-D the face rows (Dirichlet, Neumann, Robin) enter the preconditioner exactly,
+    by the Woodbury identity, as in 1-D and 2-D: P = D + B^T S^2 B, D the diagonal of the
+    other terms."""
+    p, cond, gn = _gn_3d_with_derivative_conditions()
+    assert gauss_newton.exact_boundary_rows(p)
+    h = dense_hessian(gn.mv, p.grid)
+    b = np.asarray(gauss_newton.BoundaryRows(cond).apply(jnp.eye(p.size).reshape((-1,) + p.grid))).T
+    sb = np.asarray(cond.boundary_scale)[:, None] * b
+    m = np.diag(np.diag(h) - np.sum(sb**2, axis=0)) + sb.T @ sb
+    v = np.random.default_rng(2).normal(size=p.size)
+    got = np.asarray(gn.preconditioner(jnp.asarray(v).reshape(p.grid))).reshape(-1)
+    want = np.linalg.solve(m, v)  # m is ill-conditioned (tau_b 1e6): compare solutions
+    np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-7 * np.abs(want).max())
+
+
+def test_boundary_rows_beyond_the_capacitance_limit_by_their_diagonal(monkeypatch):
+    """Above MAX_CAPACITANCE rows the preconditioner keeps their diagonal only: the
+    inverse of the operator's diagonal."""
+    monkeypatch.setattr(gauss_newton, "MAX_CAPACITANCE", 10)
+    p, _, gn = _gn_3d_with_derivative_conditions()
+    assert not gauss_newton.exact_boundary_rows(p)
+    v = jnp.asarray(np.random.default_rng(2).normal(size=p.grid))
+    np.testing.assert_allclose(gn.preconditioner(v), v / gn.diagonal, rtol=1e-12)
 
 
 def test_unknowns_schur_complement_is_their_laplace_precision():

@@ -178,7 +178,8 @@ def _sample_matrix_free(problem, init, chains, warmup, draws, seed, progress, ch
     integrated out), and U = E s with s = s0 - (theta - theta0) H^{-1}J_s^T J_theta + F w,
     H = I + J^T J the Gauss-Newton operator in its rotated eigen-whitened coordinates s
     (``gauss_newton``), F F^T the inverse of CG's preconditioner (H's diagonal with the
-    boundary rows exact: ``woodbury_root``; the diagonal alone in 3-D). The potential is
+    boundary rows exact: ``woodbury_root``; the diagonal alone beyond
+    ``gauss_newton.MAX_CAPACITANCE`` rows). The potential is
     minus the log joint; NUTS adapts a diagonal mass in warm-up on top.
     """
     fixed = fixed_sites(init)

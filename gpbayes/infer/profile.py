@@ -29,11 +29,12 @@ LOOSER = 100  # CG tolerance factor of the kernel learning's trial solves
 
 def boundary_start(problem: Problem, recipe: Recipe) -> float:
     """The starting boundary precision: ``recipe.tau_b_start`` where the U solve takes the
-    boundary rows exactly (the dense solve; the Woodbury preconditioner in 2-D), else 1.
+    boundary rows exactly (the dense solve; the Woodbury preconditioner up to
+    ``gauss_newton.MAX_CAPACITANCE`` rows), else 1.
 
     The boundary data are exact, so tau_b's conditional optimum tends to the cap, and
-    starting there keeps 2-D CG fast; where the preconditioner takes the boundary rows by
-    their diagonal only (3-D; 1-D beyond MAX_DENSE) a tight start stalls CG
+    starting there keeps CG fast; where the preconditioner takes the boundary rows by
+    their diagonal only (3-D grids beyond about 36^3) a tight start stalls CG
     (benchmarks/README.md), so those grids start at 1.
     """
     exact = is_dense(problem) or exact_boundary_rows(problem)
@@ -239,7 +240,7 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
             stopped = interrupt() if interrupt else None
             if stopped and starts:
                 break
-            if prob is not problem and min(s for s, _, _ in starts) <= recipe.refine_above:
+            if prob is not problem and starts and min(s for s, _, _ in starts) <= recipe.refine_above:
                 bar.update(1)  # the model file's family resolves it: no plain-family start
                 continue
             fit = run_start(label, prob, init, history)
