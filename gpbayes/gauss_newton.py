@@ -178,9 +178,9 @@ def boundary_gram(cond, rows: BoundaryRows, diag: Array) -> Array:
 
 
 def woodbury_preconditioner(cond, diag: Array) -> Callable[[Array], Array]:
-    """v -> P^{-1} v for P = D + scale_b^2 B^T B (``exact_boundary_rows``): the diagonal D of the other terms
-    plus the boundary rows B exactly, by the Woodbury identity with the capacitance
-    C = I / scale_b^2 + B D^{-1} B^T (n_b x n_b, ``boundary_gram``, Cholesky)."""
+    """v -> P^{-1} v for P = D + scale_b^2 B^T B (``exact_boundary_rows``): the diagonal
+    D of the other terms plus the boundary rows B exactly, by the Woodbury identity with
+    the capacitance C = I / scale_b^2 + B D^{-1} B^T (n_b x n_b, ``boundary_gram``, Cholesky)."""
     rows = BoundaryRows(cond)
     c = boundary_gram(cond, rows, diag) + jnp.diag(1.0 / cond.boundary_scale**2)
     c = c + 1e-12 * jnp.mean(jnp.diag(c)) * jnp.eye(len(c))  # corners repeat: near-singular
@@ -220,8 +220,8 @@ class GaussNewton:
 
     ``s0`` (u in s), ``r0`` (the residual there), ``jvp``/``vjp`` (J and J^T), ``mv``
     (H, batched over leading axes), ``diagonal`` (exact), ``preconditioner`` (the
-    diagonal, with the boundary rows exact by Woodbury up to MAX_CAPACITANCE rows), ``gradient`` (of minus
-    the log joint at s0), ``solve`` and ``step``.
+    diagonal, with the boundary rows exact by Woodbury up to MAX_CAPACITANCE rows),
+    ``gradient`` (of minus the log joint at s0), ``solve`` and ``step``.
     """
 
     def __init__(self, cond, u: Array):

@@ -240,7 +240,8 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
             stopped = interrupt() if interrupt else None
             if stopped and starts:
                 break
-            if prob is not problem and starts and min(s for s, _, _ in starts) <= recipe.refine_above:
+            resolved = starts and min(s for s, _, _ in starts) <= recipe.refine_above
+            if prob is not problem and resolved:
                 bar.update(1)  # the model file's family resolves it: no plain-family start
                 continue
             fit = run_start(label, prob, init, history)
