@@ -81,8 +81,8 @@ def update(problem: Problem, theta: dict, log_tau: dict, solve_u: Callable[[dict
     (traceable): the objective is minus the log joint at U*(theta, tau) = ``solve_u(values)``,
     U re-solved exactly at every evaluation, so its gradient is the partial one at fixed
     U* (the envelope theorem: d/dU vanishes at U*). The precisions are searched below
-    ``cap`` (log tau). Kept only if the log joint rose, so a failed line search changes
-    nothing."""
+    ``cap`` (log tau). Kept only if the log joint rose and every value is finite, so a
+    failed line search changes nothing."""
     sites = dict(theta, **log_tau)
 
     def values_of(free):
@@ -117,7 +117,9 @@ def update(problem: Problem, theta: dict, log_tau: dict, solve_u: Callable[[dict
     start = (0, x0, opt.init(x0), jnp.asarray(jnp.nan), inf, inf)
     _, x, state, _, _, old = jax.lax.while_loop(more, body, start)
     new = optax.tree_utils.tree_get(state, "value")  # the line search's value at x
-    better = jnp.isfinite(new) & (new < old)
-    out = jax.tree.map(lambda a, b: jnp.where(better, a, b), values_of(x), values_of(x0))
+    moved = values_of(x)
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(moved)]))
+    better = jnp.isfinite(new) & (new < old) & finite  # a NaN step is never kept
+    out = jax.tree.map(lambda a, b: jnp.where(better, a, b), moved, values_of(x0))
     return ({k: out[k] for k in theta}, {k: out[k] for k in log_tau},
             solve_u(out))
