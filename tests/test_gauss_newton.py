@@ -137,6 +137,11 @@ def test_decade_rotation_is_orthogonal_and_block_diagonal():
         assert np.abs(blk - np.diag(np.diag(blk))).max() < 1e-10 * np.abs(blk).max()
 
 
+def reference_preconditioner(h, sb):
+    """D + (S B)^T (S B) densely: D the diagonal of H without the boundary rows S B."""
+    return np.diag(np.diag(h) - np.sum(sb**2, axis=0)) + sb.T @ sb
+
+
 def test_preconditioner_takes_the_1d_boundary_rows_exactly():
     """1-D grids above the dense limit use CG: the two boundary rows enter the
     preconditioner exactly (Woodbury), as the face rows do in 2-D."""
@@ -152,7 +157,7 @@ def test_preconditioner_takes_the_1d_boundary_rows_exactly():
     h = dense_hessian(gn.mv, p.grid)
     b = np.asarray(gauss_newton.BoundaryRows(cond).apply(jnp.eye(p.size))).T  # (2, n)
     np.testing.assert_allclose(b, np.asarray(cond.bases[0][0])[[0, -1]], rtol=1e-12)
-    m = np.diag(np.diag(h) - 1e4 * np.sum(b**2, axis=0)) + 1e4 * b.T @ b
+    m = reference_preconditioner(h, 100.0 * b)  # boundary noise sd 0.01
     v = np.random.default_rng(2).normal(size=p.size)
     got = np.asarray(gn.preconditioner(jnp.asarray(v)))
     np.testing.assert_allclose(m @ got, v, rtol=1e-6, atol=1e-6 * np.abs(v).max())
@@ -196,8 +201,7 @@ def test_3d_preconditioner_takes_the_boundary_rows_exactly():
     assert gauss_newton.exact_boundary_rows(p)
     h = dense_hessian(gn.mv, p.grid)
     b = np.asarray(gauss_newton.BoundaryRows(cond).apply(jnp.eye(p.size).reshape((-1,) + p.grid))).T
-    sb = np.asarray(cond.boundary_scale)[:, None] * b
-    m = np.diag(np.diag(h) - np.sum(sb**2, axis=0)) + sb.T @ sb
+    m = reference_preconditioner(h, np.asarray(cond.boundary_scale)[:, None] * b)
     v = np.random.default_rng(2).normal(size=p.size)
     got = np.asarray(gn.preconditioner(jnp.asarray(v).reshape(p.grid))).reshape(-1)
     want = np.linalg.solve(m, v)  # m is ill-conditioned (tau_b 1e6): compare solutions
