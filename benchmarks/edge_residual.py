@@ -2,7 +2,8 @@
 condition takes a derivative across them (Neumann, Robin, initial velocity). Between the
 grid's first two points the conditional mean's residual is unseen by the collocation rows;
 with a derivative condition its integral over that cell becomes a slope of the error
-across the domain (benchmarks/README.md, "The edge cells of derivative conditions").
+across the domain (benchmarks/README.md, "The edge cells of derivative conditions"; the
+ghost points, ``grid.ghost_cells``, are the remedy).
 
     gpbayes solve MODEL --out DIR --no-figures
     python benchmarks/edge_residual.py MODEL DIR
@@ -30,7 +31,7 @@ def main():
     p = gb.load_model(args.model)
     fit = load_fit(args.out_dir, p)
     cond = fit.conditional
-    inner = tuple(jnp.asarray(0.5 * (x[1:] + x[:-1])) for x in p.axes)
+    inner = tuple(jnp.asarray(0.5 * (x[1:] + x[:-1])) for x in p.domain_axes)
     print(f"{args.model}: error {fit.rel_l2_error:.3g}, "
           f"residual at all cell midpoints (rms) {rms(cond.residual_on(fit.u, inner)):.3g}")
     for c, face in p.boundary_parts:
@@ -38,10 +39,11 @@ def main():
         orders = np.max(np.array(list(c.derivatives(p.variables).values())), 0)
         if c.dirichlet or c.periodic or not orders[j]:
             continue
-        x = np.asarray(p.axes[j])
+        x = np.asarray(p.domain_axes[j])
         a, b = (x[0], x[1]) if face.side == "lo" else (x[-2], x[-1])
         t = np.linspace(a, b, args.samples)
-        axes = tuple(jnp.asarray(t) if k == j else jnp.asarray(v) for k, v in enumerate(p.axes))
+        axes = tuple(jnp.asarray(t) if k == j else jnp.asarray(v)
+                     for k, v in enumerate(p.domain_axes))
         r = np.moveaxis(np.asarray(cond.residual_on(fit.u, axes)), j, 0)
         integral = np.trapezoid(r, t, axis=0)
         print(f"  {face.name(p.variables)} ({c.operator.text if c.operator else 'u'}): "

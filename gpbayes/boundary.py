@@ -19,13 +19,14 @@ class Face:
 
     axis: int
     side: str
+    ghost: int = 0  # grid points beyond the face (``Problem.ghosts``)
 
     def name(self, variables) -> str:
         return f"{variables[self.axis]}_{self.side}"
 
     @property
     def index(self) -> int:
-        return 0 if self.side == "lo" else -1
+        return self.ghost if self.side == "lo" else -1 - self.ghost
 
     def opposite(self) -> "Face":
         return Face(self.axis, "hi" if self.side == "lo" else "lo")

@@ -3,6 +3,7 @@ observations), the kernel settings, and the environment its expressions see.
 """
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -16,6 +17,10 @@ from gpbayes.operators import Expression
 
 __all__ = ["Condition", "Face", "Problem"]
 
+# Ghost points past a derivative face by default: the conditional mean's residual falls
+# from its edge-cell level to the interior's over about 5-10 cells (poisson1d-robin).
+AUTO_GHOST_CELLS = 8
+
 
 @dataclass(eq=False)
 class Problem:
@@ -27,6 +32,12 @@ class Problem:
     shorthand ``faces`` with ``boundary_value`` is one Dirichlet condition on those faces.
     ``periodic``: axis indices that are periodic (u and its derivatives along the axis
     below the equation's order equal on its two faces: ``periodic_conditions``).
+    ``ghost_cells``: grid points added past each face whose condition takes a derivative
+    across it, the equation held there too (its source continued past the face): the
+    domain's edge cell becomes an interior one, whose residual no longer integrates into
+    a slope of the error (benchmarks/README.md). None (automatic): ``AUTO_GHOST_CELLS``
+    where the source and the boundary values are finite on them, else none. ``grid`` is
+    the extended grid, ``domain_grid`` the model file's.
     """
 
     name: str
@@ -44,6 +55,8 @@ class Problem:
     components: int = 30
     max_frequency: float = 20.0
     boundary_weight: float = 200.0
+    ghost_cells: int = None  # ghost points past derivative faces (None: automatic)
+    domain_grid: tuple = None  # set from ``grid``: the grid without the ghost points
     boundary_noise: float = None  # noise sd of the boundary data (replaces the tempered weight)
     equation_noise: float = None  # sd of the equation residual (fixes tau_e)
     observations: tuple = None  # (points (M, d), values (M,), noise sd): interior data
@@ -57,8 +70,7 @@ class Problem:
     def __post_init__(self):
         self.variables = tuple(self.variables)
         self.domain = tuple((float(lo), float(hi)) for lo, hi in self.domain)
-        self.grid = tuple(int(n) for n in self.grid)
-        self.test_grid = tuple(int(n) for n in (self.test_grid or self.grid))
+        given = tuple(int(n) for n in self.grid)
         self.periodic = tuple(int(j) for j in self.periodic)
         if self.conditions is None:
             self.conditions = ((Condition(tuple(self.faces), None, self.boundary_value),)
@@ -66,8 +78,13 @@ class Problem:
         self.conditions = tuple(c for c in self.conditions if not c.periodic) + tuple(
             c for j in self.periodic
             for c in periodic_conditions(j, self.variables, max(self.axis_order(j), 1)))
-        # one entry per boundary part (a condition on one face), in the order of the rows
-        self.faces = tuple(f for c in self.conditions for f in c.faces)
+        cells = AUTO_GHOST_CELLS if self.ghost_cells is None else self.ghost_cells
+        known = tuple(int(n) for n in self.domain_grid) if self.domain_grid else None
+        # dataclasses.replace passes both grids: keep the domain's unless grid was changed
+        self.domain_grid = (known if known and given in (known, self._extended(known, cells))
+                            else given)
+        self.test_grid = tuple(int(n) for n in (self.test_grid or self.domain_grid))
+        self._extend(cells)
         defaults = {"log_w": (float(np.log(1.0 / self.components)), 2.0), "log_rho": (0.0, 2.0),
                     "mu": (0.0, max(self.max_frequency, 1.0) / 4), "log_tau": (0.0, 10.0)}
         self.priors = {**defaults, **(self.priors or {})}
@@ -90,6 +107,11 @@ class Problem:
                                 f"{c.key}.operator")
         # Evaluate the data now (outside any trace), so NaN or inf is reported at once.
         with jax.ensure_compile_time_eval():
+            if self.ghost_cells is None:  # automatic: ghost points where the data continue
+                try:
+                    self.source_values, self.boundary_values  # noqa: B018
+                except SpecError:
+                    self._extend(0)
             self.source_values, self.boundary_values, self.exact_test  # noqa: B018
 
     def with_kernel(self, family: str, components: int) -> "Problem":
@@ -98,6 +120,45 @@ class Problem:
         out.family, out.components = family, int(components)
         out.priors = {**self.priors, "log_w": (float(np.log(1.0 / components)), 2.0)}
         return out
+
+    def _extend(self, cells: int) -> None:
+        """Set the grid to the model file's extended by ``cells`` ghost points past each face
+        whose condition takes a derivative across it (not periodic), and the faces' grid
+        indices to match; forget whatever was computed on another grid."""
+        for name in ("axes", "domain_axes", "source_values", "boundary_values", "row_weights"):
+            self.__dict__.pop(name, None)
+        self.ghosts = self._ghosts(cells)
+        self.grid = self._extended(self.domain_grid, cells)
+        self.conditions = tuple(dataclasses.replace(c, faces=tuple(
+            dataclasses.replace(f, ghost=self.ghosts[f.axis][f.side == "hi"]) for f in c.faces))
+            for c in self.conditions)
+        # one entry per boundary part (a condition on one face), in the order of the rows
+        self.faces = tuple(f for c in self.conditions for f in c.faces)
+
+    def _ghosts(self, cells: int) -> tuple:
+        """(lo, hi) ghost points per axis: ``cells`` past each face whose condition takes a
+        derivative across it (not periodic), none elsewhere."""
+        out = [[0, 0] for _ in self.variables]
+        for c in self.conditions:
+            if c.periodic or c.dirichlet:
+                continue
+            orders = np.max(np.array(list(c.derivatives(self.variables).values())), 0)
+            for f in c.faces:
+                if orders[f.axis]:
+                    out[f.axis][f.side == "hi"] = cells
+        return tuple(tuple(x) for x in out)
+
+    def _extended(self, grid: tuple, cells: int) -> tuple:
+        return tuple(n + lo + hi for n, (lo, hi) in zip(grid, self._ghosts(cells)))
+
+    @property
+    def has_ghosts(self) -> bool:
+        return any(map(any, self.ghosts))
+
+    @cached_property
+    def domain_axes(self) -> tuple:
+        """The grid axes inside the domain (without the ghost points)."""
+        return tuple(x[lo:len(x) - hi] for x, (lo, hi) in zip(self.axes, self.ghosts))
 
     @property
     def ndim(self) -> int:
@@ -109,7 +170,13 @@ class Problem:
 
     @cached_property
     def axes(self) -> tuple:
-        return tuple(_axis(lo, hi, n) for (lo, hi), n in zip(self.domain, self.grid))
+        out = []
+        for (lo, hi), n, (a, b) in zip(self.domain, self.domain_grid, self.ghosts):
+            x = _axis(lo, hi, n)
+            h = x[1] - x[0] if n > 1 else 0.0
+            out.append(np.concatenate([lo - h * np.arange(a, 0, -1), x,
+                                       hi + h * np.arange(1, b + 1)]))
+        return tuple(out)
 
     @cached_property
     def test_axes(self) -> tuple:
@@ -157,7 +224,7 @@ class Problem:
         """f on the grid: given, or the equation applied to the exact solution."""
         values = self.source_on(self.axes)
         key = "pde.source" if self.source is not None else "pde.solution"
-        return _finite(np.asarray(values), self.origin, key)
+        return _finite(np.asarray(values), self.origin, key, self.has_ghosts)
 
     def source_on(self, axes) -> np.ndarray:
         """f on the grid spanned by ``axes`` (any points)."""
@@ -249,7 +316,7 @@ class Problem:
             else:
                 v = self.apply_to_solution(c.operator, axes)
             key = f"{c.key}.value" if c.value is not None else "pde.solution"
-            out.append(_finite(np.asarray(v).reshape(-1), self.origin, key))
+            out.append(_finite(np.asarray(v).reshape(-1), self.origin, key, self.has_ghosts))
         return np.concatenate(out)
 
     @cached_property
@@ -273,7 +340,8 @@ def _partial(fn, j):
     return lambda p: jax.grad(fn)(p)[j]
 
 
-def _finite(values, origin, key):
+def _finite(values, origin, key, ghosts=False):
     if not np.all(np.isfinite(values)):
-        raise SpecError("evaluates to NaN or infinity on the grid", origin, key)
+        where = "on the grid (with its ghost points, grid.ghost_cells)" if ghosts else "on the grid"
+        raise SpecError(f"evaluates to NaN or infinity {where}", origin, key)
     return values

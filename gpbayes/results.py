@@ -92,7 +92,7 @@ class MapFit:
     @cached_property
     def _checks(self) -> dict:
         p = self.problem
-        mid = tuple(0.5 * (x[1:] + x[:-1]) for x in p.axes)
+        mid = tuple(0.5 * (x[1:] + x[:-1]) for x in p.domain_axes)
         return {k: float(v) for k, v in _check_values(p, self.recipe.jitter, self.params, mid,
                                                 p.source_on(mid)).items()}
 
@@ -170,6 +170,7 @@ class MapFit:
             "stop_reason": self.stop_reason,
             "device": f"{dev.platform}: {dev.device_kind}",
             "grid": list(p.grid),
+            "ghost_points": [list(g) for g in p.ghosts],
             "family": p.family,
             "recipe": {k: getattr(self.recipe, k) for k in ("source", "description",
                                                             "optimizer", "learning_rate",

@@ -17,6 +17,7 @@ from gpbayes.problem import Condition, Face, Problem
 
 AXIS_NAMES = ("x", "y", "z", "t")
 MIN_POINTS = 3
+MAX_GHOST_CELLS = 16
 MAX_BYTES = 16 * 2**30  # refuse grids whose working set would exceed this
 
 _BOUNDARY_KEYS = {"faces", "operator", "value", "weight"}
@@ -26,7 +27,7 @@ _MODEL_KEYS = {
     "priors": {"log_w", "log_rho", "mu", "log_tau"},
     "pde": {"variables", "domain", "equation", "solution", "source", "constants", "boundary",
             "periodic"},
-    "grid": {"points", "test_points"},
+    "grid": {"points", "test_points", "ghost_cells"},
     "kernel": {"family", "components", "max_frequency"},
     "likelihood": {"boundary_weight", "boundary_noise", "equation_noise"},
 }
@@ -196,6 +197,10 @@ def load_model(path: str | Path) -> Problem:
     grid_t = _get(data, "grid", dict, path, "grid", required=True)
     points = _points(grid_t, "points", d, path, required=True)
     test_points = _points(grid_t, "test_points", d, path) or points
+    ghost_cells = _get(grid_t, "ghost_cells", int, path, "grid.ghost_cells")  # None: automatic
+    if ghost_cells is not None and not 0 <= ghost_cells <= MAX_GHOST_CELLS:
+        raise SpecError(f"expected a whole number from 0 to {MAX_GHOST_CELLS}", path,
+                        "grid.ghost_cells")
     _check_memory(points, path)
 
     kern = _get(data, "kernel", dict, path, "kernel", {})
@@ -236,7 +241,7 @@ def load_model(path: str | Path) -> Problem:
         periodic=periodic, constants=constants, family=family, components=q,
         max_frequency=fmax, boundary_weight=weight, boundary_noise=noise["boundary_noise"],
         equation_noise=noise["equation_noise"], observations=observations, unknowns=unknowns,
-        priors=priors,
+        priors=priors, ghost_cells=ghost_cells,
         origin=str(path))
     return problem
 

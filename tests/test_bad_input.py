@@ -65,6 +65,17 @@ CASES = [
      "grid.points: each axis needs at least 3 points"),
     ("too-many-points", "model", ("points = [20]", "points = [40000000]"),
      "grid.points: grid [40000000] needs about 143051159.4 GiB, more than the 16 GiB allowed"),
+    ("negative-ghost-cells", "model", ("points = [20]", "points = [20]\nghost_cells = -1"),
+     "grid.ghost_cells: expected a whole number from 0 to 16"),
+    ("fractional-ghost-cells", "model", ("points = [20]", "points = [20]\nghost_cells = 1.5"),
+     "grid.ghost_cells: expected int, got float"),
+    ("nan-source-on-ghost-points", "model",
+     GOOD.replace('[pde.boundary]\nfaces = "all"', '[[pde.boundary]]\nfaces = ["x_lo"]\n'
+                  'operator = "u_x"\n[[pde.boundary]]\nfaces = ["x_hi"]')
+         .replace('solution = "sin(x)"', 'solution = "sin(x)"\nsource = "sqrt(x)"')
+         .replace("points = [20]", "points = [20]\nghost_cells = 2"),
+     "pde.source: evaluates to NaN or infinity on the grid (with its ghost points, "
+     "grid.ghost_cells)"),
     ("nan-source", "model", ('solution = "sin(x)"', 'solution = "sin(x)"\nsource = "log(x - 5)"'),
      "pde.source: evaluates to NaN or infinity on the grid"),
     ("inf-solution", "model", ('"sin(x)"', '"1/x"'),

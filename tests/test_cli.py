@@ -233,6 +233,10 @@ CONDITION_CASES = {  # small model files, one per condition kind: (text, error b
                  '[[pde.boundary]]\nfaces = ["t_lo"]\noperator = "u_t"\n'
                  '[grid]\npoints = [14, 10]\n[kernel]\nfamily = "se"\ncomponents = 6\n', 1e-4),
 }
+for _kind in ("robin", "neumann"):  # the same files without the automatic ghost points
+    _text, _bound = CONDITION_CASES[_kind]
+    CONDITION_CASES[f"{_kind}-no-ghosts"] = (_text.replace("[kernel]", "ghost_cells = 0\n[kernel]"),
+                                             _bound)
 
 
 @pytest.mark.slow
@@ -247,7 +251,7 @@ def test_solve_each_condition_kind(tmp_path, kind):
     model.write_text(f'name = "{kind}"\n' + text)
     out = tmp_path / "out"
     recipe = []
-    if kind != "robin":
+    if not kind.startswith("robin"):
         (tmp_path / "one.toml").write_text(
             'optimizer = "auto"\ninit = "spectrum"\nrho_scales = [1.0]\ntau_b_start = 1e12\n'
             'jitter = 3e-11\nlearn_iterations = 10\nrefine_above = 1e-6\n'
@@ -261,11 +265,15 @@ def test_solve_each_condition_kind(tmp_path, kind):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["nuts", "gaussian-dense", "gaussian-cg"])
+@pytest.mark.parametrize("method", ["nuts", "gaussian-dense", "gaussian-cg", "nuts-no-ghosts",
+                                    "gaussian-cg-no-ghosts"])
 def test_sample_with_a_derivative_condition(tmp_path, method):
     """A Robin condition with noisy data (its own noise sd) through `gpbayes sample`: NUTS
-    and the Gaussian posterior (dense and matrix-free) run the same model."""
-    text = CONDITION_CASES["robin"][0].replace("points = [40]", "points = [20]")
+    and the Gaussian posterior (dense and matrix-free) run the same model, with and
+    without the ghost points past the Robin face."""
+    method, no_ghosts, _ = method.partition("-no-ghosts")
+    text = CONDITION_CASES["robin"][0].replace(
+        "points = [40]", "points = [20]" + ("\nghost_cells = 0" if no_ghosts else ""))
     model = tmp_path / "robin.toml"
     model.write_text('name = "robin"\n' + text + '[likelihood]\nboundary_noise = 0.01\n'
                      'equation_noise = 0.1\n')

@@ -31,14 +31,19 @@ def data_problem(prior):
                       unknowns={"k": (prior, 0.5, 0.3)})
 
 
-@pytest.mark.parametrize("case", ["plain", "normal", "lognormal", "2d", "robin", "periodic"])
+@pytest.mark.parametrize("case", ["plain", "normal", "lognormal", "2d", "robin", "periodic",
+                                  "ghosts"])
 def test_log_joint_is_the_models_log_density(case):
     from test_gauss_newton import conditions_case
 
     if case == "plain":
         p = small_problem(n=30)
     elif case in ("robin", "periodic"):  # derivative conditions with their own weights
-        p, _ = small_2d_problem(n=9, boundary_noise=None, **conditions_case(case))
+        p, _ = small_2d_problem(n=9, boundary_noise=None, ghost_cells=0, **conditions_case(case))
+    elif case == "ghosts":  # the grid extended past the Robin faces
+        p, _ = small_2d_problem(n=9, boundary_noise=None, ghost_cells=2,
+                                **conditions_case("robin"))
+        assert p.grid == (9, 13)
     elif case == "2d":
         p, _ = small_2d_problem(n=9, observations=(np.array([[0.3, 0.4]]), np.array([0.1]),
                                                     0.05), boundary_noise=None)

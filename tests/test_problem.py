@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from conftest import small_problem
 
@@ -60,7 +61,7 @@ def test_derivative_conditions_default_weight_scales_with_the_spacing(root):
 
     p = gb.load_model(root / "models" / "poisson2d-mixed.toml")
     h = p.axes[1][1] - p.axes[1][0]
-    n = p.grid[0]
+    n = p.grid[1]  # an x face spans the y axis (its ghost points too)
     dirichlet, neumann = p.conditions
     assert neumann.operator.text == "u_y"
     np.testing.assert_allclose(p.row_weights[: 2 * n], p.boundary_weight)
@@ -72,3 +73,56 @@ def test_derivative_conditions_default_weight_scales_with_the_spacing(root):
     given = dataclasses.replace(neumann, weight=3.0)
     q = dataclasses.replace(p, conditions=(dirichlet, given))
     np.testing.assert_allclose(q.row_weights[2 * n:], 3.0)
+
+
+def test_ghost_cells_extend_the_grid_past_derivative_faces_only():
+    from test_gauss_newton import conditions_case
+
+    from conftest import small_2d_problem
+
+    p, _ = small_2d_problem(n=9, boundary_noise=None, ghost_cells=3,
+                            **conditions_case("neumann"))  # Dirichlet x, Neumann y
+    assert p.domain_grid == (9, 9) and p.grid == (9, 15) and p.ghosts == ((0, 0), (3, 3))
+    x, y = p.axes
+    np.testing.assert_allclose(y[3:12], np.linspace(0, 1, 9), atol=1e-15)
+    np.testing.assert_allclose(np.diff(y), 1 / 8, rtol=1e-12)
+    np.testing.assert_allclose(p.domain_axes[1], np.linspace(0, 1, 9), atol=1e-15)
+    # the faces stay on the domain's boundary: y = 0 and y = 1 at grid rows 3 and -4
+    for _, f in p.boundary_parts:
+        coord = np.asarray(f.axes(p.axes)[f.axis])
+        assert coord == pytest.approx([0.0 if f.side == "lo" else 1.0], abs=1e-15)
+    # the source on the whole extended grid, the equation held on the ghost points too
+    assert p.source_values.shape == (9, 15)
+    u = np.sin(3 * x)[:, None] * np.sin(2 * y)[None, :]
+    np.testing.assert_allclose(p.source_values, -13 * u, atol=1e-12)
+
+
+def test_ghost_cells_are_automatic_where_the_data_continue():
+    from test_gauss_newton import conditions_case
+
+    from conftest import small_2d_problem
+    from gpbayes import operators as op
+    from gpbayes.problem import AUTO_GHOST_CELLS
+
+    p, _ = small_2d_problem(n=9, boundary_noise=None, **conditions_case("neumann"))
+    assert p.ghosts == ((0, 0), (AUTO_GHOST_CELLS,) * 2) and p.grid == (9, 9 + 2 * AUTO_GHOST_CELLS)
+    # sqrt(y) is not finite below y = 0: no ghost points, and no error
+    p, _ = small_2d_problem(n=9, boundary_noise=None, source=op.parse("sqrt(y)", {"x", "y"}),
+                            **conditions_case("neumann"))
+    assert p.ghosts == ((0, 0), (0, 0)) and p.grid == (9, 9)
+    assert np.all(np.isfinite(p.source_values))
+
+
+def test_replace_keeps_the_domain_grid_or_takes_a_new_one():
+    import dataclasses
+
+    from test_gauss_newton import conditions_case
+
+    from conftest import small_2d_problem
+
+    p, _ = small_2d_problem(n=9, boundary_noise=None, ghost_cells=2,
+                            **conditions_case("neumann"))
+    same = dataclasses.replace(p, name="again")
+    assert same.domain_grid == (9, 9) and same.grid == (9, 13)
+    finer = dataclasses.replace(p, grid=(11, 12))
+    assert finer.domain_grid == (11, 12) and finer.grid == (11, 16)

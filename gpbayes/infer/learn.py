@@ -35,7 +35,7 @@ def bounds(problem: Problem) -> dict:
     out = {}
     for j, v in enumerate(problem.variables):
         lo, hi = problem.domain[j]
-        h = (hi - lo) / (problem.grid[j] - 1)
+        h = (hi - lo) / (problem.domain_grid[j] - 1)
         out[f"log_rho_{v}"] = (-power * np.log(longest * (hi - lo)),
                                -power * np.log(MIN_SPACINGS * h))
         out[f"mu_{v}"] = (0.0, 0.25 / h)
