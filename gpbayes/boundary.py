@@ -52,6 +52,7 @@ class Condition:
     ``periodic``: operator[u] on each listed (lo) face equals it on the opposite face (the
     value is 0). ``value`` None takes the operator applied to the exact solution.
     ``weight``: this term's tempered weight (None: the model file's boundary_weight).
+    ``noise``: this term's noise sd instead (the value is a noisy observation).
     ``key``: the model-file key, for messages.
     """
 
@@ -59,6 +60,7 @@ class Condition:
     operator: Expression | None = None
     value: Expression | None = None
     weight: float | None = None
+    noise: float | None = None
     periodic: bool = False
     key: str = "pde.boundary"
 

@@ -272,9 +272,12 @@ class Conditional:
         """The factor of each boundary row's mismatch in the residual (1/noise sd, or
         sqrt(w tau_b) with w the row's condition's weight)."""
         p = self.problem
-        if p.boundary_noise is not None:
-            return jnp.full(len(p.row_weights), 1.0 / p.boundary_noise)
-        return jnp.sqrt(jnp.asarray(p.row_weights) * jnp.exp(self.values["log_tau_b"]))
+        t = p.tempered_rows
+        noisy = 1.0 / np.where(t, 1.0, p.row_noise)
+        if not t.any():
+            return jnp.asarray(noisy)
+        tempered = jnp.sqrt(jnp.asarray(p.row_weights) * jnp.exp(self.values["log_tau_b"]))
+        return jnp.where(t, tempered, noisy)
 
     def data_residual(self, c: Array, coords: str = "u") -> Array:
         """The model's data terms as one weighted residual vector r, minus the log joint
@@ -300,11 +303,11 @@ class Conditional:
         n = p.size
         out = -0.5 * kron.kron_logdet(self.trils) - 0.5 * n * LOG_2PI
         out = out - n * jnp.log(self.equation_sd) - 0.5 * n * LOG_2PI
-        n_b = len(p.row_weights)
-        if n_b and p.boundary_noise is not None:
-            out = out - n_b * (math.log(p.boundary_noise) + 0.5 * LOG_2PI)
-        elif n_b:
-            out = out + p.row_weights.sum() * (0.5 * self.values["log_tau_b"] - 0.5 * LOG_2PI)
+        t = p.tempered_rows
+        out = out - np.sum(np.log(p.row_noise[~t])) - np.sum(~t) * 0.5 * LOG_2PI
+        if t.any():
+            w = p.row_weights[t].sum()
+            out = out + w * (0.5 * self.values["log_tau_b"] - 0.5 * LOG_2PI)
         if p.observations is not None:
             m, noise = len(p.observations[1]), p.observations[2]
             out = out - m * (math.log(noise) + 0.5 * LOG_2PI)

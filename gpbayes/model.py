@@ -84,14 +84,14 @@ def pde_model(problem: Problem, jitter: float = 1e-6, whiten: bool = False,
         sd_e = problem.equation_noise
     numpyro.factor("equation", dist.Normal(0.0, sd_e).log_prob(r).sum())
     b = numpyro.deterministic("boundary_gap", cond.boundary_difference(u))
-    if b.size and problem.boundary_noise is not None:
-        numpyro.sample("boundary_data", dist.Normal(b + problem.boundary_values,
-                                                    problem.boundary_noise),
-                       obs=problem.boundary_values)
-    elif b.size:
+    t = problem.tempered_rows  # the other rows are noisy observations
+    if (~t).any():
+        g = problem.boundary_values[~t]
+        numpyro.sample("boundary_data", dist.Normal(b[~t] + g, problem.row_noise[~t]), obs=g)
+    if t.any():
         sd_b = jnp.exp(-0.5 * numpyro.sample("log_tau_b", prior("log_tau_b", ())))
-        ll = dist.Normal(0.0, sd_b).log_prob(b)
-        numpyro.factor("boundary", jnp.sum(jnp.asarray(problem.row_weights) * ll))
+        ll = dist.Normal(0.0, sd_b).log_prob(b[t])
+        numpyro.factor("boundary", jnp.sum(jnp.asarray(problem.row_weights[t]) * ll))
     if problem.observations is not None:
         points, data, noise = problem.observations
         mean = cond.predict(u, points)
@@ -117,7 +117,7 @@ def initial_params(problem: Problem) -> dict:
         params[problem.unknown_sites[name]] = jnp.asarray(float(loc))
     if problem.equation_noise is None:
         params["log_tau_e"] = jnp.zeros(())
-    if problem.conditions and problem.boundary_noise is None:
+    if problem.tempered_rows.any():
         params["log_tau_b"] = jnp.zeros(())
     params["U"] = jnp.zeros(problem.grid)
     return params

@@ -125,7 +125,8 @@ class Problem:
         """Set the grid to the model file's extended by ``cells`` ghost points past each face
         whose condition takes a derivative across it (not periodic), and the faces' grid
         indices to match; forget whatever was computed on another grid."""
-        for name in ("axes", "domain_axes", "source_values", "boundary_values", "row_weights"):
+        for name in ("axes", "domain_axes", "source_values", "boundary_values", "row_weights",
+                     "row_noise"):
             self.__dict__.pop(name, None)
         self.ghosts = self._ghosts(cells)
         self.grid = self._extended(self.domain_grid, cells)
@@ -291,6 +292,19 @@ class Problem:
         w = [self.boundary_weight * derivative_scale(c, self.variables, h) if c.weight is None
              else c.weight for c, _ in self.boundary_parts]
         return np.repeat(np.asarray(w, dtype=float), self.part_sizes)
+
+    @cached_property
+    def row_noise(self) -> np.ndarray:
+        """The noise sd of each boundary row: its condition's ``noise``, else
+        ``boundary_noise``; NaN where the row is tempered instead (weight x tau_b)."""
+        g = np.nan if self.boundary_noise is None else self.boundary_noise
+        noise = [g if c.noise is None else c.noise for c, _ in self.boundary_parts]
+        return np.repeat(np.asarray(noise, dtype=float), self.part_sizes)
+
+    @property
+    def tempered_rows(self) -> np.ndarray:
+        """Which boundary rows are tempered (weight x tau_b) rather than noisy."""
+        return np.isnan(self.row_noise)
 
     def boundary_arrays(self) -> list:
         """[(condition, face, its values shaped as the face)] for every boundary part."""

@@ -125,14 +125,19 @@ class MapFit:
 
     @property
     def boundary_relative(self) -> float:
-        """boundary_rms relative to the size of g or of the conditions' terms over the grid
-        (``Conditional.boundary_size``; rms U for Dirichlet: faces where u = 0 must not turn
-        rounding-level mismatches into large values)."""
-        g = np.asarray(self.problem.boundary_values)
+        """The rms of the tempered rows' mismatch relative to the size of g or of the
+        conditions' terms over the grid (``Conditional.boundary_size``; rms U for Dirichlet:
+        faces where u = 0 must not turn rounding-level mismatches into large values)."""
+        g = np.asarray(self.problem.boundary_values)[self.problem.tempered_rows]
         if not g.size:
             return 0.0
         size = max(np.sqrt(np.mean(g**2)), self._checks["boundary_size"], 1e-300)
-        return self.boundary_rms / float(size)
+        return self._checks["boundary_tempered"] / float(size)
+
+    @property
+    def boundary_z(self) -> float:
+        """The rms of the noisy boundary rows' mismatch over their noise sd (0 if none)."""
+        return self._checks["boundary_z"]
 
     @cached_property
     def check(self) -> dict:
@@ -278,7 +283,11 @@ def _check_values(problem, jitter: float, params: dict, mid: tuple, f_mid) -> di
     r_mid = jnp.sqrt(jnp.mean((cond.operator(fields, mid) - f_mid) ** 2))
     f_rms = jnp.sqrt(jnp.mean(f_mid**2))
     b = cond.boundary_difference(u)
+    t = problem.tempered_rows
     return {"equation": jnp.sqrt(jnp.mean(cond.residual(u) ** 2)),
+            "boundary_tempered": jnp.sqrt(jnp.mean(b[t] ** 2)) if t.any() else jnp.zeros(()),
+            "boundary_z": (jnp.sqrt(jnp.mean((b[~t] / problem.row_noise[~t]) ** 2))
+                           if (~t).any() else jnp.zeros(())),
             "midpoint_rms": r_mid,
             "midpoint": r_mid / jnp.maximum(f_rms, 1.0),
             "midpoint_terms": r_mid / jnp.maximum(jnp.maximum(f_rms, cond.term_scale(fields, mid)),

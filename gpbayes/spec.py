@@ -20,7 +20,7 @@ MIN_POINTS = 3
 MAX_GHOST_CELLS = 16
 MAX_BYTES = 16 * 2**30  # refuse grids whose working set would exceed this
 
-_BOUNDARY_KEYS = {"faces", "operator", "value", "weight"}
+_BOUNDARY_KEYS = {"faces", "operator", "value", "weight", "noise"}
 _MODEL_KEYS = {
     "": {"name", "description", "pde", "grid", "kernel", "likelihood", "observations",
          "unknowns", "priors"},
@@ -356,12 +356,16 @@ def _conditions(pde, variables, periodic, names, expr, path):
             if not operator.derivatives(list(variables)):
                 raise SpecError(f"operator {text!r} does not involve u", path,
                                 f"{key}.operator")
-        weight = _get(table, "weight", float, path, f"{key}.weight")
-        if weight is not None and not (math.isfinite(weight) and weight > 0):
-            raise SpecError("expected a finite number > 0", path, f"{key}.weight")
+        weight, noise = (_get(table, k, float, path, f"{key}.{k}") for k in ("weight", "noise"))
+        for k, v in (("weight", weight), ("noise", noise)):
+            if v is not None and not (math.isfinite(v) and v > 0):
+                raise SpecError("expected a finite number > 0", path, f"{key}.{k}")
+        if weight is not None and noise is not None:
+            raise SpecError("give a weight (tempered) or a noise sd (noisy data), not both",
+                            path, f"{key}.noise")
         if faces:
             out.append(Condition(faces, operator, expr(table, "value", f"{key}.value"), weight,
-                                 key=key))
+                                 noise, key=key))
     return tuple(out)
 
 

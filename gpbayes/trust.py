@@ -10,7 +10,8 @@ Three checks, from the equation, the source, the boundary data and the observati
 - ``observations``: the rms of the observations' standardized residuals (about 1 when
   model and noise sd are right).
 Where the model file gives the equation or boundary a noise sd, those checks too are the
-rms of the residual over that sd (threshold NOISY).
+rms of the residual over that sd (threshold NOISY); where only some conditions have their
+own noise sd, ``boundary`` covers the tempered ones and ``boundary_data`` the noisy ones.
 Thresholds are calibrated on the paper cases, the suite and made-up problems
 (benchmarks/README.md, "Trust check"). A nonlinear PDE with several solutions can pass
 with the wrong one: no check that ignores the exact solution can tell them apart.
@@ -23,6 +24,7 @@ NOISY = 3.0  # threshold of a residual over its model file's noise sd
 ADVICE = {"pde": "a finer grid (more points per wavelength), another family "
                  "(kernel.family = \"matern52\" or \"se\") or more components",
           "boundary": "a larger boundary_weight or a smaller boundary_noise",
+          "boundary_data": "check the boundary noise sds and the boundary data",
           "observations": "check the observations' noise sd and the model"}
 
 
@@ -33,8 +35,11 @@ def trust_check(fit) -> dict:
     thresholds = dict(THRESHOLDS)
     if p.equation_noise is not None:  # the model allows a residual of this sd
         values["pde"], thresholds["pde"] = fit.midpoint_rms / p.equation_noise, NOISY
-    if p.boundary_noise is not None:
-        values["boundary"], thresholds["boundary"] = fit.boundary_rms / p.boundary_noise, NOISY
+    t = p.tempered_rows
+    if t.size and not t.any():  # every boundary row noisy: its mismatch over its noise sd
+        values["boundary"], thresholds["boundary"] = fit.boundary_z, NOISY
+    elif not t.all():  # some conditions noisy (their own noise), the others tempered
+        values["boundary_data"], thresholds["boundary_data"] = fit.boundary_z, NOISY
     if p.observations is not None:
         points, data, noise = p.observations
         z = (fit.predict(points) - np.asarray(data)) / np.asarray(noise)

@@ -233,6 +233,9 @@ CONDITION_CASES = {  # small model files, one per condition kind: (text, error b
                  '[[pde.boundary]]\nfaces = ["t_lo"]\noperator = "u_t"\n'
                  '[grid]\npoints = [14, 10]\n[kernel]\nfamily = "se"\ncomponents = 6\n', 1e-4),
 }
+CONDITION_CASES["robin-noisy"] = (  # the Robin condition as noisy data, x_hi tempered
+    CONDITION_CASES["robin"][0].replace('operator = "u + 0.5*u_x"\n',
+                                        'operator = "u + 0.5*u_x"\nnoise = 1e-4\n'), 1e-4)
 for _kind in ("robin", "neumann"):  # the same files without the automatic ghost points
     _text, _bound = CONDITION_CASES[_kind]
     CONDITION_CASES[f"{_kind}-no-ghosts"] = (_text.replace("[kernel]", "ghost_cells = 0\n[kernel]"),
@@ -262,6 +265,9 @@ def test_solve_each_condition_kind(tmp_path, kind):
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
     assert s["rel_l2_error"] < bound and s["check"]["passed"], (s["rel_l2_error"], s["check"])
+    if kind == "robin-noisy":  # the noisy rows checked over their sd, the others relative
+        assert set(s["check"]["values"]) == {"pde", "boundary", "boundary_data"}
+        assert s["tau_b"] is not None
 
 
 @pytest.mark.slow

@@ -1,5 +1,7 @@
 """The model at fixed hyperparameters: fields, residuals, log joint, prediction."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,7 +34,7 @@ def data_problem(prior):
 
 
 @pytest.mark.parametrize("case", ["plain", "normal", "lognormal", "2d", "robin", "periodic",
-                                  "ghosts"])
+                                  "ghosts", "noisy-condition"])
 def test_log_joint_is_the_models_log_density(case):
     from test_gauss_newton import conditions_case
 
@@ -44,6 +46,11 @@ def test_log_joint_is_the_models_log_density(case):
         p, _ = small_2d_problem(n=9, boundary_noise=None, ghost_cells=2,
                                 **conditions_case("robin"))
         assert p.grid == (9, 13)
+    elif case == "noisy-condition":  # Dirichlet x faces noisy (own sd), Neumann y tempered
+        dirichlet, neumann = conditions_case("neumann")["conditions"]
+        p, _ = small_2d_problem(n=9, boundary_noise=None, conditions=(
+            dataclasses.replace(dirichlet, noise=0.05), neumann))
+        assert p.tempered_rows.sum() == 2 * p.grid[0] and not p.tempered_rows.all()
     elif case == "2d":
         p, _ = small_2d_problem(n=9, observations=(np.array([[0.3, 0.4]]), np.array([0.1]),
                                                     0.05), boundary_noise=None)

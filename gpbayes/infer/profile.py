@@ -102,14 +102,15 @@ def tau_sites(problem: Problem) -> list[str]:
 
 def closed_form_log_tau(cond: Conditional, u: Array, cap: float) -> dict:
     """The conditional optima of the free precisions, log tau_e = log(N/|R|^2) and
-    log tau_b = log(sum w / sum w B^2) (w the rows' weights), capped."""
+    log tau_b = log(sum w / sum w B^2) (w the tempered rows' weights), capped."""
     sites = tau_sites(cond.problem)
     out = {}
     if "log_tau_e" in sites:
         r = cond.residual(u)
         out["log_tau_e"] = jnp.minimum(jnp.log(r.size / jnp.sum(r**2)), cap)
     if "log_tau_b" in sites:
-        b, w = cond.boundary_difference(u), jnp.asarray(cond.problem.row_weights)
+        t = cond.problem.tempered_rows
+        b, w = cond.boundary_difference(u)[t], jnp.asarray(cond.problem.row_weights[t])
         out["log_tau_b"] = jnp.minimum(jnp.log(jnp.sum(w) / jnp.sum(w * b**2)), cap)
     return out
 
