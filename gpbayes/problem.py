@@ -18,8 +18,10 @@ from gpbayes.operators import Expression
 __all__ = ["Condition", "Face", "Problem"]
 
 # Ghost points past a derivative face by default: the conditional mean's residual falls
-# from its edge-cell level to the interior's over about 5-10 cells (poisson1d-robin).
-AUTO_GHOST_CELLS = 8
+# from its edge-cell level to the interior's over about 5-10 cells (poisson1d-robin), and
+# an elliptic equation's ghost strip (a Cauchy problem) slows CG as it widens
+# (poisson2d-mixed: 114 s at 4, 247 s at 6, 335 s at 8; benchmarks/README.md).
+AUTO_GHOST_CELLS = 6
 
 
 @dataclass(eq=False)
