@@ -178,7 +178,7 @@ def _gn_3d_with_derivative_conditions():
                   Condition((Face(2, "hi"),), parse("u + y*u_z"), weight=3.0))
     p = gb.Problem(name="n3", variables=v, domain=[(0.0, 1.0)] * 3, grid=(5, 4, 5),
                    equation=parse("u_xx + u_yy + u_zz"), solution=op.parse("x*y*z", set(v)),
-                   conditions=conditions, components=2, max_frequency=1.0)
+                   conditions=conditions, components=2, max_frequency=1.0, ghost_cells=0)
     values = {k: x for k, x in spectral_params(p).items() if k != "U"}
     values["log_tau_b"] = jnp.asarray(np.log(1e6))
     cond = Conditional(p, values, 1e-6)

@@ -90,5 +90,5 @@ def test_adam_takes_derivative_conditions():
     assert fit.history[-1]["objective"] == pytest.approx(-float(lp), rel=1e-6)
     start = Conditional(p, initial_params(p), 1e-6).boundary_difference(jax.numpy.zeros(p.grid))
     end = Conditional(p, fit.params, fit.recipe.jitter).boundary_difference(fit.params["U"])
-    assert abs(float(end[0])) < 0.9 * abs(float(start[0]))  # Adam is slow: 1.5 -> 1.21
+    assert abs(float(end[0])) < 0.95 * abs(float(start[0]))  # slow: 1.5 -> 1.37 (6 ghost points)
     assert fit.history[-1]["objective"] < fit.history[0]["objective"]

@@ -225,8 +225,9 @@ def test_check_score_scales_the_boundary_by_the_solution_when_the_data_vanish():
 
     from gpbayes.results import MapFit
 
-    problem = SimpleNamespace(boundary_values=np.zeros(2))
-    fit = SimpleNamespace(problem=problem, _checks={"boundary_size": 2.0},
+    problem = SimpleNamespace(boundary_values=np.zeros(2), tempered_rows=np.ones(2, bool))
+    fit = SimpleNamespace(problem=problem, _checks={"boundary_size": 2.0,
+                                                    "boundary_tempered": 1e-12},
                           midpoint_residual=1e-8, boundary_rms=1e-12)
     fit.boundary_relative = MapFit.boundary_relative.fget(fit)
     assert fit.boundary_relative == pytest.approx(5e-13)
