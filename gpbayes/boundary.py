@@ -74,6 +74,14 @@ class Condition:
             return {"u": (0,) * len(variables)}
         return self.operator.derivatives(list(variables))
 
+    def orders(self, variables) -> np.ndarray:
+        """The operator's highest derivative order along each axis."""
+        return np.max(np.array(list(self.derivatives(variables).values())), axis=0)
+
+    def crosses(self, face: Face, variables) -> bool:
+        """True when this (non-periodic) condition takes a derivative across ``face``."""
+        return not self.periodic and bool(self.orders(variables)[face.axis])
+
 
 def periodic_conditions(axis: int, variables, orders: int) -> list:
     """The equality conditions of a periodic axis: u and its first ``orders`` - 1
@@ -93,8 +101,7 @@ def derivative_scale(condition: Condition, variables, spacing) -> float:
     the constraint unchanged: unscaled, at the boundary precision's cap, derivative rows
     stalled CG (advection-periodic at 80 x 50: 20000 iterations against 700;
     poisson2d-mixed at 100^2: 8301 against 467; benchmarks/README.md)."""
-    orders = np.max(np.array(list(condition.derivatives(variables).values())), axis=0)
-    return float(np.prod(np.asarray(spacing, dtype=float) ** (2 * orders)))
+    return float(np.prod(np.asarray(spacing, dtype=float) ** (2 * condition.orders(variables))))
 
 
 def is_affine(fn, names, shape) -> bool:

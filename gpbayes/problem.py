@@ -143,11 +143,8 @@ class Problem:
         derivative across it (not periodic), none elsewhere."""
         out = [[0, 0] for _ in self.variables]
         for c in self.conditions:
-            if c.periodic or c.dirichlet:
-                continue
-            orders = np.max(np.array(list(c.derivatives(self.variables).values())), 0)
             for f in c.faces:
-                if orders[f.axis]:
+                if c.crosses(f, self.variables):
                     out[f.axis][f.side == "hi"] = cells
         return tuple(tuple(x) for x in out)
 
