@@ -5,7 +5,6 @@ import contextlib
 import json
 import signal
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from gpbayes.errors import SpecError
@@ -134,7 +133,7 @@ def _catch_signals():
 
 def _sample(args):
     import gpbayes as gb
-    from gpbayes import checkpoint
+    from gpbayes import checkpoint, spec
     from gpbayes.infer import nuts, posterior
 
     problem = gb.load_model(args.model)
@@ -142,9 +141,7 @@ def _sample(args):
     method = args.method or recipe.method
     if method not in ("nuts", "gaussian"):
         raise SpecError("expected method = \"nuts\" or \"gaussian\"", recipe.source, "method")
-    map_recipe = _announce(gb.load_inference(Path(recipe.source).parent / recipe.map))
-    if recipe.map_jitter:
-        map_recipe = replace(map_recipe, jitter=recipe.map_jitter)
+    map_recipe = _announce(spec.map_recipe_of(recipe))
     out = Path(args.out or args.resume or Path("runs") / f"{problem.name}-{method}")
     saved = (checkpoint.load(Path(args.resume) / "map", problem, map_recipe)
              if args.resume else None)

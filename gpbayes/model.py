@@ -41,7 +41,7 @@ def axis_site_names(problem: Problem, j: int) -> list[str]:
 
 
 def pde_model(problem: Problem, jitter: float = 1e-6, whiten: bool = False,
-              sample_hyper: bool = False) -> None:
+              sample_hyper: bool = False, held: Conditional | None = None) -> None:
     """The NumPyro model of the PDE. Sites (per axis v in the problem's variables):
 
       log_w_v, log_rho_v, mu_v   kernel parameters, flat priors (flat on log w = Jeffreys)
@@ -56,6 +56,9 @@ def pde_model(problem: Problem, jitter: float = 1e-6, whiten: bool = False,
     (a deterministic site): the same model in the coordinates NUTS samples well.
     ``sample_hyper=True`` puts the proper priors of ``hyper_prior`` on the kernel
     parameters and log precisions instead of the flat ones (for sampling them).
+    ``held``: a Conditional at the kernel's values, its factors computed once outside
+    (NUTS with the kernel held: ``Conditional.held``); the sites must then be conditioned
+    on those values.
     """
 
     def prior(name, shape):
@@ -69,7 +72,10 @@ def pde_model(problem: Problem, jitter: float = 1e-6, whiten: bool = False,
     for name, (_, loc, scale) in problem.unknowns.items():
         site = problem.unknown_sites[name]
         values[site] = numpyro.sample(site, dist.Normal(loc, scale))
-    cond = Conditional(problem, values, jitter)
+    if held is None:
+        cond = Conditional(problem, values, jitter)
+    else:
+        cond = held.with_values({k: values[k] for k in problem.unknown_sites.values()})
     trils = cond.trils
     if whiten:
         z = numpyro.sample("Z", dist.Normal(0.0, 1.0).expand(problem.grid)

@@ -57,6 +57,7 @@ class Recipe:
     refine_above: float = 0.0  # profile: plain starts and learning only above this check
     learn_max_points: int = 10**9  # profile: learn the kernel on grids up to this size only
     families: tuple = ()  # profile: plain kernel families also tried as candidates
+    calibrate_tau_e: bool = False  # profile, with data: tau_e capped at its held-out value
     chains: int = 4  # nuts
     warmup: int = 500  # nuts
     draws: int = 500  # nuts: per chain
@@ -77,7 +78,7 @@ _RECIPE_TYPES = {"method": str, "optimizer": str, "learning_rate": float, "steps
                  "tolerance": float, "gauss_newton_steps": int,
                  "learn_iterations": int, "learn_sweeps": int, "refine_above": float,
                  "learn_max_points": int,
-                 "families": list,
+                 "families": list, "calibrate_tau_e": bool,
                  "chains": int, "warmup": int, "draws": int, "map": str, "map_jitter": float,
                  "sample_hyper": bool,
                  "solver": str, "samples": int, "cg_tolerance": float,
@@ -460,6 +461,16 @@ def load_inference(path: str | Path | None = None, **overrides) -> Recipe:
         if getattr(recipe, key) < 1:
             raise SpecError("expected a whole number >= 1", path, key)
     return recipe
+
+
+def map_recipe_of(recipe: Recipe) -> Recipe:
+    """The MAP recipe a sampling recipe starts from: its ``map`` file (beside it), with
+    its ``map_jitter`` and ``calibrate_tau_e``."""
+    base = Path(recipe.source).parent if recipe.source else RECIPES
+    out = load_inference(base / recipe.map)
+    if recipe.map_jitter:
+        out = replace(out, jitter=recipe.map_jitter)
+    return replace(out, calibrate_tau_e=True) if recipe.calibrate_tau_e else out
 
 
 RECIPE_FIELDS = tuple(f.name for f in fields(Recipe))

@@ -1,7 +1,10 @@
+from dataclasses import replace
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from numpyro.infer.util import log_density as _log_density
 
 import gpbayes as gb
 from conftest import small_problem
@@ -50,6 +53,23 @@ def test_gradient_is_finite_and_matches_dense():
     g2 = jax.grad(lambda q: dense_log_joint(p, q))(params)
     for k in g1:
         np.testing.assert_allclose(g1[k], g2[k], rtol=1e-6, atol=1e-8 * np.max(np.abs(g2[k])))
+
+
+def test_held_conditional_gives_the_same_log_joint():
+    """NUTS with the kernel held passes a Conditional with its factors computed once
+    (``held``); the unknowns still vary: the log joint is the model's at any k."""
+    from gpbayes import operators as op
+    from gpbayes.conditional import Conditional
+    p = replace(small_problem(n=25), equation=op.parse("u_xx + k*u", {"x", "k"},
+                                                       allow_u=True, variables=("x",)),
+                source=op.parse("-7*sin(3*x)", {"x"}), unknowns={"k": ("normal", 1.0, 2.0)})
+    params = random_params(p)
+    held = Conditional(p, {k: v for k, v in params.items() if k != "U"}, 1e-6)
+    held.residual(jnp.asarray(params["U"]))
+    for k in (0.3, 2.5):
+        moved = {**params, "k": jnp.asarray(k)}
+        lp = _log_density(model.pde_model, (p,), {"held": held}, moved)[0]
+        np.testing.assert_allclose(lp, gb.log_density(p, moved)[0], rtol=1e-12)
 
 
 @pytest.mark.parametrize("family", ["matern52", "gaussian-mixture"])

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import gpbayes as gb
-from gpbayes.spec import estimate_bytes
+from gpbayes.spec import estimate_bytes, map_recipe_of
 
 CASES = {  # id: (grid, F, boundary weight, domain hi) from ../shared/paper-targets.md
     "poisson1d-sin100": ([400], 20, 200, 2 * np.pi),
@@ -66,8 +66,13 @@ def test_recipes_load(root):
     default = gb.load_inference(root / "inference/map.toml")
     assert (default.optimizer, default.init) == ("auto", "spectrum")
     assert gb.load_inference(root / "inference/map.toml", steps=7).steps == 7
-    for name in ("nuts", "gaussian"):  # sampling starts from a MAP at the paper's jitter
-        assert gb.load_inference(root / f"inference/{name}.toml").map_jitter == 1e-6
+    for name in ("nuts", "gaussian"):  # sampling starts from a MAP at the paper's jitter,
+        recipe = gb.load_inference(root / f"inference/{name}.toml")  # tau_e held out
+        assert recipe.map_jitter == 1e-6 and recipe.calibrate_tau_e
+        start = map_recipe_of(recipe)
+        assert (start.method, start.jitter, start.calibrate_tau_e) == ("map", 1e-6, True)
+        assert start.source == str(root / "inference/map.toml")
+    assert not default.calibrate_tau_e
 
 
 def test_packaged_recipes_are_the_documented_copies(root):
@@ -154,6 +159,7 @@ def test_memory_estimate_grows_with_grid():
     ("learn_sweeps = 0\n", "learn_sweeps", ">= 1"),
     ("refine_above = -1e-6\n", "refine_above", ">= 0"),
     ("map_jitter = -1e-6\n", "map_jitter", ">= 0"),
+    ('calibrate_tau_e = "yes"\n', "calibrate_tau_e", "expected bool"),
 ])
 def test_bad_recipe_values(tmp_path, text, key, fragment):
     f = write(tmp_path, text, "r.toml")
