@@ -6,6 +6,7 @@ warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
 
 from pathlib import Path  # noqa: E402
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import gpbayes as gb  # noqa: E402
@@ -74,3 +75,31 @@ def small_inverse_problem(n=10):
     fit.params["c"] = jnp.asarray(2.0)
     fit.params["U"] = jnp.asarray(np.sin(3 * x)[:, None] * np.sin(2 * y)[None, :])
     return p, fit
+
+
+def inverse_model(folder, ndim=1, n=60):
+    """An inverse problem (unknown k, noisy observations, free precisions): 1-D
+    u_xx + k u = f (k = 20), or 2-D u_t + k u_x = 0 (k = 2), as a model file."""
+    rng = np.random.default_rng(0)
+    if ndim == 1:
+        pts = rng.uniform(0.05, 0.95, (12, 1))
+        vals = np.sin(6 * pts[:, 0]) + 0.5 * np.cos(11 * pts[:, 0])
+        pde = ('variables = ["x"]\ndomain = [[0, 1]]\nequation = "u_xx + k*u"\n'
+               'source = "(20 - 36)*sin(6*x) + 0.5*(20 - 121)*cos(11*x)"\n'
+               'solution = "sin(6*x) + 0.5*cos(11*x)"\n[pde.boundary]\nfaces = "all"\n'
+               f'[grid]\npoints = [{n}]\n')
+        prior = "loc = 10.0, scale = 10.0"
+    else:
+        pts = np.column_stack([rng.uniform(0.05, 0.95, 30), rng.uniform(0.05, 0.45, 30)])
+        vals = np.sin(2 * np.pi * (pts[:, 0] - 2 * pts[:, 1]))
+        pde = ('variables = ["x", "t"]\ndomain = [[0, 1], [0, 0.5]]\nequation = "u_t + k*u_x"\n'
+               'source = "0"\nsolution = "sin(2*pi*(x - 2*t))"\n[pde.boundary]\n'
+               f'faces = ["x_lo", "t_lo"]\n[grid]\npoints = [{n}, {n}]\n')
+        prior = "loc = 1.0, scale = 2.0"
+    vals = vals + 0.01 * rng.normal(size=len(vals))
+    path = folder / f"inverse{ndim}d.toml"
+    path.write_text(f'name = "inverse{ndim}d"\n[pde]\n{pde}[kernel]\nfamily = "student-t-mixture"\n'
+                    f'components = 6\nmax_frequency = 5\n[[observations]]\n'
+                    f'points = {pts.tolist()}\nvalues = {vals.tolist()}\nnoise = 0.01\n'
+                    f'[unknowns]\nk = {{ prior = "normal", {prior} }}\n')
+    return path

@@ -169,6 +169,26 @@ def test_model_with_unknowns_runs_through_every_command(root, tmp_path, prior, c
         assert summary["method"] == "gaussian" and summary["u_test_sd_max"] > 0
 
 
+def test_sample_holds_tau_e_out_on_an_inverse_problem(root, tmp_path):
+    """`gpbayes sample` (packaged gaussian recipe) on a model file with observations, an
+    unknown and a free tau_e: its MAP holds tau_e at the midpoint residual's level, k's
+    90% interval covers the truth, and --resume gives the same posterior."""
+    from conftest import inverse_model
+
+    model, out = inverse_model(tmp_path, 1, n=60), tmp_path / "out"
+    r = run("sample", str(model), "--inference", "gaussian", "--out", str(out), cwd=root)
+    assert r.returncode == 0, r.stderr
+    fit = json.loads((out / "map" / "summary.json").read_text())
+    assert "tau_e held out" in fit["stop_reason"]
+    k = json.loads((out / "summary.json").read_text())["unknowns"]["k"]
+    assert k["interval_90"][0] < 20.0 < k["interval_90"][1] and k["sd"] < 0.5
+    r = run("sample", str(model), "--inference", "gaussian", "--out", str(out), "--resume",
+            str(out), cwd=root)
+    assert r.returncode == 0, r.stderr
+    again = json.loads((out / "summary.json").read_text())["unknowns"]["k"]
+    assert again["sd"] == pytest.approx(k["sd"], rel=1e-9)
+
+
 @pytest.mark.slow
 def test_sample_after_a_plain_family_map_and_resume(root, tmp_path):
     """The default MAP may keep a plain family on a smooth problem: sampling and --resume

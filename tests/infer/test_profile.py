@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import gpbayes as gb
-from conftest import ROOT, small_problem
+from conftest import ROOT, inverse_model, small_problem
 from gpbayes.infer.posterior import gaussian_posterior
 from gpbayes.infer.profile import check_score, held_out_cap
 
@@ -60,34 +60,6 @@ def test_nonlinear_problem_u_is_the_conditional_maximiser():
         for sign in (1, -1):
             moved = {**fit.params, "U": fit.params["U"] + sign * d}
             assert float(gb.log_density(p, moved)[0]) <= lp0 + 1e-6 * abs(lp0)
-
-
-def inverse_model(folder, ndim=1, n=60):
-    """An inverse problem (unknown k, noisy observations, free precisions): 1-D
-    u_xx + k u = f (k = 20), or 2-D u_t + k u_x = 0 (k = 2), as a model file."""
-    rng = np.random.default_rng(0)
-    if ndim == 1:
-        pts = rng.uniform(0.05, 0.95, (12, 1))
-        vals = np.sin(6 * pts[:, 0]) + 0.5 * np.cos(11 * pts[:, 0])
-        pde = ('variables = ["x"]\ndomain = [[0, 1]]\nequation = "u_xx + k*u"\n'
-               'source = "(20 - 36)*sin(6*x) + 0.5*(20 - 121)*cos(11*x)"\n'
-               'solution = "sin(6*x) + 0.5*cos(11*x)"\n[pde.boundary]\nfaces = "all"\n'
-               f'[grid]\npoints = [{n}]\n')
-        prior = "loc = 10.0, scale = 10.0"
-    else:
-        pts = np.column_stack([rng.uniform(0.05, 0.95, 30), rng.uniform(0.05, 0.45, 30)])
-        vals = np.sin(2 * np.pi * (pts[:, 0] - 2 * pts[:, 1]))
-        pde = ('variables = ["x", "t"]\ndomain = [[0, 1], [0, 0.5]]\nequation = "u_t + k*u_x"\n'
-               'source = "0"\nsolution = "sin(2*pi*(x - 2*t))"\n[pde.boundary]\n'
-               f'faces = ["x_lo", "t_lo"]\n[grid]\npoints = [{n}, {n}]\n')
-        prior = "loc = 1.0, scale = 2.0"
-    vals = vals + 0.01 * rng.normal(size=len(vals))
-    path = folder / f"inverse{ndim}d.toml"
-    path.write_text(f'name = "inverse{ndim}d"\n[pde]\n{pde}[kernel]\nfamily = "student-t-mixture"\n'
-                    f'components = 6\nmax_frequency = 5\n[[observations]]\n'
-                    f'points = {pts.tolist()}\nvalues = {vals.tolist()}\nnoise = 0.01\n'
-                    f'[unknowns]\nk = {{ prior = "normal", {prior} }}\n')
-    return path
 
 
 def assert_profile_maximum(fit, jitter):
