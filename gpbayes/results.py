@@ -119,6 +119,12 @@ class MapFit:
         return self._checks["midpoint_rms"]
 
     @property
+    def midpoint_independent(self) -> float:
+        """The fraction of the midpoint residuals that count as independent (AR(1)
+        effective sample size over their number, ``_independent_fraction``)."""
+        return self._checks["midpoint_independent"]
+
+    @property
     def boundary_rms(self) -> float:
         """The rms of operator[u] - g over the boundary rows (0 without conditions)."""
         return self._checks["boundary"]
@@ -280,7 +286,8 @@ def _check_values(problem, jitter: float, params: dict, mid: tuple, f_mid) -> di
     cond = Conditional(problem, params, jitter)
     u = params["U"]
     fields = cond.fields_on(u, mid)
-    r_mid = jnp.sqrt(jnp.mean((cond.operator(fields, mid) - f_mid) ** 2))
+    res = cond.operator(fields, mid) - f_mid
+    r_mid = jnp.sqrt(jnp.mean(res**2))
     f_rms = jnp.sqrt(jnp.mean(f_mid**2))
     b = cond.boundary_difference(u)
     t = problem.tempered_rows
@@ -289,11 +296,24 @@ def _check_values(problem, jitter: float, params: dict, mid: tuple, f_mid) -> di
             "boundary_z": (jnp.sqrt(jnp.mean((b[~t] / problem.row_noise[~t]) ** 2))
                            if (~t).any() else jnp.zeros(())),
             "midpoint_rms": r_mid,
+            "midpoint_independent": _independent_fraction(res),
             "midpoint": r_mid / jnp.maximum(f_rms, 1.0),
             "midpoint_terms": r_mid / jnp.maximum(jnp.maximum(f_rms, cond.term_scale(fields, mid)),
                                                   1e-300),
             "boundary": jnp.sqrt(jnp.mean(b**2)) if b.size else jnp.zeros(()),
             "boundary_size": cond.boundary_size(u)}
+
+
+def _independent_fraction(r: jax.Array) -> jax.Array:
+    """The fraction of a residual field's values that count as independent: the product
+    over axes of (1 - rho) / (1 + rho), rho its lag-1 correlation along the axis (clipped
+    at 0: a residual alternating in sign counts fully), the AR(1) effective sample size."""
+    out = jnp.ones(())
+    for j in range(r.ndim):
+        a = jnp.moveaxis(r, j, 0)
+        rho = jnp.clip(jnp.sum(a[1:] * a[:-1]) / jnp.maximum(jnp.sum(a * a), 1e-300), 0.0, 0.999)
+        out = out * (1 - rho) / (1 + rho)
+    return out
 
 
 def _tau(params, name):

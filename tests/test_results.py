@@ -68,3 +68,21 @@ def test_predict_2d_scattered_matches_grid():
     pts = np.stack([xs.ravel(), ys.ravel()], -1)
     np.testing.assert_allclose(f.predict(pts).reshape(xs.shape), f.test_prediction, rtol=1e-9,
                                atol=1e-12)
+
+
+def test_independent_fraction_of_a_residual_field():
+    """White noise counts fully, a sign-alternating residual too (rho clipped at 0), a
+    smooth one as few values: AR(1) with rho = 0.9 is about (1 - 0.9) / (1 + 0.9) per axis."""
+    import jax.numpy as jnp
+
+    from gpbayes.results import _independent_fraction
+    rng = np.random.default_rng(0)
+    assert float(_independent_fraction(jnp.asarray(rng.normal(size=(4000,))))) > 0.95
+    assert float(_independent_fraction(jnp.asarray((-1.0) ** np.arange(50)))) == 1.0
+    e = rng.normal(size=(20000,))
+    x = np.zeros_like(e)
+    for i in range(1, x.size):
+        x[i] = 0.9 * x[i - 1] + e[i]
+    assert float(_independent_fraction(jnp.asarray(x))) == pytest.approx(0.1 / 1.9, rel=0.1)
+    field = np.outer(x[:300], np.ones(40))
+    assert float(_independent_fraction(jnp.asarray(field))) < 0.01  # constant along axis 1

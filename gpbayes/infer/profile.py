@@ -293,22 +293,25 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
 
 
 def held_out_cap(fit: MapFit) -> float | None:
-    """log of 1 / (the mean square PDE residual at the cell midpoints), where the model
-    has data for the equation to compete with (observations or conditions with a noise
-    sd) and a free tau_e; else None.
+    """log of n / (N mean square PDE residual at the cell midpoints), where the model has
+    data for the equation to compete with (observations or conditions with a noise sd)
+    and a free tau_e; else None. n / N is the share of those residuals that count as
+    independent (``MapFit.midpoint_independent``: AR(1) along each axis).
 
     The free tau_e's optimum, N / |R|^2 over the collocation rows, reads the kernel's
     discretisation error there as independent noise (tiny: the rows are fitted); at
-    points the fit never saw the residual is the honest size of the equation's error.
-    Held at it, the data are not overruled by an equation believed too exactly
-    (benchmarks/README.md, "Why the posterior of k is too narrow").
+    points the fit never saw the residual is the honest size of the equation's error,
+    and a smooth residual carries the information of fewer values than it has. Held at
+    this cap, the data are not overruled by an equation believed too exactly
+    (benchmarks/README.md, "Held-out equation precision").
     """
     p = fit.problem
     data = p.observations is not None or not p.tempered_rows.all()
     if not data or "log_tau_e" not in fit.params or fit.objective is None:
         return None
-    rms = fit.midpoint_rms
-    return float(-2 * np.log(rms)) if np.isfinite(rms) and rms > 0 else None
+    rms, share = fit.midpoint_rms, fit.midpoint_independent
+    ok = np.isfinite(rms) and rms > 0 and np.isfinite(share) and share > 0
+    return float(np.log(share) - 2 * np.log(rms)) if ok else None
 
 
 def choose(starts: list, problem: Problem) -> tuple:
