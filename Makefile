@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 export XLA_FLAGS ?= --xla_cpu_multi_thread_eigen=false
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: install run test test-fast lint bench clean
+.PHONY: install run test test-fast test-calibration lint bench clean
 
 install: $(STAMP)
 
@@ -23,7 +23,10 @@ test: install
 	$(BIN)/python -m pytest -q
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow and not calibration"
+
+test-calibration: install
+	$(BIN)/python -m pytest -q -m calibration
 
 lint: install
 	$(BIN)/ruff check .

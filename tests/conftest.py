@@ -103,3 +103,13 @@ def inverse_model(folder, ndim=1, n=60):
                     f'points = {pts.tolist()}\nvalues = {vals.tolist()}\nnoise = 0.01\n'
                     f'[unknowns]\nk = {{ prior = "normal", {prior} }}\n')
     return path
+
+
+def load_example(root, name):
+    """An example script as a module (its ``run`` function called by the tests)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, root / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

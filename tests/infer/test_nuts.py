@@ -1,6 +1,5 @@
 """NUTS on an inverse problem (the example), and the sample command."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -8,14 +7,8 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import load_example
 from gpbayes.io import import_arviz
-
-
-def load_example(root, name):
-    spec = importlib.util.spec_from_file_location(name, root / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_gaussian_case(folder):
