@@ -57,7 +57,7 @@ def pde_model(problem: Problem, jitter: float = 1e-6, whiten: bool = False,
     ``sample_hyper=True`` puts the proper priors of ``hyper_prior`` on the kernel
     parameters and log precisions instead of the flat ones (for sampling them).
     ``held``: a Conditional at the kernel's values, its factors computed once outside
-    (NUTS with the kernel held: ``Conditional.held``); the sites must then be conditioned
+    (``sample_nuts`` with the kernel held); the sites must then be conditioned
     on those values.
     """
 
