@@ -348,7 +348,7 @@ def save(result: "NutsResult", out_dir: str | Path, recipe: str = "") -> tuple:
     idata = result.to_arviz()
     write_atomic(out / "posterior.nc", lambda f: idata.to_netcdf(str(f)))
     names = scalar_names(result.problem, idata) + ["u_test"]
-    table = az.summary(idata, var_names=names)
+    table = az.summary(idata, var_names=names, round_to="none")  # an unknown may have sd 1e-4
     write_atomic(out / "summary.csv", lambda f: table.to_csv(f))
     u = table.loc[[i for i in table.index if i.startswith("u_test")]]
     summary = {
