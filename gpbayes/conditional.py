@@ -33,6 +33,25 @@ def unknown_values(problem, values: dict) -> dict:
             for name, site in problem.unknown_sites.items()}
 
 
+def with_factors(problem, values: dict, jitter: float) -> "Conditional":
+    """A Conditional whose kernel factors on the grid (Cholesky factors, derivative
+    matrices) are computed now, in one compiled call: for a sampler that holds the kernel
+    and evaluates the model many times (``gpbayes.model.pde_model(..., held=...)``)."""
+    z = jnp.zeros(problem.grid)
+
+    @jax.jit
+    def factors(values):
+        c = Conditional(problem, values, jitter)
+        c.residual(z, "z")
+        c.boundary_difference(z, "z")
+        return c.trils, c._matrices
+
+    trils, matrices = factors(values)
+    out = Conditional(problem, values, jitter, trils)
+    out._matrices = dict(matrices)
+    return out
+
+
 class Conditional:
     """The model of ``problem`` at the site values ``values`` (every site but U).
 

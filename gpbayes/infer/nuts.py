@@ -15,9 +15,10 @@ import numpy as np
 import numpyro.distributions as dist
 from numpyro.handlers import condition
 from numpyro.infer import MCMC, NUTS, init_to_value
+from numpyro.infer.util import potential_energy
 
 from gpbayes import kron
-from gpbayes.conditional import Conditional, axis_params
+from gpbayes.conditional import Conditional, axis_params, with_factors
 from gpbayes.gauss_newton import exact_boundary_rows, woodbury_root
 from gpbayes.infer.posterior import fixed_sites, laplace
 from gpbayes.infer.solvers import MAX_DENSE
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 
 
 STEP_FLOOR = 1e-12  # an adapted step size below this means the chains are stuck
+RUN_SECONDS = 60.0  # with an interrupt to check, draws come in runs of about this long
+ONE_RUN_POINTS = 500  # up to this many grid points, no chunks: 4 x 1000 iterations at 200
+# points take about 10 s (benchmarks/README.md), too short to be worth an interrupt check
 
 
 @dataclass
@@ -104,7 +108,7 @@ class NutsResult:
         varying = [k for k in self.samples if k in fit.params and k != "U"]
         flat = {k: jnp.asarray(self.samples[k]).reshape(-1, *self.samples[k].shape[2:])
                 for k in [*varying, "U"]}
-        held = Conditional(p, fit.params, fit.recipe.jitter)
+        held = with_factors(p, fit.params, fit.recipe.jitter)
 
         def mean(draw):
             cond = held if not varying else Conditional(p, {**fit.params, **draw},
@@ -137,12 +141,13 @@ def sample_nuts(problem: Problem, init: MapFit, chains: int = 4, warmup: int = 5
     """NUTS from the MAP ``init`` (a MapFit); returns a NutsResult (``.to_arviz()``).
 
     Draws come in chunks of ``chunk`` per chain (default: all at once without
-    ``interrupt``, else a quarter of them; each chunk is one ``MCMC.run``, which costs a
+    ``interrupt`` or on grids of at most ``ONE_RUN_POINTS``, else as many as take about
+    ``RUN_SECONDS`` at the warm-up's pace; each chunk is one ``MCMC.run``, which costs a
     compilation); ``interrupt`` (a callable returning a reason or None) is checked between
     chunks, and an interrupted run returns the draws so far with ``stop_reason`` saying so.
     """
-    if chunk is None:
-        chunk = draws if interrupt is None else max(100, draws // 4)
+    if chunk is None and (interrupt is None or problem.size <= ONE_RUN_POINTS):
+        chunk = draws
     if sample_hyper:
         return _sample_with_hyper(problem, init, chains, warmup, draws, seed, progress,
                                   chain_method)
@@ -151,23 +156,24 @@ def sample_nuts(problem: Problem, init: MapFit, chains: int = 4, warmup: int = 5
                                    chain_method, chunk, interrupt)
     keep = tuple(problem.unknown_sites.values())
     latent, r, _, cond = laplace(problem, init, keep=keep)
-    fixed = fixed_sites(init, keep)
     r_inv = jax.scipy.linalg.solve_triangular(r, jnp.eye(r.shape[0]), lower=False)
     inverse_mass = r_inv @ r_inv.T  # (R^T R)^{-1}, symmetric positive definite by construction
-    held = Conditional(problem, fixed_sites(init), init.recipe.jitter)
-    held.residual(latent["Z"], "z")  # the kernel's factors, once, outside the sampler
-    held.boundary_difference(latent["Z"], "z")
-    model = condition(partial(pde_model, held=held), data=fixed)
-    kernel = NUTS(model, init_strategy=init_to_value(values=latent), dense_mass=True,
-                  inverse_mass_matrix=inverse_mass, adapt_mass_matrix=False,
-                  target_accept_prob=0.8)
-    mcmc = _mcmc(kernel, chains, warmup, min(chunk, draws), chain_method, progress,
-                 "vectorized")
-    kwargs = {"jitter": init.recipe.jitter, "whiten": True}
-    samples, extra, stop, wall = _run_in_chunks(mcmc, jax.random.PRNGKey(seed), draws,
-                                                interrupt, (problem,), kwargs)
-    z = samples.get("Z", np.zeros((chains, 0, *problem.grid)))  # u on the test grid per draw
-    u_test = np.asarray(cond.predict_grid(jnp.asarray(z), problem.test_axes, "z"))
+    held = with_factors(problem, fixed_sites(init), init.recipe.jitter)
+    model = condition(partial(pde_model, problem, jitter=init.recipe.jitter, whiten=True,
+                              held=held), data=fixed_sites(init, keep))
+    # the latent sites (Z, the unknowns) are all unconstrained: the potential is minus the
+    # model's log density, compiled once (numpyro's model path replays the model eagerly)
+    potential = jax.jit(partial(potential_energy, model, (), {}))
+    kernel = NUTS(potential_fn=potential, dense_mass=True, inverse_mass_matrix=inverse_mass,
+                  adapt_mass_matrix=False, target_accept_prob=0.8)
+    mcmc = _mcmc(kernel, chains, warmup, chain_method, progress, "vectorized", draws)
+    start = {k: jnp.broadcast_to(v, ((chains,) if chains > 1 else ()) + v.shape)
+             for k, v in latent.items()}
+    samples, extra, stop, wall = _run_in_chunks(mcmc, jax.random.PRNGKey(seed), draws, chunk,
+                                                interrupt, init_params=start)
+    z = jnp.asarray(samples.get("Z", np.zeros((chains, 0, *problem.grid))))
+    samples["U"] = np.asarray(jax.jit(kron.kron_apply)(held.trils, z))
+    u_test = np.asarray(jax.jit(lambda z: cond.predict_grid(z, problem.test_axes, "z"))(z))
     return NutsResult(problem, init, samples, u_test, extra, wall, chains,
                       _step_note(stop, extra))
 
@@ -224,10 +230,10 @@ def _sample_matrix_free(problem, init, chains, warmup, draws, seed, progress, ch
     start = {"w": jnp.zeros(lead + problem.grid)}
     if sites:
         start["t"] = jnp.zeros(lead + (len(sites),))
-    kernel = NUTS(potential_fn=potential, target_accept_prob=0.8)
-    mcmc = _mcmc(kernel, chains, warmup, min(chunk, draws), chain_method, progress)
-    x, extra, stop, wall = _run_in_chunks(mcmc, jax.random.PRNGKey(seed), draws, interrupt,
-                                          (), {}, init_params=start)
+    kernel = NUTS(potential_fn=jax.jit(potential), target_accept_prob=0.8)
+    mcmc = _mcmc(kernel, chains, warmup, chain_method, progress, draws=draws)
+    x, extra, stop, wall = _run_in_chunks(mcmc, jax.random.PRNGKey(seed), draws, chunk,
+                                          interrupt, init_params=start)
     shape = (chains, len(extra.get("diverging", np.zeros((chains, 0)))[0]))
 
     def draw(x):
@@ -249,8 +255,8 @@ def _sample_matrix_free(problem, init, chains, warmup, draws, seed, progress, ch
 FIELDS = ("diverging", "energy", "num_steps", "adapt_state.step_size")
 
 
-def _mcmc(kernel, chains: int, warmup: int, draws: int, chain_method, progress,
-          fallback: str = "sequential") -> MCMC:
+def _mcmc(kernel, chains: int, warmup: int, chain_method, progress,
+          fallback: str = "sequential", draws: int = 1000) -> MCMC:
     """numpyro's MCMC; chain_method None: parallel where there are a device per chain, else
     ``fallback`` ("vectorized" for small dense models: the chains' steps in lockstep, one
     vmapped call, measured 2.5x faster than one chain after another on 2 cores)."""
@@ -260,24 +266,38 @@ def _mcmc(kernel, chains: int, warmup: int, draws: int, chain_method, progress,
                 chain_method=chain_method, progress_bar=progress)
 
 
-def _run_in_chunks(mcmc: MCMC, key, draws: int, interrupt, args: tuple, kwargs: dict,
+def _run_in_chunks(mcmc: MCMC, key, draws: int, chunk: int | None, interrupt,
                    init_params=None) -> tuple:
-    """Warm-up, then ``mcmc.num_samples`` draws per run until ``draws`` (``interrupt``
-    checked between runs): (samples, extra fields, stop reason, wall time)."""
+    """Warm-up and ``draws``: in one compiled loop where ``chunk`` >= ``draws``, else
+    warm-up, then ``chunk`` draws per run (None: about ``RUN_SECONDS`` at the warm-up's
+    pace), ``interrupt`` checked between runs. Returns (samples, extra fields, stop reason,
+    wall time). The model's arguments are bound in the kernel, none passed here."""
     start = time.perf_counter()
-    mcmc.warmup(key, *args, extra_fields=FIELDS, init_params=init_params, **kwargs)
     parts, extras, done, stop = [], [], 0, f"{draws} draws per chain"
+
+    def collect(*args, **kwargs):
+        mcmc.run(*args, extra_fields=FIELDS, **kwargs)
+        parts.append(mcmc.get_samples(group_by_chain=True))
+        extras.append(mcmc.get_extra_fields(group_by_chain=True))
+        jax.block_until_ready((parts[-1], extras[-1]))  # dispatch is asynchronous: time it all
+        return mcmc.num_samples
+
+    if chunk is not None and chunk >= draws:  # each run compiles numpyro's loop anew
+        done = collect(key, init_params=init_params)  # mcmc made with draws samples
+    else:
+        mcmc.warmup(key, extra_fields=FIELDS, init_params=init_params)
+        jax.block_until_ready(mcmc.post_warmup_state)
+        if chunk is None:  # the pace includes a compilation: an upper bound
+            pace = (time.perf_counter() - start) / max(mcmc.num_warmup, 1)
+            chunk = max(50, int(RUN_SECONDS / pace))
+        mcmc.num_samples = min(chunk, draws)
     while done < draws:
         reason = interrupt() if interrupt else None
         if reason:
             stop = f"interrupted ({reason}) after {done} draws per chain"
             break
-        mcmc.run(mcmc.post_warmup_state.rng_key, *args, extra_fields=FIELDS, **kwargs)
+        done += collect(mcmc.post_warmup_state.rng_key)
         mcmc.post_warmup_state = mcmc.last_state
-        parts.append(mcmc.get_samples(group_by_chain=True))
-        extras.append(mcmc.get_extra_fields(group_by_chain=True))
-        jax.block_until_ready((parts[-1], extras[-1]))  # dispatch is asynchronous: time it all
-        done += mcmc.num_samples
     wall = time.perf_counter() - start
 
     def joined(chunks):
@@ -306,7 +326,7 @@ def _sample_with_hyper(problem, init, chains, warmup, draws, seed, progress, cha
     model = partial(pde_model, sample_hyper=True)
     kernel = NUTS(model, init_strategy=init_to_value(values=start_values),
                   target_accept_prob=0.9)
-    mcmc = _mcmc(kernel, chains, warmup, draws, chain_method, progress)
+    mcmc = _mcmc(kernel, chains, warmup, chain_method, progress, draws=draws)
     start = time.perf_counter()
     mcmc.run(jax.random.PRNGKey(seed), problem, jitter=init.recipe.jitter, whiten=True,
              extra_fields=FIELDS)

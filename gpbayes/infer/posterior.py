@@ -13,7 +13,7 @@ from jax.flatten_util import ravel_pytree
 from jax.scipy.linalg import solve_triangular
 from tqdm.auto import tqdm
 
-from gpbayes.conditional import Conditional
+from gpbayes.conditional import Conditional, with_factors
 from gpbayes.errors import SpecError
 from gpbayes.infer.solvers import MAX_DENSE, dense_gauss_newton
 from gpbayes.io import write_atomic, write_json
@@ -55,9 +55,9 @@ def laplace(problem: Problem, fit: MapFit, keep: tuple = ()) -> tuple:
     if problem.size > MAX_DENSE:
         raise SpecError(f"the Gaussian posterior is dense: at most {MAX_DENSE} grid points",
                         "recipe", "method")
-    cond = Conditional(problem, {**fixed_sites(fit, keep),
-                                 **{k: jnp.asarray(fit.params[k]) for k in keep}},
-                       fit.recipe.jitter)
+    cond = with_factors(problem, {**fixed_sites(fit, keep),
+                                  **{k: jnp.asarray(fit.params[k]) for k in keep}},
+                        fit.recipe.jitter)
     latent = {"Z": cond.whiten(jnp.asarray(fit.params["U"]))}
     latent.update({k: jnp.asarray(fit.params[k]) for k in keep})
     flat, unravel = ravel_pytree(latent)
