@@ -31,9 +31,8 @@ TRUE_K = 20.0
 def interval(problem, fit, method: str, seed: int) -> tuple:
     """(mean, sd, 5% and 95% points) of k under the method's posterior."""
     if method == "gaussian":
-        k = posterior.gaussian_posterior(problem, fit).unknowns["k"]
-        lo, hi = k["mean"] - 1.6449 * k["sd"], k["mean"] + 1.6449 * k["sd"]
-        return k["mean"], k["sd"], lo, hi
+        k = posterior.unknown_summary(posterior.gaussian_posterior(problem, fit))["k"]
+        return k["mean"], k["sd"], *k["interval_90"]
     result = nuts.sample_nuts(problem, fit, chains=2, warmup=300, draws=300, seed=seed,
                               progress=False)
     k = result.samples["k"].ravel()

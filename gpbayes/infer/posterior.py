@@ -222,7 +222,7 @@ def structured_posterior(problem: Problem, fit: MapFit, samples: int = 64, seed:
                              solver="cg", samples=n, cg=cg, unknowns=unknowns)
 
 
-def _unknown_summary(post: "GaussianPosterior") -> dict:
+def unknown_summary(post: "GaussianPosterior") -> dict:
     """Per unknown: its site's mean and sd and the 90% interval of the unknown itself."""
     out, z = {}, float(jax.scipy.stats.norm.ppf(0.95))
     for name, u in (post.unknowns or {}).items():
@@ -255,7 +255,7 @@ def save(post: "GaussianPosterior", fit: MapFit, out_dir: str | Path, recipe: st
                "recipe": recipe,
                "u_test_sd_min": float(post.test_sd.min()),
                "u_test_sd_max": float(post.test_sd.max()),
-               "unknowns": _unknown_summary(post)}
+               "unknowns": unknown_summary(post)}
     if post.solver == "cg":
         summary.update(samples=post.samples, cg_iterations=post.cg["iterations"],
                        cg_max_relative_residual=post.cg["max_relative_residual"],

@@ -189,7 +189,7 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
             return theta, u, log_tau, objective, k
         return sweep
 
-    def run_start(label, prob, init, history, learning=False, cap_e=cap):
+    def run_start(label, prob, init, history, learning=False, cap_e=cap, fresh=True):
         key = (prob.family, prob.components, learning)
         if key not in sweeps:
             sweeps[key] = make_sweep(prob, learning)
@@ -199,9 +199,9 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
         if learning:
             theta = learn.clip(prob, theta)
         u = init["U"]
-        # a start's tau_b begins at boundary_start; the learning run continues its start's
+        # a (fresh) start's tau_b begins at boundary_start; a run from a fit continues its
         log_tau = {k: init[k] for k in tau_sites(prob)}
-        if "log_tau_b" in log_tau and not learning and cap_e == cap:
+        if "log_tau_b" in log_tau and fresh:
             log_tau["log_tau_b"] = log_tau_b0
         # strong float64 (a weakly typed start would compile the sweep a second time)
         theta, log_tau, u = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), (theta, log_tau, u))
@@ -240,6 +240,15 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
     show = sys.stderr.isatty() if progress is None else progress
     with tqdm(total=len(todo), disable=not show, desc=problem.name, unit="start",
               file=sys.stderr) as bar:
+
+        def run(label, prob, init, **kwargs):  # one start or a run from the chosen fit
+            fit = run_start(label, prob, init, history, **kwargs)
+            score = check_score(fit) if fit.objective is not None else np.inf
+            starts.append((score, fit, label))
+            bar.update(1)
+            bar.set_postfix(check=f"{score:.3g}")
+            return fit, score
+
         for label, prob, init in todo:
             stopped = interrupt() if interrupt else None
             if stopped and starts:
@@ -248,11 +257,7 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
             if prob is not problem and resolved:
                 bar.update(1)  # the model file's family resolves it: no plain-family start
                 continue
-            fit = run_start(label, prob, init, history)
-            score = check_score(fit) if fit.objective is not None else np.inf
-            starts.append((score, fit, label))
-            bar.update(1)
-            bar.set_postfix(check=f"{score:.3g}")
+            run(label, prob, init)
         best, chosen, passed, held = choose(starts, problem)
         tried = len(starts)
         stopped = interrupt() if interrupt else None
@@ -260,22 +265,15 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
                 and held > recipe.refine_above and problem.size <= recipe.learn_max_points):
             bar.total += 1
             label = f"{chosen}, kernel learned"
-            fit = run_start(label, best.problem, best.params, history, learning=True)
-            score = check_score(fit) if fit.objective is not None else np.inf
-            starts.append((score, fit, label))
-            bar.update(1)
-            bar.set_postfix(check=f"{score:.3g}")
+            fit, score = run(label, best.problem, best.params, learning=True, fresh=False)
             if fit.objective is not None and fit.objective <= best.objective and score <= held:
                 best, chosen = fit, label
         cap_e = held_out_cap(best) if recipe.calibrate_tau_e and not stopped else None
         if cap_e is not None and best.params["log_tau_e"] > cap_e:
             bar.total += 1
             label = f"{chosen}, tau_e held out"
-            fit = run_start(label, best.problem, best.params, history, cap_e=cap_e)
+            fit, _ = run(label, best.problem, best.params, cap_e=cap_e, fresh=False)
             fit.kernel_learned = best.kernel_learned
-            score = check_score(fit) if fit.objective is not None else np.inf
-            starts.append((score, fit, label))
-            bar.update(1)
             if fit.objective is not None:
                 best, chosen = fit, label
     best.steps = len(history)
