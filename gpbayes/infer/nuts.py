@@ -158,9 +158,9 @@ def sample_nuts(problem: Problem, init: MapFit, chains: int = 4, warmup: int = 5
     latent, r, _, cond = laplace(problem, init, keep=keep)
     r_inv = jax.scipy.linalg.solve_triangular(r, jnp.eye(r.shape[0]), lower=False)
     inverse_mass = r_inv @ r_inv.T  # (R^T R)^{-1}, symmetric positive definite by construction
-    held = with_factors(problem, fixed_sites(init), init.recipe.jitter)
+    # cond (the kernel's factors, computed once) is held fixed by the model
     model = condition(partial(pde_model, problem, jitter=init.recipe.jitter, whiten=True,
-                              held=held), data=fixed_sites(init, keep))
+                              held=cond), data=fixed_sites(init, keep))
     # the latent sites (Z, the unknowns) are all unconstrained: the potential is minus the
     # model's log density, compiled once (numpyro's model path replays the model eagerly)
     potential = jax.jit(partial(potential_energy, model, (), {}))
@@ -172,7 +172,7 @@ def sample_nuts(problem: Problem, init: MapFit, chains: int = 4, warmup: int = 5
     samples, extra, stop, wall = _run_in_chunks(mcmc, jax.random.PRNGKey(seed), draws, chunk,
                                                 interrupt, init_params=start)
     z = jnp.asarray(samples.get("Z", np.zeros((chains, 0, *problem.grid))))
-    samples["U"] = np.asarray(jax.jit(kron.kron_apply)(held.trils, z))
+    samples["U"] = np.asarray(jax.jit(lambda z: cond.to_grid(z, "z"))(z))
     u_test = np.asarray(jax.jit(lambda z: cond.predict_grid(z, problem.test_axes, "z"))(z))
     return NutsResult(problem, init, samples, u_test, extra, wall, chains,
                       _step_note(stop, extra))

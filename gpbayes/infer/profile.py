@@ -189,7 +189,7 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
             return theta, u, log_tau, objective, k
         return sweep
 
-    def run_start(label, prob, init, history, learning=False, cap_e=cap, fresh=True):
+    def run_start(label, prob, init, learning=False, cap_e=cap, fresh=True):
         key = (prob.family, prob.components, learning)
         if key not in sweeps:
             sweeps[key] = make_sweep(prob, learning)
@@ -242,12 +242,16 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
               file=sys.stderr) as bar:
 
         def run(label, prob, init, **kwargs):  # one start or a run from the chosen fit
-            fit = run_start(label, prob, init, history, **kwargs)
+            fit = run_start(label, prob, init, **kwargs)
             score = check_score(fit) if fit.objective is not None else np.inf
             starts.append((score, fit, label))
             bar.update(1)
             bar.set_postfix(check=f"{score:.3g}")
             return fit, score
+
+        def run_from(fit, label, **kwargs):  # one more run, from the chosen fit
+            bar.total += 1
+            return run(label, fit.problem, fit.params, fresh=False, **kwargs)
 
         for label, prob, init in todo:
             stopped = interrupt() if interrupt else None
@@ -263,16 +267,14 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
         stopped = interrupt() if interrupt else None
         if (recipe.learn_iterations and best.objective is not None and not stopped
                 and held > recipe.refine_above and problem.size <= recipe.learn_max_points):
-            bar.total += 1
             label = f"{chosen}, kernel learned"
-            fit, score = run(label, best.problem, best.params, learning=True, fresh=False)
+            fit, score = run_from(best, label, learning=True)
             if fit.objective is not None and fit.objective <= best.objective and score <= held:
                 best, chosen = fit, label
         cap_e = held_out_cap(best) if recipe.calibrate_tau_e and not stopped else None
         if cap_e is not None and best.params["log_tau_e"] > cap_e:
-            bar.total += 1
             label = f"{chosen}, tau_e held out"
-            fit, _ = run(label, best.problem, best.params, cap_e=cap_e, fresh=False)
+            fit, _ = run_from(best, label, cap_e=cap_e)
             fit.kernel_learned = best.kernel_learned
             if fit.objective is not None:
                 best, chosen = fit, label
