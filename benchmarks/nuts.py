@@ -28,7 +28,8 @@ from gpbayes.infer.nuts import sample_nuts
 from gpbayes.infer.posterior import gaussian_posterior
 from gpbayes.io import import_arviz
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "infer"))
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+sys.path[:0] = [str(TESTS / "infer"), str(TESTS)]  # the test problems (and their conftest)
 from test_posterior import noisy_problem  # noqa: E402
 
 
@@ -47,7 +48,6 @@ def hyper():
 def grid2d(n: int, draws: int = 200, samples: int = 256):
     import time
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from conftest import small_2d_problem
 
     az = import_arviz()
