@@ -190,6 +190,8 @@ def _sample(args):
     if "collapsed" in result.stop_reason:
         print(f"gpbayes: warning: {result.stop_reason}", file=sys.stderr)
         return 1
+    if "tree-depth cap" in result.stop_reason:
+        print(f"gpbayes: warning: {result.stop_reason}", file=sys.stderr)
     return trusted
 
 

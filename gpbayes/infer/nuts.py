@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 STEP_FLOOR = 1e-12  # an adapted step size below this means the chains are stuck
 RUN_SECONDS = 60.0  # with an interrupt to check, draws come in runs of about this long
+TREE_DEPTH = 10  # NUTS's cap: 2**TREE_DEPTH - 1 leapfrog steps per draw (numpyro's default)
 ONE_RUN_POINTS = 500  # up to this many grid points, no chunks: 4 x 1000 iterations at 200
 # points take about 20 s with compilation (benchmarks/README.md): not worth an interrupt check
 
@@ -165,7 +166,7 @@ def sample_nuts(problem: Problem, init: MapFit, chains: int = 4, warmup: int = 5
     # model's log density, compiled once (numpyro's model path replays the model eagerly)
     potential = jax.jit(partial(potential_energy, model, (), {}))
     kernel = NUTS(potential_fn=potential, dense_mass=True, inverse_mass_matrix=inverse_mass,
-                  adapt_mass_matrix=False, target_accept_prob=0.8)
+                  adapt_mass_matrix=False, target_accept_prob=0.8, max_tree_depth=TREE_DEPTH)
     mcmc = _mcmc(kernel, chains, warmup, chain_method, progress, "vectorized", draws)
     start = {k: jnp.broadcast_to(v, ((chains,) if chains > 1 else ()) + v.shape)
              for k, v in latent.items()}
@@ -230,7 +231,8 @@ def _sample_matrix_free(problem, init, chains, warmup, draws, seed, progress, ch
     start = {"w": jnp.zeros(lead + problem.grid)}
     if sites:
         start["t"] = jnp.zeros(lead + (len(sites),))
-    kernel = NUTS(potential_fn=jax.jit(potential), target_accept_prob=0.8)
+    kernel = NUTS(potential_fn=jax.jit(potential), target_accept_prob=0.8,
+                  max_tree_depth=TREE_DEPTH)
     mcmc = _mcmc(kernel, chains, warmup, chain_method, progress, draws=draws)
     x, extra, stop, wall = _run_in_chunks(mcmc, jax.random.PRNGKey(seed), draws, chunk,
                                           interrupt, init_params=start)
@@ -314,6 +316,12 @@ def _step_note(stop: str, extra: dict) -> str:
     if step < STEP_FLOOR:
         stop += (f"; the step size collapsed to {step:.1e} and the chains did not move: start "
                  "from a MAP at jitter 1e-6 (nuts.toml's map_jitter)")
+    capped = np.mean(np.asarray(extra.get("num_steps", 0)) >= 2**TREE_DEPTH - 1)
+    if capped > 0.5:
+        stop += (f"; {capped:.0%} of the draws reached the tree-depth cap ({2**TREE_DEPTH - 1} "
+                 "leapfrog steps): the mass matrix does not whiten this posterior, so the "
+                 "draws are strongly correlated (read ess_bulk); the Gaussian posterior "
+                 "(--method gaussian) is its Laplace approximation at a fraction of the cost")
     return stop
 
 
@@ -325,7 +333,7 @@ def _sample_with_hyper(problem, init, chains, warmup, draws, seed, progress, cha
     start_values = {**values, "Z": z}
     model = partial(pde_model, sample_hyper=True)
     kernel = NUTS(model, init_strategy=init_to_value(values=start_values),
-                  target_accept_prob=0.9)
+                  target_accept_prob=0.9, max_tree_depth=TREE_DEPTH)
     mcmc = _mcmc(kernel, chains, warmup, chain_method, progress, draws=draws)
     start = time.perf_counter()
     mcmc.run(jax.random.PRNGKey(seed), problem, jitter=init.recipe.jitter, whiten=True,
@@ -344,7 +352,7 @@ def _sample_with_hyper(problem, init, chains, warmup, draws, seed, progress, cha
     flat = {k: samples[k].reshape(-1, *samples[k].shape[2:]) for k in hyper + ["Z"]}
     ut = np.asarray(jax.lax.map(u_test, flat)).reshape(chains, draws, *problem.test_grid)
     return NutsResult(problem, init, samples, ut, extra, wall, chains,
-                      f"{draws} draws per chain; hyperparameters sampled")
+                      _step_note(f"{draws} draws per chain; hyperparameters sampled", extra))
 
 
 def scalar_names(problem: Problem, idata) -> list[str]:

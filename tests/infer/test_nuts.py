@@ -26,6 +26,29 @@ def write_gaussian_case(folder):
     return model, recipe
 
 
+def test_draws_at_the_tree_depth_cap_are_reported(monkeypatch):
+    """A posterior the mass matrix does not whiten (seen on the 2-D advection problem at
+    100²: every draw at 1023 leapfrog steps) is said so in the stop reason; forced here
+    by a cap of one step."""
+    import sys as _sys
+
+    import numpy as np
+
+    import gpbayes as gb
+    from gpbayes.infer import nuts
+
+    _sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from test_posterior import noisy_problem
+
+    p = noisy_problem(np.random.default_rng(0), n=20)
+    fit = gb.fit_map(p, gb.load_inference(), steps=300, progress=False)
+    free = gb.sample_nuts(p, fit, chains=1, warmup=30, draws=30, progress=False)
+    assert "tree-depth cap" not in free.stop_reason
+    monkeypatch.setattr(nuts, "TREE_DEPTH", 1)
+    capped = gb.sample_nuts(p, fit, chains=1, warmup=30, draws=30, progress=False)
+    assert "100% of the draws reached the tree-depth cap (1 leapfrog" in capped.stop_reason
+
+
 @pytest.mark.slow
 def test_inverse_problem_recovers_k(root, tmp_path):
     example = load_example(root, "inverse_problem")
