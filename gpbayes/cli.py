@@ -187,12 +187,9 @@ def _sample(args):
           f"{summary['u_test_min_ess_bulk']:.0f} ({summary['ess_bulk_per_s']:.0f}/s)")
     print(f"wrote {out}/posterior.nc, summary.csv, summary.json, posterior.png; the MAP in "
           f"{out}/map")
-    if "collapsed" in result.stop_reason:
+    if "collapsed" in result.stop_reason or "tree-depth cap" in result.stop_reason:
         print(f"gpbayes: warning: {result.stop_reason}", file=sys.stderr)
-        return 1
-    if "tree-depth cap" in result.stop_reason:
-        print(f"gpbayes: warning: {result.stop_reason}", file=sys.stderr)
-    return trusted
+    return 1 if "collapsed" in result.stop_reason else trusted
 
 
 def _solve(args):

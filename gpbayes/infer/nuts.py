@@ -173,8 +173,9 @@ def sample_nuts(problem: Problem, init: MapFit, chains: int = 4, warmup: int = 5
     samples, extra, stop, wall = _run_in_chunks(mcmc, jax.random.PRNGKey(seed), draws, chunk,
                                                 interrupt, init_params=start)
     z = jnp.asarray(samples.get("Z", np.zeros((chains, 0, *problem.grid))))
-    samples["U"] = np.asarray(jax.jit(lambda z: cond.to_grid(z, "z"))(z))
-    u_test = np.asarray(jax.jit(lambda z: cond.predict_grid(z, problem.test_axes, "z"))(z))
+    grid_and_test = jax.jit(lambda z: (cond.to_grid(z, "z"),
+                                       cond.predict_grid(z, problem.test_axes, "z")))
+    samples["U"], u_test = map(np.asarray, grid_and_test(z))  # one compiled call
     return NutsResult(problem, init, samples, u_test, extra, wall, chains,
                       _step_note(stop, extra))
 
