@@ -25,6 +25,7 @@ from gpbayes.spec import Recipe
 ROUNDING = 100  # a fall of the log joint up to ROUNDING x tolerance (relative) is rounding
 CHECK_RANGE = 100  # starts whose check score is within this factor of the best compete
 LOOSER = 100  # CG tolerance factor of the kernel learning's trial solves
+STEADY_MAX, STEADY_SPREAD = 0.9, 0.1  # a steady linear rate for Aitken's jump (``aitken``)
 
 
 def boundary_start(problem: Problem, recipe: Recipe) -> float:
@@ -140,7 +141,9 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
     For each start (``candidates``) the kernel is held and each sweep raises the log
     joint twice: the exact U solve, then the closed-form precisions (capped at
     ``recipe.tau_max``). Sweeps stop when the log joint changes by less than
-    ``recipe.tolerance`` (relative) or falls at rounding level. Among the starts whose
+    ``recipe.tolerance`` (relative) or falls at rounding level. Where the precisions
+    converge linearly, a sweep starts from their Aitken limit (``aitken``), undone unless
+    it raises the log joint. Among the starts whose
     check score (PDE residual at the cell midpoints, between collocation points, plus
     the boundary mismatch: ``check_score``, from the equation, the source and the
     boundary data only, never the exact solution) is within CHECK_RANGE of the best, the
@@ -207,9 +210,15 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
         theta, log_tau, u = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), (theta, log_tau, u))
         budget = recipe.learn_sweeps if learning else recipe.sweeps
         previous, reason, objective = np.inf, f"sweep budget ({budget}) reached", None
+        trail, before_jump = [], None  # accepted precisions; the state a jump left
+        caps = {"log_tau_e": min(cap, cap_e), "log_tau_b": cap}
         for i in range(budget):
             new_theta, new_u, new_tau, obj, k = sweep(theta, u, log_tau, jnp.float64(cap_e))
             obj = float(obj)
+            jumped, before_jump = before_jump, None
+            if jumped is not None and not (obj < previous and int(k) < recipe.cg_max_iterations):
+                log_tau, trail = jumped, []  # the jump did not raise the log joint: undo it
+                continue
             if not np.isfinite(obj):
                 reason = (f"non-finite objective at sweep {i + 1}; kept the last finite state. "
                           "Try a larger jitter or a smaller tau_max.")
@@ -230,6 +239,11 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
                 reason = f"log joint converged (relative change <= {recipe.tolerance:g})"
                 break
             previous = obj
+            trail.append({n: float(v) for n, v in log_tau.items()})
+            jump = aitken(trail, caps) if not learning and i + 1 < budget else {}
+            if jump:  # the next sweep starts from the extrapolated precisions
+                before_jump, trail = log_tau, []
+                log_tau = {**log_tau, **{n: jnp.float64(v) for n, v in jump.items()}}
         params = {k: np.asarray(v) for k, v in {**theta, **log_tau, "U": u}.items()}
         return MapFit(problem=prob, params=params, recipe=recipe, steps=0, wall_time_s=0.0,
                       stop_reason=reason, converged=reason.startswith("log joint converged"),
@@ -290,6 +304,29 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
                              f"{passed} of {tried} that pass the check"
                              + (", its kernel learned)" if best.kernel_learned else ")"))
     return best
+
+
+def aitken(trail: list[dict], caps: dict) -> dict:
+    """{site: Aitken's limit of its log precision, capped} for the sites whose last four
+    values in ``trail`` (one dict per accepted sweep) converge linearly at a steady rate:
+    both ratios of successive changes in (0, STEADY_MAX) and within STEADY_SPREAD of each
+    other. On stiff problems the U / precision alternation is a fixed-point iteration on
+    log tau that converges linearly, at about 0.2 per sweep; jumping to its limit saves
+    the tail of sweeps (benchmarks/README.md, "Aitken")."""
+    if len(trail) < 4:
+        return {}
+    x0, x1, x2, x3 = trail[-4:]
+    out = {}
+    for name in x3:
+        d1, d2, d3 = x1[name] - x0[name], x2[name] - x1[name], x3[name] - x2[name]
+        if d1 == 0 or d2 == 0:
+            continue
+        r1, r2 = d2 / d1, d3 / d2
+        if 0 < r2 < STEADY_MAX and abs(r2 - r1) <= STEADY_SPREAD * r2:
+            limit = min(x3[name] + d3 * r2 / (1 - r2), caps[name])
+            if limit != x3[name]:
+                out[name] = limit
+    return out
 
 
 def held_out_cap(fit: MapFit) -> float | None:

@@ -253,3 +253,41 @@ def test_choice_of_start_is_the_largest_log_joint_that_passes_the_check():
     assert choose(starts + [plain], own)[1] == 0.1
     plain = start(0.5e-6, -200.0, "se", SimpleNamespace())
     assert choose(starts + [plain], own)[1] == "se"
+
+
+def test_aitken_jumps_to_the_limit_of_a_steady_linear_sequence():
+    from gpbayes.infer.profile import aitken
+
+    caps = {"log_tau_e": 27.6, "log_tau_b": 27.6}
+    geometric = [{"log_tau_e": 20.0 - 3.0 * 0.25**i} for i in range(4)]
+    assert aitken(geometric, caps)["log_tau_e"] == pytest.approx(20.0, rel=1e-12)
+    assert aitken(geometric[:3], caps) == {}  # too few sweeps to judge the rate
+    # an unsteady rate (0.5 then 0.25) or a non-contracting one: no jump
+    assert aitken([{"log_tau_e": x} for x in (0.0, 1.0, 1.5, 1.625)], caps) == {}
+    assert aitken([{"log_tau_e": x} for x in (0.0, 1.0, 2.0, 3.0)], caps) == {}
+    # the limit is capped; a site already at its cap is left alone
+    assert aitken([{"log_tau_e": 30.0 - 3.0 * 0.25**i} for i in range(4)], caps) == {
+        "log_tau_e": 27.6}
+    assert aitken([{"log_tau_b": 27.6}] * 4, caps) == {}
+
+
+def test_aitken_jumps_keep_the_objective_the_models_log_joint(monkeypatch):
+    """A profile run whose precisions converge linearly jumps (and keeps a jump only if it
+    raises the log joint): it ends in fewer sweeps at the same maximum, and its objective
+    is still the model's log joint at the returned point."""
+    from gpbayes.infer import profile
+
+    jumps = []
+    real = profile.aitken
+    monkeypatch.setattr(profile, "aitken", lambda t, c: jumps.append(real(t, c)) or jumps[-1])
+    p = small_problem(n=60, equation="u_xx + u*(u**2 - 1)", solution="sin(3*x)",
+                      max_frequency=2.0, components=6)
+    recipe = gb.load_inference(optimizer="profile", init="spectrum", rho_scales=[0.3])
+    fit = gb.fit_map(p, recipe, progress=False)
+    lp, _ = gb.log_density(p, fit.params, recipe.jitter)
+    assert fit.objective == pytest.approx(-float(lp), rel=1e-6)
+    assert any(jumps) and fit.converged
+    monkeypatch.setattr(profile, "aitken", lambda t, c: {})
+    plain = gb.fit_map(p, recipe, progress=False)
+    assert len(fit.history) < len(plain.history)
+    assert fit.objective == pytest.approx(plain.objective, rel=1e-6)
