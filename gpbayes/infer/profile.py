@@ -312,7 +312,7 @@ def aitken(trail: list[dict], caps: dict) -> dict:
     both ratios of successive changes in (0, STEADY_MAX) and within STEADY_SPREAD of each
     other. On stiff problems the U / precision alternation is a fixed-point iteration on
     log tau that converges linearly, at about 0.2 per sweep; jumping to its limit saves
-    the tail of sweeps (benchmarks/README.md, "Aitken")."""
+    the tail of sweeps (benchmarks/README.md, "the τ_e alternation converges linearly")."""
     if len(trail) < 4:
         return {}
     x0, x1, x2, x3 = trail[-4:]
