@@ -116,6 +116,16 @@ class Conditional:
         Gauss-Newton operator (``gauss_newton.axis_bases``)."""
         return gauss_newton.axis_bases(self)
 
+    def axis_operator(self, j: int, m: int) -> Array:
+        """B_j^m: s along axis j -> d^m u / dx_j^m of the conditional mean, k_j^(m) K_j^{-1}
+        E_j (m = 0: E_j - jitter K_j^{-1} E_j), one matrix: from s every field is a mode
+        product (the Gauss-Newton operator's coordinates)."""
+        if (j, m, "s") not in self._matrices:
+            e, _, k_inv_e = self.bases[j]
+            self._matrices[j, m, "s"] = (e - self.jitter * k_inv_e if m == 0
+                                         else self.kernel_matrix(j, m) @ k_inv_e)
+        return self._matrices[j, m, "s"]
+
     # -- coordinates ----------------------------------------------------------------------
 
     def whiten(self, u: Array) -> Array:
@@ -131,12 +141,16 @@ class Conditional:
         measured with (benchmarks/README.md)."""
         if coords == "u":
             return c
+        if coords == "s":
+            return kron.kron_apply([b[0] for b in self.bases], c)
         return self.trils[0] @ c if c.ndim == 1 else kron.kron_apply(self.trils, c)
 
     def weights(self, c: Array, coords: str = "u") -> Array:
         """K^{-1} vec(U), the weights of the conditional mean (K^{-1} L = L^{-T} from z)."""
         if coords == "u":
             return kron.kron_solve(self.trils, c)
+        if coords == "s":
+            return kron.kron_apply([b[2] for b in self.bases], c)
         d = self.problem.ndim
         for j, l in enumerate(self.trils):
             c = kron.mode_solve_tril(l, c, c.ndim - d + j, transpose=True)
@@ -147,21 +161,30 @@ class Conditional:
     def fields(self, c: Array, coords: str = "u", derivatives: dict | None = None) -> dict:
         """u and the equation's derivatives (or ``derivatives``, {name: orders}) on the
         grid, by name, from the GP conditional mean: d^m u / dx_j^m = k_j^(m) K_j^{-1} U
-        along axis j. From z axis j applies k_j^(m) L_j^{-T} (m > 0) or L_j (m = 0): one
-        triangular solve, which keeps the rounding of an ill-conditioned K_j (small
-        jitter) out of the fields."""
+        along axis j, m = 0 included: the values are the mean's, k_j K_j^{-1} U = U -
+        jitter K_j^{-1} U, the function every prediction reports, not U (the jitter's
+        white part in U is invisible to the derivatives: taking U for the values and the
+        Dirichlet rows cost smooth problems 10-200x in accuracy, benchmarks/README.md).
+        From z axis j applies k_j^(m) L_j^{-T} (m > 0) or L_j - jitter L_j^{-T} (m = 0):
+        one triangular solve, which keeps the rounding of an ill-conditioned K_j (small
+        jitter) out of the fields; from s, ``axis_operator``."""
         out = {}
         derivatives = self.problem.derivatives if derivatives is None else derivatives
         for name, orders in derivatives.items():
             f = c
             for j, m in enumerate(orders):
+                if coords == "s":
+                    f = kron.mode_dot(self.axis_operator(j, m), f, j)
+                    continue
                 l = self.trils[j]
                 if m:
                     w = (kron.mode_solve_tril(l, f, j, True) if coords == "z"
                          else kron.mode_cho_solve(l, f, j))
                     f = kron.mode_dot(self.kernel_matrix(j, m), w, j)
                 elif coords == "z":
-                    f = kron.mode_dot(l, f, j)
+                    f = kron.mode_dot(l, f, j) - self.jitter * kron.mode_solve_tril(l, f, j, True)
+                else:
+                    f = f - self.jitter * kron.mode_cho_solve(l, f, j)
             out[name] = f  # XLA merges the repeated solves along an axis
         return out
 
@@ -233,7 +256,7 @@ class Conditional:
         p = self.problem
         if not p.conditions:
             return jnp.zeros(0)
-        u = self.to_grid(c, coords)
+        u = self.fields(c, coords, {"u": (0,) * p.ndim})["u"]  # the mean, as the fields
         need = self._boundary_derivatives
         fields = self.fields(c, coords, need) if need else {}
         parts = []

@@ -56,12 +56,6 @@ def decade_rotation(lam: Array, gram: Array) -> Array:
     return jax.pure_callback(rotation, jax.ShapeDtypeStruct(gram.shape, gram.dtype), lam, gram)
 
 
-def axis_operator(cond, j: int, m: int) -> Array:
-    """B_j^m: s along axis j -> d^m u / dx_j^m (k_j^(m) K_j^{-1} E_j; E_j for m = 0)."""
-    e, _, k_inv_e = cond.bases[j]
-    return e if m == 0 else cond.kernel_matrix(j, m) @ k_inv_e
-
-
 def equation_coefficients(cond, u: Array) -> dict:
     """{derivative name: c_o on the grid}, the linearisation of L[u] at u in each field."""
     return cond.coefficients(cond.fields(u))
@@ -73,7 +67,7 @@ def equation_diagonal(cond, u: Array) -> Array:
     diag(J^T J) = sum_{o,o'} (kron_j (B_j^o * B_j^o'))^T (c_o c_o')  (* elementwise)."""
     p = cond.problem
     coef = equation_coefficients(cond, u)
-    ops = {name: [axis_operator(cond, j, m) for j, m in enumerate(p.derivatives[name])]
+    ops = {name: [cond.axis_operator(j, m) for j, m in enumerate(p.derivatives[name])]
            for name in coef}
     diag = jnp.ones(p.grid)
     for a in coef:
@@ -97,9 +91,10 @@ def _outer(vectors):
 class BoundaryRows:
     """The boundary rows of J in s, part by part (a condition on a face of axis a): a
     sum of terms c * (r . s along axis a, then B_c^m along each other axis c), with r a
-    row (0 or -1) of B_a^m (``axis_operator``) and c the term's coefficient on the face
-    (``Conditional.face_coefficients``; a periodic part adds the opposite face's terms,
-    negated). Dirichlet: one term, r a row of E_a, E along the other axes, c = 1."""
+    row (0 or -1) of B_a^m (``Conditional.axis_operator``) and c the term's coefficient
+    on the face (``Conditional.face_coefficients``; a periodic part adds the opposite
+    face's terms, negated). Dirichlet: one term, r a row of B_a^0, B^0 along the other
+    axes, c = 1."""
 
     def __init__(self, cond):
         p = cond.problem
@@ -113,8 +108,8 @@ class BoundaryRows:
             for f, sign in faces:
                 coef = cond.face_coefficients(condition, f)
                 for name, orders in derivs.items():
-                    r = axis_operator(cond, f.axis, orders[f.axis])[f.index]
-                    mats = [axis_operator(cond, j, m) for j, m in enumerate(orders)
+                    r = cond.axis_operator(f.axis, orders[f.axis])[f.index]
+                    mats = [cond.axis_operator(j, m) for j, m in enumerate(orders)
                             if j != f.axis]
                     terms.append((r, mats, sign * coef[name].reshape(shape)))
             self.parts.append((face.axis, shape, terms))
@@ -229,8 +224,9 @@ class GaussNewton:
         self.ndim = cond.problem.ndim
         self.basis = [b[0] for b in cond.bases]
         self.s0 = kron.kron_apply([b[1] for b in cond.bases], u)
-        self.r0, self.jvp = jax.linearize(lambda s: cond.data_residual(self.to_grid(s)),
-                                          self.s0)
+        self.r0 = cond.data_residual(self.to_grid(self.s0))
+        # J from s directly: each field one mode product per axis (``axis_operator``)
+        self.jvp = jax.linearize(lambda s: cond.data_residual(s, "s"), self.s0)[1]
         self._transpose = jax.linear_transpose(self.jvp, self.s0)
         self.inner = inner = equation_diagonal(cond, u)
         if not cond.problem.conditions:

@@ -120,16 +120,37 @@ def test_mixed_derivative_in_2d():
 
 
 def test_whitened_fields_equal_the_fields_of_u():
-    """Fields from z (U = L z) equal those from U, with mixed and zero-order terms, in 2-D."""
+    """Fields from z (U = L z) and from s (U = E s) equal those from U, with mixed and
+    zero-order terms, in 2-D; so do the data residuals."""
     p, fit = small_2d_problem(equation="u_xx + u_xy + u*u_y")
     cond = Conditional(p, fit.params, 1e-6)
     z = jax.random.normal(jax.random.PRNGKey(1), p.grid)
     u = kron.kron_apply(cond.trils, z)
-    a, b = cond.fields(u), cond.fields(z, "z")
-    assert set(a) == set(b) == {"u", "u_xx", "u_xy", "u_y"}
+    s = kron.kron_apply([b[1] for b in cond.bases], u)
+    a, b, c = cond.fields(u), cond.fields(z, "z"), cond.fields(s, "s")
+    assert set(a) == set(b) == set(c) == {"u", "u_xx", "u_xy", "u_y"}
     for k in a:
-        np.testing.assert_allclose(b[k], a[k], rtol=1e-6, atol=1e-7 * float(jnp.max(jnp.abs(a[k]))))
+        scale = float(jnp.max(jnp.abs(a[k])))
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-6, atol=1e-7 * scale)
+        np.testing.assert_allclose(c[k], a[k], rtol=1e-6, atol=1e-7 * scale)
     np.testing.assert_allclose(cond.residual(z, "z"), cond.residual(u), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(cond.data_residual(s, "s"), cond.data_residual(u), rtol=1e-6,
+                               atol=1e-6)
+
+
+def test_the_values_are_the_conditional_mean_not_u():
+    """u's field (the equation's u terms, Dirichlet rows) is the conditional mean at the
+    grid, U - jitter K^-1 U, the function every prediction reports; with a large jitter
+    the two differ visibly from U."""
+    p, fit = small_2d_problem(n=10)
+    cond = Conditional(p, fit.params, 1e-2)
+    u = jnp.asarray(np.random.default_rng(5).normal(size=p.grid))
+    mean = cond.predict_grid(u, p.axes)
+    assert float(jnp.max(jnp.abs(mean - u))) > 1e-3
+    np.testing.assert_allclose(cond.fields(u, "u", {"u": (0, 0)})["u"], mean, rtol=1e-8,
+                               atol=1e-10)
+    np.testing.assert_allclose(cond.fields(cond.whiten(u), "z", {"u": (0, 0)})["u"], mean,
+                               rtol=1e-8, atol=1e-10)
 
 
 def test_predictions_agree_across_coordinates_and_point_layouts():
