@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gpbayes import kernels
-from gpbayes.infer.learn import bounds
+from gpbayes.infer.learn import MAX_SE_LENGTH, MIN_SPACINGS, bounds
 from gpbayes.model import initial_params
 
 PAD = 8  # zero-padding factor of the FFT (finer frequency resolution)
@@ -156,16 +156,34 @@ def dispersion_frequencies(problem, j: int, peaks: list) -> list:
     return out
 
 
-PLAIN_COMPONENTS = 4  # components of a plain-family candidate, at length scales a decade apart
+def plain_lengths(problem) -> list:
+    """Length scales, as fractions of each axis, of the plain-family starts: halvings from
+    the longest SE length of the learnable box (``learn.MAX_SE_LENGTH``) while every axis
+    keeps at least 2 MIN_SPACINGS grid spacings. Smooth solutions want one long envelope:
+    a mixture of short and long ones (an equal-weight spread) is worse on every smooth
+    suite case, by 10-100x in error and ~1e5 in log joint (benchmarks/README.md)."""
+    spacing = max(1.0 / (n - 1) for n in problem.domain_grid)
+    out, f = [], MAX_SE_LENGTH
+    while f >= 2 * MIN_SPACINGS * spacing:
+        out.append(f)
+        f /= 2
+    return out
 
 
-def plain_params(problem) -> dict:
-    """A start for a plain family (no frequencies): PLAIN_COMPONENTS envelopes whose length
-    scales span the learnable box (``learn.bounds``) log-evenly, equal weights (variance
-    from ``scaled_params``)."""
+def plain_params(problem, length: float | None = None) -> dict:
+    """A start for a plain family (no frequencies): with ``length``, one envelope of that
+    length (a fraction of each axis; ``problem`` has one component); else the problem's
+    components with length scales spanning the learnable box (``learn.bounds``)
+    log-evenly, equal weights (variance from ``scaled_params``)."""
     params = scaled_params(problem)
     q = problem.components
-    for v in problem.variables:
+    power = 2.0 if kernels.squared_envelope(problem.family) else 1.0
+    for j, v in enumerate(problem.variables):
         lo, hi = bounds(problem)[f"log_rho_{v}"]
-        params[f"log_rho_{v}"] = jnp.asarray(np.linspace(lo, hi, q + 2)[1:-1])
+        if length is None:
+            params[f"log_rho_{v}"] = jnp.asarray(np.linspace(lo, hi, q + 2)[1:-1])
+        else:
+            a, b = problem.domain[j]
+            rho = -power * np.log(length * (b - a))
+            params[f"log_rho_{v}"] = jnp.full(q, np.clip(rho, lo, hi))
     return params

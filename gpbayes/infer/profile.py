@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from gpbayes.conditional import Conditional
 from gpbayes.gauss_newton import exact_boundary_rows
 from gpbayes.infer import learn
-from gpbayes.infer.init import PLAIN_COMPONENTS, plain_params, spectral_params
+from gpbayes.infer.init import plain_lengths, plain_params, spectral_params
 from gpbayes.infer.solvers import dense_gauss_newton, is_dense
 from gpbayes.model import initial_params
 from gpbayes.problem import Problem
@@ -122,15 +122,18 @@ def closed_form_log_tau(cond: Conditional, u: Array, cap: float,
 def candidates(problem: Problem, recipe: Recipe) -> list:
     """The starts, as (label, problem with the start's kernel, site values): the model
     file's family at each ``recipe.rho_scales`` factor (frequencies from the data's
-    spectrum), then each plain family of ``recipe.families`` (``plain_params``)."""
+    spectrum), then each plain family of ``recipe.families`` as one component at each
+    of ``plain_lengths``, longest first (``fit_profile`` walks that ladder until the log
+    joint falls)."""
     if recipe.init != "spectrum":
         return [(problem.family, problem, initial_params(problem))]
     out = [(f"{problem.family}, length-scale factor {s:g}", problem,
             spectral_params(problem, s)) for s in recipe.rho_scales]
     for family in recipe.families:
         if family != problem.family:
-            variant = problem.with_kernel(family, PLAIN_COMPONENTS)
-            out.append((family, variant, plain_params(variant)))
+            variant = problem.with_kernel(family, 1)
+            out += [(f"{family}, length {f:g}", variant, plain_params(variant, f))
+                    for f in plain_lengths(problem)]
     return out
 
 
@@ -267,15 +270,20 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
             bar.total += 1
             return run(label, fit.problem, fit.params, fresh=False, **kwargs)
 
+        ladder = {}  # plain family: the log joint of its last start, or None once it fell
         for label, prob, init in todo:
             stopped = interrupt() if interrupt else None
             if stopped and starts:
                 break
             resolved = starts and min(s for s, _, _ in starts) <= recipe.refine_above
-            if prob is not problem and resolved:
-                bar.update(1)  # the model file's family resolves it: no plain-family start
+            if prob is not problem and (resolved or ladder.get(prob.family, 0) is None):
+                bar.update(1)  # resolved by the model file's family, or the ladder turned
                 continue
-            run(label, prob, init)
+            fit, _ = run(label, prob, init)
+            if prob is not problem:  # shorter lengths only while the log joint rises
+                last = ladder.get(prob.family, np.inf)
+                rose = fit.objective is not None and fit.objective < last
+                ladder[prob.family] = fit.objective if rose else None
         best, chosen, passed, held = choose(starts, problem)
         tried = len(starts)
         stopped = interrupt() if interrupt else None

@@ -8,7 +8,7 @@ import gpbayes as gb
 from conftest import ROOT, small_problem
 from gpbayes.conditional import Conditional
 from gpbayes.infer import learn
-from gpbayes.infer.init import plain_params
+from gpbayes.infer.init import plain_lengths, plain_params
 from gpbayes.infer.profile import CHECK_RANGE, candidates, dense_u_solver
 from gpbayes.results import live_components
 
@@ -98,12 +98,23 @@ def test_jeffreys_prior_prunes_unneeded_components():
 
 
 def test_candidates_include_the_plain_families():
+    """After the spectral starts, each plain family as one component at halving lengths
+    (fractions of the axis), longest first, down to 2 MIN_SPACINGS grid spacings."""
     p = small_problem()
-    recipe = gb.load_inference(ROOT / "inference/map.toml")
-    labels = [(label, prob.family, prob.components) for label, prob, _ in candidates(p, recipe)]
-    assert len(labels) == len(recipe.rho_scales) + 2
-    assert labels[-2][1:] == ("se", 4) and labels[-1][1:] == ("matern52", 4)
-    # a plain start spreads its length scales over the learnable box
+    recipe = gb.load_inference(ROOT / "inference/map.toml", families=["se", "matern52"])
+    starts = candidates(p, recipe)
+    lengths = plain_lengths(p)
+    assert len(starts) == len(recipe.rho_scales) + 2 * len(lengths)
+    assert lengths[0] == learn.MAX_SE_LENGTH and np.allclose(np.diff(np.log2(lengths)), -1)
+    h = 1.0 / (p.domain_grid[0] - 1)
+    assert lengths[-1] >= 2 * learn.MIN_SPACINGS * h > lengths[-1] / 2
+    plain = starts[len(recipe.rho_scales):]
+    assert [(s[1].family, s[1].components) for s in plain] == (
+        [("se", 1)] * len(lengths) + [("matern52", 1)] * len(lengths))
+    (lo, hi), width = learn.bounds(plain[0][1])["log_rho_x"], np.diff(p.domain[0])[0]
+    rho = [float(np.asarray(s[2]["log_rho_x"])[0]) for s in plain[: len(lengths)]]
+    np.testing.assert_allclose(rho, np.clip(-2 * np.log(np.array(lengths) * width), lo, hi))
+    # the equal-weight spread (the learning tests' start) spans the box
     p_se = p.with_kernel("se", 4)
     lo, hi = learn.bounds(p_se)["log_rho_x"]
     rho = np.asarray(plain_params(p_se)["log_rho_x"])
