@@ -146,3 +146,10 @@ def test_default_recipe_on_a_smooth_problem_picks_by_the_rule():
     assert sum(c["chosen"] for c in fit.candidates) == 1
     summary = fit.summary()
     assert summary["live_components"]["x"] >= 1 and summary["family"] == fit.problem.family
+    # the se ladder ran longest first while the log joint rose (fell in objective)
+    ladder = [c for c in held if c["start"].startswith("se, length")]
+    lengths = plain_lengths(p)
+    assert [c["start"] for c in ladder] == [f"se, length {f:g}" for f in lengths[:len(ladder)]]
+    obj = [c["objective"] for c in ladder]
+    assert all(b < a for a, b in zip(obj[:-2], obj[1:-1]))
+    assert len(ladder) == len(lengths) or obj[-1] is None or obj[-1] >= obj[-2]
