@@ -156,12 +156,15 @@ def dispersion_frequencies(problem, j: int, peaks: list) -> list:
     return out
 
 
+PLAIN_COMPONENTS = 4  # components of the spread plain start, lengths spanning the box
+
+
 def plain_lengths(problem) -> list:
     """Length scales, as fractions of each axis, of the plain-family starts: halvings from
     the longest SE length of the learnable box (``learn.MAX_SE_LENGTH``) while every axis
     keeps at least 2 MIN_SPACINGS grid spacings. Smooth solutions want one long envelope:
-    a mixture of short and long ones (an equal-weight spread) is worse on every smooth
-    suite case, by 10-100x in error and ~1e5 in log joint (benchmarks/README.md)."""
+    the equal-weight spread of PLAIN_COMPONENTS lengths alone left the smooth suite
+    cases 10-100x less accurate, its log joint ~1e5 lower (benchmarks/README.md)."""
     spacing = max(1.0 / (n - 1) for n in problem.domain_grid)
     out, f = [], MAX_SE_LENGTH
     while f >= 2 * MIN_SPACINGS * spacing:

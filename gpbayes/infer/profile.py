@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from gpbayes.conditional import Conditional
 from gpbayes.gauss_newton import exact_boundary_rows
 from gpbayes.infer import learn
-from gpbayes.infer.init import plain_lengths, plain_params, spectral_params
+from gpbayes.infer.init import PLAIN_COMPONENTS, plain_lengths, plain_params, spectral_params
 from gpbayes.infer.solvers import dense_gauss_newton, is_dense
 from gpbayes.model import initial_params
 from gpbayes.problem import Problem
@@ -124,7 +124,9 @@ def candidates(problem: Problem, recipe: Recipe) -> list:
     file's family at each ``recipe.rho_scales`` factor (frequencies from the data's
     spectrum), then each plain family of ``recipe.families`` as one component at each
     of ``plain_lengths``, longest first (``fit_profile`` walks that ladder until the log
-    joint falls)."""
+    joint falls), and as PLAIN_COMPONENTS components whose lengths span the box (a
+    solution whose scales differ by axis: suite g05's pulse, 6e-5 from it, 2e-3 from
+    the ladder)."""
     if recipe.init != "spectrum":
         return [(problem.family, problem, initial_params(problem))]
     out = [(f"{problem.family}, length-scale factor {s:g}", problem,
@@ -134,6 +136,8 @@ def candidates(problem: Problem, recipe: Recipe) -> list:
             variant = problem.with_kernel(family, 1)
             out += [(f"{family}, length {f:g}", variant, plain_params(variant, f))
                     for f in plain_lengths(problem)]
+            spread = problem.with_kernel(family, PLAIN_COMPONENTS)
+            out.append((f"{family}, {PLAIN_COMPONENTS} lengths", spread, plain_params(spread)))
     return out
 
 
@@ -270,20 +274,21 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
             bar.total += 1
             return run(label, fit.problem, fit.params, fresh=False, **kwargs)
 
-        ladder = {}  # plain family: the log joint of its last start, or None once it fell
+        ladder = {}  # (family, components): the last start's log joint, None once it fell
         for label, prob, init in todo:
             stopped = interrupt() if interrupt else None
             if stopped and starts:
                 break
             resolved = starts and min(s for s, _, _ in starts) <= recipe.refine_above
-            if prob is not problem and (resolved or ladder.get(prob.family, 0) is None):
+            rung = (prob.family, prob.components)
+            if prob is not problem and (resolved or ladder.get(rung, 0) is None):
                 bar.update(1)  # resolved by the model file's family, or the ladder turned
                 continue
             fit, _ = run(label, prob, init)
             if prob is not problem:  # shorter lengths only while the log joint rises
-                last = ladder.get(prob.family, np.inf)
+                last = ladder.get(rung, np.inf)
                 rose = fit.objective is not None and fit.objective < last
-                ladder[prob.family] = fit.objective if rose else None
+                ladder[rung] = fit.objective if rose else None
         best, chosen, passed, held = choose(starts, problem)
         tried = len(starts)
         stopped = interrupt() if interrupt else None

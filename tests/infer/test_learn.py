@@ -104,20 +104,21 @@ def test_candidates_include_the_plain_families():
     recipe = gb.load_inference(ROOT / "inference/map.toml", families=["se", "matern52"])
     starts = candidates(p, recipe)
     lengths = plain_lengths(p)
-    assert len(starts) == len(recipe.rho_scales) + 2 * len(lengths)
+    assert len(starts) == len(recipe.rho_scales) + 2 * (len(lengths) + 1)
     assert lengths[0] == learn.MAX_SE_LENGTH and np.allclose(np.diff(np.log2(lengths)), -1)
     h = 1.0 / (p.domain_grid[0] - 1)
     assert lengths[-1] >= 2 * learn.MIN_SPACINGS * h > lengths[-1] / 2
     plain = starts[len(recipe.rho_scales):]
     assert [(s[1].family, s[1].components) for s in plain] == (
-        [("se", 1)] * len(lengths) + [("matern52", 1)] * len(lengths))
+        [("se", 1)] * len(lengths) + [("se", 4)] + [("matern52", 1)] * len(lengths)
+        + [("matern52", 4)])
     (lo, hi), width = learn.bounds(plain[0][1])["log_rho_x"], np.diff(p.domain[0])[0]
     rho = [float(np.asarray(s[2]["log_rho_x"])[0]) for s in plain[: len(lengths)]]
     np.testing.assert_allclose(rho, np.clip(-2 * np.log(np.array(lengths) * width), lo, hi))
-    # the equal-weight spread (the learning tests' start) spans the box
-    p_se = p.with_kernel("se", 4)
+    # the equal-weight spread start spans the box
+    p_se = plain[len(lengths)][1]
     lo, hi = learn.bounds(p_se)["log_rho_x"]
-    rho = np.asarray(plain_params(p_se)["log_rho_x"])
+    rho = np.asarray(plain[len(lengths)][2]["log_rho_x"])
     assert np.all(np.diff(rho) > 0) and lo < rho[0] and rho[-1] < hi
 
 
