@@ -156,7 +156,8 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
     boundary data only, never the exact solution) is within CHECK_RANGE of the best, the
     one with the largest log joint is chosen. The plain-family starts run only if the
     model file's family leaves a check score above ``recipe.refine_above`` (a residual
-    its kernel leaves visible), and one is kept only if its check score is below every
+    its kernel leaves visible; a family's one-envelope ladder stops at the first start
+    whose log joint falls), and one is kept only if its check score is below every
     start of the model file's family; so does the learning: if the chosen start's score is
     above it (and the grid has at most ``recipe.learn_max_points``),
     ``recipe.learn_sweeps`` sweeps from it begin with ``recipe.learn_iterations`` steps of

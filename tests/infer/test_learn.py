@@ -61,12 +61,12 @@ def test_learned_objective_is_the_models_log_density(learned_fit):
 
 def test_jeffreys_prior_prunes_unneeded_components():
     """u = f (the operator is the identity: the kernel meets the data only through the
-    prior) with one frequency: from the spectral start (8 components, equal weights) the
-    learning leaves the weight on one component at the true frequency; the seven others
-    fall below 5% of it. Measured: 1e-5 to 1.7e-2 of it (3 of them above the 1e-3 live
-    threshold, at frequency 0) with the packages of 2026-12-01; 5e-69 to 2.1e-2 (4 above)
-    with jax 0.10.2 and optax 0.2.8 (2026-12-02), where further rounds of 30 steps end in
-    a non-finite step and are rejected. (With a differential operator extra components also
+    prior) with one frequency: from the spectral start (8 components, equal weights)
+    three rounds of learning leave the weight on one component at the true frequency;
+    the seven others fall below 5% of it. Measured with the mean's values (2026-12-03):
+    after two rounds 2e-3 to 0.37 of it, after three at most 5e-4, after four all but
+    one at 0 (with U's values, 2026-12-02: 5e-69 to 2.1e-2 after two). (With a
+    differential operator extra components also
     sharpen the collocation residual, which is worth more than the prior's
     log-determinant, so more stay live: benchmarks/README.md.)"""
     from gpbayes.infer.init import spectral_params
@@ -83,7 +83,7 @@ def test_jeffreys_prior_prunes_unneeded_components():
     def solve_u(values):
         return solve(Conditional(p, values, 1e-6), jnp.zeros(p.grid))[0]
 
-    for _ in range(2):
+    for _ in range(3):
         theta, log_tau, u = learn.update(p, theta, log_tau, solve_u, 1e-6, np.log(1e12), 30)
     params = {**theta, **log_tau, "U": u}
     w, mu = np.exp(theta["log_w_x"]), np.asarray(theta["mu_x"])
