@@ -242,7 +242,8 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
                 break
             theta, u, log_tau, objective = new_theta, new_u, new_tau, obj
             history.append({"step": len(history) + 1, "start": label, "objective": obj,
-                            "time_s": time.perf_counter() - start, "cg_iterations": int(k)})
+                            "time_s": time.perf_counter() - start, "cg_iterations": int(k),
+                            **{n: float(v) for n, v in new_tau.items()}})  # precisions
             if abs(previous - obj) <= recipe.tolerance * abs(obj):
                 reason = f"log joint converged (relative change <= {recipe.tolerance:g})"
                 break

@@ -140,6 +140,9 @@ def test_2d_profile_is_accurate_and_converges(fit_2d):
     # measured: error 9.5e-4, check score 8.3e-3 (the spectral start limits both)
     assert fit_2d.rel_l2_error < 2e-3 and check_score(fit_2d) < 2e-2
     assert fit_2d.converged and all(h["cg_iterations"] > 0 for h in fit_2d.history)
+    # each sweep records its precisions; the returned ones are one sweep's
+    assert all({"log_tau_e", "log_tau_b"} <= h.keys() for h in fit_2d.history)
+    assert any(h["log_tau_e"] == float(fit_2d.params["log_tau_e"]) for h in fit_2d.history)
 
 
 def test_2d_profile_objective_is_the_models_log_joint(fit_2d):
