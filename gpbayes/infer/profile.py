@@ -1,5 +1,14 @@
 """The profile solver (the default MAP for plain problems): U and the precisions maximised
 exactly by alternation over several starts, then the kernel learned from the chosen one.
+
+How the free precisions are bounded: where the kernel can fit the equation's rows to
+rounding, the closed-form tau_e = N / |R|^2 climbs without end (the free-precision MAP is
+unbounded), each step up costs more CG work, and U starts to fit rounding. A start's
+sweeps are therefore held out by the check (``check_score``: the PDE residual at the cell
+midpoints and the boundary mismatch): once it rises past CHECK_RISE x its lowest, the
+start keeps the sweep of its lowest, its U and the precisions U was solved at (U is their
+exact conditional maximum; the objective is minus the log joint there). ``tau_max`` caps
+the climb where the check does not rise.
 """
 
 import sys
@@ -25,6 +34,7 @@ from gpbayes.spec import Recipe
 ROUNDING = 100  # a fall of the log joint up to ROUNDING x tolerance (relative) is rounding
 CHECK_RANGE = 100  # starts whose check score is within this factor of the best compete
 LOOSER = 100  # CG tolerance factor of the kernel learning's trial solves
+CHECK_RISE = 2  # a start stops once its check score rises past this factor of its lowest
 STEADY_MAX, STEADY_SPREAD = 0.9, 0.1  # a steady linear rate for Aitken's jump (``aitken``)
 
 
@@ -101,6 +111,11 @@ def tau_sites(problem: Problem) -> list[str]:
     return [s for s in ("log_tau_e", "log_tau_b") if s in initial_params(problem)]
 
 
+def as_params(theta: dict, u: Array, log_tau: dict) -> dict:
+    """The site values of a profile state, as numpy arrays."""
+    return {k: np.asarray(v) for k, v in {**theta, **log_tau, "U": u}.items()}
+
+
 def closed_form_log_tau(cond: Conditional, u: Array, cap: float,
                         cap_e: float | Array | None = None) -> dict:
     """The conditional optima of the free precisions, log tau_e = log(N/|R|^2) and
@@ -148,7 +163,8 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
     For each start (``candidates``) the kernel is held and each sweep raises the log
     joint twice: the exact U solve, then the closed-form precisions (capped at
     ``recipe.tau_max``). Sweeps stop when the log joint changes by less than
-    ``recipe.tolerance`` (relative) or falls at rounding level. Where the precisions
+    ``recipe.tolerance`` (relative) or falls at rounding level, or at the check's minimum
+    (module docstring). Where the precisions
     converge linearly, a sweep starts from their Aitken limit (``aitken``), undone unless
     it raises the log joint. Among the starts whose
     check score (PDE residual at the cell midpoints, between collocation points, plus
@@ -195,9 +211,10 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
             cond = Conditional(prob, {**theta, **log_tau}, recipe.jitter)
             u, unknowns, k = solve(cond, u)
             theta, cond = {**theta, **unknowns}, cond.with_values(unknowns)
+            held = -cond.log_joint(u)  # at the precisions U was solved at
             log_tau = closed_form_log_tau(cond, u, cap, cap_e)
             objective = -cond.with_values(log_tau).log_joint(u)  # same factors
-            return theta, u, log_tau, objective, k
+            return theta, u, log_tau, objective, (k, held)
         return sweep
 
     def run_start(label, prob, init, learning=False, cap_e=cap, fresh=True):
@@ -220,8 +237,11 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
         previous, reason, objective = np.inf, f"sweep budget ({budget}) reached", None
         trail, before_jump = [], None  # accepted precisions; the state a jump left
         caps = {"log_tau_e": min(cap, cap_e), "log_tau_b": cap}
+        lowest = (np.inf, None)  # the smallest check score so far, and its state
         for i in range(budget):
-            new_theta, new_u, new_tau, obj, k = sweep(theta, u, log_tau, jnp.float64(cap_e))
+            solved_at = log_tau
+            new_theta, new_u, new_tau, obj, (k, held) = sweep(theta, u, log_tau,
+                                                              jnp.float64(cap_e))
             obj = float(obj)
             jumped, before_jump = before_jump, None
             if jumped is not None and not (obj < previous and int(k) < recipe.cg_max_iterations):
@@ -244,6 +264,17 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
             history.append({"step": len(history) + 1, "start": label, "objective": obj,
                             "time_s": time.perf_counter() - start, "cg_iterations": int(k),
                             **{n: float(v) for n, v in new_tau.items()}})  # precisions
+            if not learning:  # the check holds out the precisions' climb (module docstring)
+                state = (theta, u, solved_at, float(held))
+                score = check_score(MapFit(prob, as_params(*state[:3]), recipe, 0, 0.0, "",
+                                           False, objective=state[3]))
+                if score > CHECK_RISE * lowest[0]:
+                    theta, u, log_tau, objective = lowest[1]
+                    reason = (f"check minimum (the check rose {CHECK_RISE}x at sweep {i + 1}; "
+                              "kept the sweep of its lowest, its U and the precisions it was "
+                              "solved at)")
+                    break
+                lowest = min(lowest, (score, state), key=lambda x: x[0])
             if abs(previous - obj) <= recipe.tolerance * abs(obj):
                 reason = f"log joint converged (relative change <= {recipe.tolerance:g})"
                 break
@@ -253,9 +284,9 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
             if jump:  # the next sweep starts from the extrapolated precisions
                 before_jump, trail = log_tau, []
                 log_tau = {**log_tau, **{n: jnp.float64(v) for n, v in jump.items()}}
-        params = {k: np.asarray(v) for k, v in {**theta, **log_tau, "U": u}.items()}
-        return MapFit(problem=prob, params=params, recipe=recipe, steps=0, wall_time_s=0.0,
-                      stop_reason=reason, converged=reason.startswith("log joint converged"),
+        return MapFit(problem=prob, params=as_params(theta, u, log_tau), recipe=recipe,
+                      steps=0, wall_time_s=0.0, stop_reason=reason,
+                      converged=reason.startswith(("log joint converged", "check minimum")),
                       history=history, objective=objective, kernel_learned=learning)
 
     todo = candidates(problem, recipe)

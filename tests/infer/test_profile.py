@@ -19,7 +19,24 @@ def fast_fit(root):
 
 def test_default_recipe_beats_the_paper_on_poisson1d_sin100(fast_fit):
     assert fast_fit.rel_l2_error < 6.53e-7  # the paper's GP-HM-StM figure
-    assert fast_fit.converged and "log joint converged" in fast_fit.stop_reason
+    assert fast_fit.converged
+    assert fast_fit.stop_reason.startswith(("log joint converged", "check minimum"))
+
+
+def test_check_minimum_keeps_the_lowest_checks_state(fast_fit):
+    """Where the check rises past CHECK_RISE x its lowest (the precisions' climb fitting
+    rounding), the start keeps the sweep of its lowest check: that U, the precisions it
+    was solved at (one sweep's input), and minus the log joint there as the objective.
+    Measured here: the check 4.4e-7, 8.4e-9, 6.6e-8 (sweeps 1-3); kept sweep 2."""
+    from gpbayes.infer.profile import CHECK_RISE
+    assert "check minimum" in fast_fit.stop_reason  # poisson1d-sin100 stops this way
+    lp = float(gb.log_density(fast_fit.problem, fast_fit.params, fast_fit.recipe.jitter)[0])
+    assert fast_fit.objective == pytest.approx(-lp, rel=1e-6)
+    assert CHECK_RISE > 1
+    kept = float(fast_fit.params["log_tau_e"])
+    runs = [h for h in fast_fit.history if h["start"] == fast_fit.candidates[
+        [c["chosen"] for c in fast_fit.candidates].index(True)]["start"]]
+    assert len(runs) >= 2 and kept < runs[-1]["log_tau_e"]  # held below the last sweep's
 
 
 def test_fast_objective_is_the_models_log_joint(fast_fit):
@@ -39,11 +56,16 @@ def test_fast_objective_is_the_models_log_joint(fast_fit):
     assert fit.objective == pytest.approx(-float(lp), rel=1e-6)
 
 
-def test_precisions_are_at_their_conditional_optimum(fast_fit):
+def test_precisions_are_at_or_below_their_conditional_optimum(fast_fit):
+    """tau_e is its closed-form optimum at U, or, where the start stopped at its check
+    minimum, the precision U was solved at: below that optimum (the climb held out)."""
     p, prm = fast_fit.problem, fast_fit.params
     r = fast_fit.equation_residual_rms
     tau_e = min(1.0 / r**2, fast_fit.recipe.tau_max)
-    assert np.exp(prm["log_tau_e"]) == pytest.approx(tau_e, rel=1e-3)
+    if "check minimum" in fast_fit.stop_reason:
+        assert np.exp(prm["log_tau_e"]) < tau_e
+    else:
+        assert np.exp(prm["log_tau_e"]) == pytest.approx(tau_e, rel=1e-3)
     assert p.boundary_values.size == 2
 
 
@@ -142,7 +164,8 @@ def test_2d_profile_is_accurate_and_converges(fit_2d):
     assert fit_2d.converged and all(h["cg_iterations"] > 0 for h in fit_2d.history)
     # each sweep records its precisions; the returned ones are one sweep's
     assert all({"log_tau_e", "log_tau_b"} <= h.keys() for h in fit_2d.history)
-    assert any(h["log_tau_e"] == float(fit_2d.params["log_tau_e"]) for h in fit_2d.history)
+    assert (any(h["log_tau_e"] == float(fit_2d.params["log_tau_e"]) for h in fit_2d.history)
+            or "check minimum" in fit_2d.stop_reason)  # then a sweep's input (or the start's)
 
 
 def test_2d_profile_objective_is_the_models_log_joint(fit_2d):
