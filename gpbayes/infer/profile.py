@@ -32,7 +32,7 @@ from gpbayes.results import MapFit
 from gpbayes.spec import Recipe
 
 ROUNDING = 100  # a fall of the log joint up to ROUNDING x tolerance (relative) is rounding
-CHECK_RANGE = 100  # starts whose check score is within this factor of the best compete
+CHECK_RANGE = 10  # starts whose check score is within this factor of the best compete
 LOOSER = 100  # CG tolerance factor of the kernel learning's trial solves
 CHECK_RISE = 2  # a start stops once its check score rises past this factor of its lowest
 STEADY_MAX, STEADY_SPREAD = 0.9, 0.1  # a steady linear rate for Aitken's jump (``aitken``)
