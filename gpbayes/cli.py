@@ -11,6 +11,7 @@ from gpbayes.errors import SpecError
 from gpbayes.io import write_atomic
 
 UNTRUSTED = 3  # exit code: the result was written but fails its trust check (gpbayes.trust)
+NOT_CONVERGED = 3  # exit code: the posterior was written but fails its convergence checks
 DEFAULT_RECIPE = "map"  # the packaged default (inference/map.toml is its copy)
 RECIPE_HELP = ("inference recipe: a TOML file, or a packaged recipe by name (map, map-adam, "
                "nuts, gaussian: the files in the repository's inference/)")
@@ -165,11 +166,11 @@ def _sample(args):
                 recipe.cg_max_iterations, progress=sys.stderr.isatty())
             summary = posterior.save(post, fit, out, recipe.source)
             print(json.dumps(summary, indent=2))
-            if not post.converged:
+            if post.cg is not None and not post.cg["converged"]:
                 print(f"gpbayes: CG stopped at cg_max_iterations = {recipe.cg_max_iterations} "
                       f"before cg_tolerance; the sd in {out} is not reliable", file=sys.stderr)
                 return 1
-            return trusted
+            return _converged(summary) or trusted
         result = nuts.sample_nuts(problem, fit, chains=recipe.chains, warmup=recipe.warmup,
                                   draws=recipe.draws, seed=recipe.seed,
                                   progress=sys.stderr.isatty(), interrupt=interrupt,
@@ -180,16 +181,28 @@ def _sample(args):
               f"MAP to {out}/map (gpbayes sample MODEL --resume {out} samples again from it)",
               file=sys.stderr)
         return 130 if "SIGINT" in result.stop_reason else 143
-    print(table.to_string(max_rows=12))
+    if len(table):  # the scalars (unknowns, sampled hyperparameters); u's in summary.csv
+        print(table.to_string(max_rows=12))
     print(f"{problem.name}: {summary['chains']} chains x {summary['draws_per_chain']} draws in "
           f"{summary['wall_time_s']:.1f} s, {summary['divergences']} divergences, "
           f"u max r_hat {summary['u_test_max_r_hat']:.3f}, min ess_bulk "
           f"{summary['u_test_min_ess_bulk']:.0f} ({summary['ess_bulk_per_s']:.0f}/s)")
     print(f"wrote {out}/posterior.nc, summary.csv, summary.json, posterior.png; the MAP in "
           f"{out}/map")
-    if "collapsed" in result.stop_reason or "tree-depth cap" in result.stop_reason:
+    if "collapsed" in result.stop_reason:
         print(f"gpbayes: warning: {result.stop_reason}", file=sys.stderr)
-    return 1 if "collapsed" in result.stop_reason else trusted
+        return 1
+    return _converged(summary) or trusted
+
+
+def _converged(summary: dict) -> int:
+    """0, or NOT_CONVERGED with one warning line naming what failed (the posterior's
+    checks, ``gpbayes.infer.diagnostics``)."""
+    if summary["converged"]:
+        return 0
+    print("gpbayes: warning: the posterior did not converge: " + "; ".join(summary["failures"])
+          + " (see summary.json; run longer or with more chains)", file=sys.stderr)
+    return NOT_CONVERGED
 
 
 def _solve(args):

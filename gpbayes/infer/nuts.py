@@ -20,6 +20,7 @@ from numpyro.infer.util import potential_energy
 from gpbayes import kron
 from gpbayes.conditional import Conditional, axis_params, with_factors
 from gpbayes.gauss_newton import exact_boundary_rows, woodbury_root
+from gpbayes.infer.diagnostics import nuts_failures
 from gpbayes.infer.posterior import fixed_sites, laplace
 from gpbayes.infer.solvers import MAX_DENSE
 from gpbayes.io import import_arviz, write_atomic, write_json
@@ -361,9 +362,16 @@ def scalar_names(problem: Problem, idata) -> list[str]:
     return [n for n in problem.unknown_sites if n in idata.posterior]
 
 
+def checked_names(problem: Problem, idata) -> list[str]:
+    """The posterior variables whose r_hat and ess_bulk decide convergence: the unknowns
+    and the sampled hyperparameters (every variable but u's fields)."""
+    return [n for n in idata.posterior.data_vars if n not in ("u", "u_test")]
+
+
 def save(result: "NutsResult", out_dir: str | Path, recipe: str = "") -> tuple:
     """posterior.nc (ArviZ), summary.csv (az.summary), summary.json and PNGs into out_dir
-    (``recipe``: the sampling recipe's file, stated in the summary)."""
+    (``recipe``: the sampling recipe's file, stated in the summary). The summary's
+    ``converged`` and ``failures`` are ``diagnostics.nuts_failures``'s verdict."""
     from gpbayes import plots  # matplotlib loads only when figures are drawn
 
     az = import_arviz()
@@ -371,18 +379,21 @@ def save(result: "NutsResult", out_dir: str | Path, recipe: str = "") -> tuple:
     out.mkdir(parents=True, exist_ok=True)
     if result.u_test.shape[1] == 0:
         summary = {"name": result.problem.name, "method": "nuts", "complete": False,
+                   "converged": False, "failures": ["no draws"],
                    "stop_reason": result.stop_reason, "draws_per_chain": 0}
         write_json(out / "summary.json", summary)
         return summary, None
     idata = result.to_arviz()
     write_atomic(out / "posterior.nc", lambda f: idata.to_netcdf(str(f)))
-    names = scalar_names(result.problem, idata) + ["u_test"]
-    table = az.summary(idata, var_names=names, round_to="none")  # an unknown may have sd 1e-4
+    checked = checked_names(result.problem, idata)
+    table = az.summary(idata, var_names=checked + ["u_test"], round_to="none")  # sd may be 1e-4
     write_atomic(out / "summary.csv", lambda f: table.to_csv(f))
     u = table.loc[[i for i in table.index if i.startswith("u_test")]]
+    failures = nuts_failures(table, checked, result.extra, result.chains, 2**TREE_DEPTH - 1)
     summary = {
         "name": result.problem.name, "method": "nuts", "chains": result.chains,
         "stop_reason": result.stop_reason, "complete": not result.interrupted,
+        "converged": not failures and not result.interrupted, "failures": failures,
         "draws_per_chain": int(result.u_test.shape[1]), "wall_time_s": result.wall_time_s,
         "divergences": int(result.extra["diverging"].sum()),
         "mean_leapfrog_steps": float(result.extra["num_steps"].mean()),
@@ -396,4 +407,4 @@ def save(result: "NutsResult", out_dir: str | Path, recipe: str = "") -> tuple:
     }
     write_json(out / "summary.json", summary)
     plots.nuts_figures(result.problem, idata, out)
-    return summary, table
+    return summary, table.loc[[i for i in table.index if not i.startswith("u_test")]]

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from gpbayes.conditional import Conditional, with_factors
 from gpbayes.errors import SpecError
+from gpbayes.infer.diagnostics import laplace_failures
 from gpbayes.infer.solvers import MAX_DENSE, dense_gauss_newton
 from gpbayes.io import write_atomic, write_json
 from gpbayes.problem import Problem
@@ -90,10 +91,11 @@ class GaussianPosterior:
     samples: int = None
     cg: dict = None
     unknowns: dict = None  # {name: {"site", "mean", "sd"}}: the unknowns' Laplace marginals
+    failures: tuple = ()  # ``diagnostics.laplace_failures`` of the precision's factor
 
     @property
     def converged(self) -> bool:
-        return self.cg is None or self.cg["converged"]
+        return (self.cg is None or self.cg["converged"]) and not self.failures
 
     def interval(self, mass: float = 0.9, test: bool = True) -> tuple:
         zq = float(jax.scipy.stats.norm.ppf(0.5 + mass / 2))
@@ -141,7 +143,8 @@ def gaussian_posterior(problem: Problem, fit: MapFit, solver: str = "auto", samp
         problem, np.asarray(cond.to_grid(z, "z")),
         np.asarray(sd(embed(_dense_kron(cond.trils)))).reshape(problem.grid),
         np.asarray(cond.predict_grid(z, problem.test_axes, "z")),
-        np.asarray(sd(embed(c))).reshape(problem.test_grid), unknowns=unknowns)
+        np.asarray(sd(embed(c))).reshape(problem.test_grid), unknowns=unknowns,
+        failures=tuple(laplace_failures(np.diag(np.asarray(r)))))
 
 
 def structured_posterior(problem: Problem, fit: MapFit, samples: int = 64, seed: int = 0,
@@ -186,6 +189,8 @@ def structured_posterior(problem: Problem, fit: MapFit, samples: int = 64, seed:
         schur, h_cols, _, k = jax.jit(lambda u: conditional().gauss_newton(u).eliminate_unknowns(
             tolerance, max_iterations))(u)
         iterations.append(int(k))
+    failures = laplace_failures(np.diag(np.asarray(jnp.linalg.cholesky(schur))) if sites
+                                else np.ones(0))
     cov = jnp.linalg.inv(schur)
     root = jnp.linalg.cholesky(cov) if sites else cov
 
@@ -219,7 +224,8 @@ def structured_posterior(problem: Problem, fit: MapFit, samples: int = 64, seed:
                 for i, (name, site) in enumerate(problem.unknown_sites.items())}
     return GaussianPosterior(problem, np.asarray(u), np.sqrt(np.asarray(var) / n),
                              np.asarray(test_mean), np.sqrt(np.asarray(test_var) / n),
-                             solver="cg", samples=n, cg=cg, unknowns=unknowns)
+                             solver="cg", samples=n, cg=cg, unknowns=unknowns,
+                             failures=tuple(failures))
 
 
 def unknown_summary(post: "GaussianPosterior") -> dict:
@@ -255,11 +261,11 @@ def save(post: "GaussianPosterior", fit: MapFit, out_dir: str | Path, recipe: st
                "recipe": recipe,
                "u_test_sd_min": float(post.test_sd.min()),
                "u_test_sd_max": float(post.test_sd.max()),
-               "unknowns": unknown_summary(post)}
+               "unknowns": unknown_summary(post),
+               "converged": post.converged, "failures": list(post.failures)}
     if post.solver == "cg":
         summary.update(samples=post.samples, cg_iterations=post.cg["iterations"],
-                       cg_max_relative_residual=post.cg["max_relative_residual"],
-                       converged=post.converged)
+                       cg_max_relative_residual=post.cg["max_relative_residual"])
     if p.exact_test is not None:
         lo, hi = post.interval(0.9)
         summary["coverage_90"] = float(np.mean((p.exact_test >= lo) & (p.exact_test <= hi)))
