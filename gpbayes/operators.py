@@ -6,15 +6,20 @@ import ast
 import math
 from dataclasses import dataclass
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from gpbayes.errors import SpecError
 
-FUNCTIONS = {
+FUNCTIONS = {  # name: the function; min and max take two arguments, the rest one
     "sin": jnp.sin, "cos": jnp.cos, "tan": jnp.tan, "exp": jnp.exp, "log": jnp.log,
-    "sqrt": jnp.sqrt, "tanh": jnp.tanh, "abs": jnp.abs,
+    "sqrt": jnp.sqrt, "tanh": jnp.tanh, "abs": jnp.abs, "sinh": jnp.sinh, "cosh": jnp.cosh,
+    "arctan": jnp.arctan, "atan": jnp.arctan, "arcsin": jnp.arcsin, "asin": jnp.arcsin,
+    "arccos": jnp.arccos, "acos": jnp.arccos, "erf": jax.scipy.special.erf,
+    "sign": jnp.sign, "min": jnp.minimum, "max": jnp.maximum,
 }
+TWO_ARGUMENTS = {"min", "max"}
 BUILTIN_CONSTANTS = {"pi": math.pi}
 MAX_LENGTH = 2000
 MAX_NODES = 500
@@ -109,12 +114,14 @@ def _check(node, names, allowed, allow_u, variables, text, source, key):
             if not math.isfinite(n.value):
                 fail("non-finite number")
         elif isinstance(n, ast.Call):
-            if (not isinstance(n.func, ast.Name) or n.func.id not in FUNCTIONS
-                    or n.keywords or len(n.args) != 1):
-                fname = n.func.id if isinstance(n.func, ast.Name) else "this call"
-                fail(f"function {fname!r} is not allowed (allowed, with one argument: "
-                     + ", ".join(sorted(FUNCTIONS)) + ")")
-            walk(n.args[0])
+            fname = n.func.id if isinstance(n.func, ast.Name) else None
+            arity = 2 if fname in TWO_ARGUMENTS else 1
+            if fname not in FUNCTIONS or n.keywords or len(n.args) != arity:
+                fail(f"function {fname or 'this call'!r} is not allowed (allowed: "
+                     + ", ".join(sorted(set(FUNCTIONS) - TWO_ARGUMENTS))
+                     + " with one argument; min, max with two)")
+            for arg in n.args:
+                walk(arg)
         elif isinstance(n, ast.Name):
             ok = n.id in allowed or n.id in BUILTIN_CONSTANTS
             if allow_u and derivative_orders(n.id, variables) is not None:
@@ -136,7 +143,7 @@ def _eval(node, env):
     if isinstance(node, ast.Constant):
         return np.float64(node.value)  # IEEE arithmetic: 1/0 is inf, never an exception
     if isinstance(node, ast.Call):
-        return FUNCTIONS[node.func.id](_eval(node.args[0], env))
+        return FUNCTIONS[node.func.id](*(_eval(a, env) for a in node.args))
     if node.id in env:
         return env[node.id]
     return BUILTIN_CONSTANTS[node.id]

@@ -347,3 +347,19 @@ def test_sample_that_does_not_mix_exits_3(root, tmp_path):
     assert len(warnings) == 1 and "k ess_bulk" in warnings[0]
     assert (out / "posterior.nc").exists()
     assert "u_test[" not in r.stdout  # the table shows the scalars only
+
+
+@pytest.mark.slow
+def test_solve_a_model_using_every_function(tmp_path):
+    """The wider expression vocabulary in a solution and on u in a nonlinear equation."""
+    model = tmp_path / "vocabulary.toml"
+    model.write_text(
+        'name = "vocabulary"\n[pde]\nvariables = ["x"]\ndomain = [[0, 1]]\n'
+        'equation = "u_xx + 0.1*sinh(u) - 0.1*max(u, -10) + 0.1*min(u, 10)"\n'
+        'solution = "cosh(x) + erf(2*x) + 0.1*(arctan(x) + atan(x) + arcsin(x/2) + asin(x/2)'
+        ' + arccos(x/2) + acos(x/2)) * sign(2 + x)"\n[grid]\npoints = [60]\n')
+    r = run("solve", str(model), "--out", str(tmp_path / "out"), "--json", "--no-figures",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["rel_l2_error"] < 1e-6 and s["check"]["passed"]

@@ -13,6 +13,22 @@ def test_evaluates_arithmetic_and_functions():
     np.testing.assert_allclose(e({"x": x}), expected, rtol=1e-12)
 
 
+def test_the_wider_vocabulary():
+    """sinh cosh arctan/atan arcsin/asin arccos/acos erf sign min max, also on u."""
+    from scipy.special import erf
+
+    e = op.parse("sinh(x) + cosh(x) + arctan(x) + atan(x) + arcsin(x/2) + asin(x/2)"
+                 " + arccos(x/2) + acos(x/2) + erf(x) + sign(x - 0.5) + min(x, 0.3)"
+                 " + max(x, 0.3)", {"x"})
+    x = np.linspace(0, 1, 7)
+    expected = (np.sinh(x) + np.cosh(x) + 2 * np.arctan(x) + 2 * np.arcsin(x / 2)
+                + 2 * np.arccos(x / 2) + erf(x) + np.sign(x - 0.5) + np.minimum(x, 0.3)
+                + np.maximum(x, 0.3))
+    np.testing.assert_allclose(e({"x": jnp.asarray(x)}), expected, rtol=1e-12)
+    u = op.parse("u_xx + sinh(u) + max(u, 0)", {"x"}, allow_u=True, variables=["x"])
+    assert u.derivatives(["x"]) == {"u_xx": (2,), "u": (0,)}
+
+
 def test_pi_and_constants():
     e = op.parse("beta*pi", {"beta"})
     assert e({"beta": 2.0}) == pytest.approx(2 * np.pi)
@@ -38,6 +54,8 @@ def test_derivative_names():
     ("lambda: 1", "Lambda is not allowed"),
     ("open(x)", "function 'open' is not allowed"),
     ("sin(x, 2)", "function 'sin' is not allowed"),
+    ("max(x)", "function 'max' is not allowed"),
+    ("min(x, x, x)", "function 'min' is not allowed"),
     ("y + 1", "unknown name 'y'"),
     ("x ** 1000", "exponent 1000 is too large"),
     ("x // 2", "operator FloorDiv is not allowed"),
