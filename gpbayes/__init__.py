@@ -4,6 +4,10 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
+from gpbayes import compilation  # noqa: E402
+
+compilation.enable_compilation_cache()
+
 from gpbayes.conditional import Conditional  # noqa: E402
 from gpbayes.errors import SpecError  # noqa: E402
 from gpbayes.infer.map import fit_map  # noqa: E402
