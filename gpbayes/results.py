@@ -318,3 +318,11 @@ def _independent_fraction(r: jax.Array) -> jax.Array:
 
 def _tau(params, name):
     return float(np.exp(params[name])) if name in params else None
+
+
+def check_score(fit: MapFit) -> float:
+    """Relative PDE residual at the cell midpoints plus relative boundary rms.
+
+    Uses the equation, the source and the boundary data only (never the exact solution).
+    """
+    return fit.midpoint_residual + fit.boundary_relative

@@ -57,6 +57,7 @@ class Recipe:
     refine_above: float = 0.0  # profile: plain starts and learning only above this check
     learn_max_points: int = 10**9  # profile: learn the kernel on grids up to this size only
     families: tuple = ()  # profile: plain kernel families also tried as candidates
+    screen_sweeps: int = 0  # profile: sweeps per start before only the best continues (0: off)
     calibrate_tau_e: bool = False  # profile, with data: tau_e capped at its held-out value
     chains: int = 4  # nuts
     warmup: int = 500  # nuts
@@ -77,7 +78,7 @@ _RECIPE_TYPES = {"method": str, "optimizer": str, "learning_rate": float, "steps
                  "rho_scales": list, "tau_max": float, "tau_b_start": float,
                  "tolerance": float, "gauss_newton_steps": int,
                  "learn_iterations": int, "learn_sweeps": int, "refine_above": float,
-                 "learn_max_points": int,
+                 "learn_max_points": int, "screen_sweeps": int,
                  "families": list, "calibrate_tau_e": bool,
                  "chains": int, "warmup": int, "draws": int, "map": str, "map_jitter": float,
                  "sample_hyper": bool,
@@ -445,8 +446,9 @@ def load_inference(path: str | Path | None = None, **overrides) -> Recipe:
         raise SpecError(f"unknown family {bad[0]!r} among the candidates (choose from se, "
                         "matern52)", path, "families")
     recipe = replace(recipe, families=tuple(recipe.families))
-    if recipe.learn_iterations < 0:
-        raise SpecError("expected a whole number >= 0", path, "learn_iterations")
+    for key in ("learn_iterations", "screen_sweeps"):
+        if getattr(recipe, key) < 0:
+            raise SpecError("expected a whole number >= 0", path, key)
     for key in ("refine_above", "map_jitter"):
         if not (math.isfinite(getattr(recipe, key)) and getattr(recipe, key) >= 0):
             raise SpecError("expected a finite number >= 0", path, key)

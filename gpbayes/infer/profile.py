@@ -28,7 +28,7 @@ from gpbayes.infer.init import PLAIN_COMPONENTS, plain_lengths, plain_params, sp
 from gpbayes.infer.solvers import dense_gauss_newton, is_dense
 from gpbayes.model import initial_params
 from gpbayes.problem import Problem
-from gpbayes.results import MapFit
+from gpbayes.results import MapFit, check_score
 from gpbayes.spec import Recipe
 
 ROUNDING = 100  # a fall of the log joint up to ROUNDING x tolerance (relative) is rounding
@@ -217,7 +217,7 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
             return theta, u, log_tau, objective, (k, held)
         return sweep
 
-    def run_start(label, prob, init, learning=False, cap_e=cap, fresh=True):
+    def run_start(label, prob, init, learning=False, cap_e=cap, fresh=True, budget=None):
         key = (prob.family, prob.components, learning)
         if key not in sweeps:
             sweeps[key] = make_sweep(prob, learning)
@@ -233,7 +233,7 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
             log_tau["log_tau_b"] = log_tau_b0
         # strong float64 (a weakly typed start would compile the sweep a second time)
         theta, log_tau, u = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), (theta, log_tau, u))
-        budget = recipe.learn_sweeps if learning else recipe.sweeps
+        budget = budget or (recipe.learn_sweeps if learning else recipe.sweeps)
         previous, reason, objective = np.inf, f"sweep budget ({budget}) reached", None
         trail, before_jump = [], None  # accepted precisions; the state a jump left
         caps = {"log_tau_e": min(cap, cap_e), "log_tau_b": cap}
@@ -317,12 +317,20 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
             if prob is not problem and (resolved or ladder.get(rung, 0) is None):
                 bar.update(1)  # resolved by the model file's family, or the ladder turned
                 continue
-            fit, _ = run(label, prob, init)
+            fit, _ = run(label, prob, init, budget=recipe.screen_sweeps or None)
             if prob is not problem:  # shorter lengths only while the log joint rises
                 last = ladder.get(rung, np.inf)
                 rose = fit.objective is not None and fit.objective < last
                 ladder[rung] = fit.objective if rose else None
-        best, chosen, passed, held = choose(starts, problem)
+        screened = set()  # the starts the screen cut short: not chosen from
+        if recipe.screen_sweeps and starts:  # only the best screened start runs on
+            screened = {id(f) for _, f, _ in starts if f.stop_reason.startswith("sweep budget")}
+            score, fit, label = min(starts, key=lambda x: x[0])
+            stopped = interrupt() if interrupt else None
+            if id(fit) in screened and not stopped:
+                run_from(fit, label)
+        best, chosen, passed, held = choose(
+            [x for x in starts if id(x[1]) not in screened] or starts, problem)
         tried = len(starts)
         stopped = interrupt() if interrupt else None
         if (recipe.learn_iterations and best.objective is not None and not stopped
@@ -341,7 +349,8 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
     best.steps = len(history)
     best.wall_time_s = time.perf_counter() - start
     best.candidates = [{"start": label, "check": float(score), "objective": fit.objective,
-                        "chosen": fit is best} for score, fit, label in starts]
+                        "chosen": fit is best, "screened": id(fit) in screened}
+                       for score, fit, label in starts]
     if stopped and len(starts) < len(todo):
         best.stop_reason = (f"interrupted ({stopped}) after {len(history)} sweeps; kept "
                             "the best start so far (rerun to finish)")
@@ -415,11 +424,3 @@ def choose(starts: list, problem: Problem) -> tuple:
     if fit.problem is not problem and own and min(s for s, _, _ in own) < score:
         return choose(own, problem)
     return fit, label, len(passed), score
-
-
-def check_score(fit: MapFit) -> float:
-    """Relative PDE residual at the cell midpoints plus relative boundary rms.
-
-    Uses the equation, the source and the boundary data only (never the exact solution).
-    """
-    return fit.midpoint_residual + fit.boundary_relative
