@@ -3,8 +3,13 @@
 import numpy as np
 import pandas as pd
 
-from gpbayes.infer.diagnostics import (DIVERGENT_SHARE, ESS_PER_CHAIN, R_HAT_MAX,
-                                       laplace_failures, nuts_failures)
+from gpbayes.infer.diagnostics import (
+    DIVERGENT_SHARE,
+    ESS_PER_CHAIN,
+    R_HAT_MAX,
+    laplace_failures,
+    nuts_failures,
+)
 
 
 def table(rows):
