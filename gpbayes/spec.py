@@ -57,7 +57,7 @@ class Recipe:
     refine_above: float = 0.0  # profile: plain starts and learning only above this check
     learn_max_points: int = 10**9  # profile: learn the kernel on grids up to this size only
     families: tuple = ()  # profile: plain kernel families also tried as candidates
-    screen_sweeps: int = 0  # profile: sweeps per start before only the best continues (0: off)
+    screen_sweeps: int = 0  # profile: the starts race from this many sweeps each (0: no race)
     calibrate_tau_e: bool = False  # profile, with data: tau_e capped at its held-out value
     chains: int = 4  # nuts
     warmup: int = 500  # nuts

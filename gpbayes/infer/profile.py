@@ -307,30 +307,45 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
             bar.total += 1
             return run(label, fit.problem, fit.params, fresh=False, **kwargs)
 
+        cut = set()  # ids of the fits the race cut short: never chosen
+
+        def race(group):  # successive halving over the starts of ``group``
+            pool, budget = [], recipe.screen_sweeps
+            for label, prob, init in group:
+                pool.append((*run(label, prob, init, budget=budget)[::-1], label))
+            while not (interrupt and interrupt()):
+                pool = sorted(pool, key=lambda x: x[0])[:max(1, len(pool) // 2)]
+                last, budget = len(pool) == 1, 2 * budget
+                for i, (_, fit, label) in enumerate(pool):
+                    if fit.stop_reason.startswith("sweep budget"):
+                        cut.add(id(fit))
+                        pool[i] = (*run_from(fit, label, budget=None if last else budget)[::-1],
+                                   label)
+                if last:
+                    return
+
+        own = [c for c in todo if c[1] is problem]
+        racing = recipe.screen_sweeps and len(own) > 1
+        if racing:
+            race(own)
         ladder = {}  # (family, components): the last start's log joint, None once it fell
-        for label, prob, init in todo:
+        for label, prob, init in todo[len(own):] if racing else todo:
             stopped = interrupt() if interrupt else None
             if stopped and starts:
                 break
-            resolved = starts and min(s for s, _, _ in starts) <= recipe.refine_above
+            done = [s for s, f, _ in starts if id(f) not in cut]
+            resolved = done and min(done) <= recipe.refine_above
             rung = (prob.family, prob.components)
             if prob is not problem and (resolved or ladder.get(rung, 0) is None):
                 bar.update(1)  # resolved by the model file's family, or the ladder turned
                 continue
-            fit, _ = run(label, prob, init, budget=recipe.screen_sweeps or None)
+            fit, _ = run(label, prob, init)
             if prob is not problem:  # shorter lengths only while the log joint rises
                 last = ladder.get(rung, np.inf)
                 rose = fit.objective is not None and fit.objective < last
                 ladder[rung] = fit.objective if rose else None
-        screened = set()  # the starts the screen cut short: not chosen from
-        if recipe.screen_sweeps and starts:  # only the best screened start runs on
-            screened = {id(f) for _, f, _ in starts if f.stop_reason.startswith("sweep budget")}
-            score, fit, label = min(starts, key=lambda x: x[0])
-            stopped = interrupt() if interrupt else None
-            if id(fit) in screened and not stopped:
-                run_from(fit, label)
         best, chosen, passed, held = choose(
-            [x for x in starts if id(x[1]) not in screened] or starts, problem)
+            [x for x in starts if id(x[1]) not in cut] or starts, problem)
         tried = len(starts)
         stopped = interrupt() if interrupt else None
         if (recipe.learn_iterations and best.objective is not None and not stopped
@@ -349,7 +364,7 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
     best.steps = len(history)
     best.wall_time_s = time.perf_counter() - start
     best.candidates = [{"start": label, "check": float(score), "objective": fit.objective,
-                        "chosen": fit is best, "screened": id(fit) in screened}
+                        "chosen": fit is best, "cut": id(fit) in cut}
                        for score, fit, label in starts]
     if stopped and len(starts) < len(todo):
         best.stop_reason = (f"interrupted ({stopped}) after {len(history)} sweeps; kept "
