@@ -309,34 +309,42 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
 
         cut = set()  # ids of the fits the race cut short: never chosen
 
+        def leg(fit, budget):  # (check, fit): a run of the race; cut short if budgeted
+            if budget and fit.stop_reason.startswith("sweep budget"):
+                cut.add(id(fit))
+            return check_score(fit) if fit.objective is not None else np.inf, fit
+
         def race(group):  # successive halving over the starts of ``group``
-            pool, budget = [], recipe.screen_sweeps
-            for label, prob, init in group:
-                pool.append((*run(label, prob, init, budget=budget)[::-1], label))
+            budget = recipe.screen_sweeps
+            pool = [(*leg(run(lb, prob, init, budget=budget)[0], budget), lb)
+                    for lb, prob, init in group]
             while not (interrupt and interrupt()):
                 pool = sorted(pool, key=lambda x: x[0])[:max(1, len(pool) // 2)]
                 last, budget = len(pool) == 1, 2 * budget
-                for i, (_, fit, label) in enumerate(pool):
-                    if fit.stop_reason.startswith("sweep budget"):
-                        cut.add(id(fit))
-                        pool[i] = (*run_from(fit, label, budget=None if last else budget)[::-1],
-                                   label)
+                for i, (_, fit, lb) in enumerate(pool):
+                    if id(fit) in cut:  # unfinished: runs on (the last to its end)
+                        more = None if last else budget
+                        pool[i] = (*leg(run_from(fit, lb, budget=more)[0], more), lb)
                 if last:
                     return
 
+        def resolved():  # a finished start's check is at or below refine_above
+            done = [s for s, f, _ in starts if id(f) not in cut]
+            return bool(done) and min(done) <= recipe.refine_above
+
         own = [c for c in todo if c[1] is problem]
-        racing = recipe.screen_sweeps and len(own) > 1
-        if racing:
+        racing = bool(recipe.screen_sweeps) and len(todo) > 1
+        if racing:  # the model file's family's starts, then (unresolved) the plain ones
             race(own)
+            if len(own) < len(todo) and not resolved():
+                race(todo[len(own):])
         ladder = {}  # (family, components): the last start's log joint, None once it fell
-        for label, prob, init in todo[len(own):] if racing else todo:
+        for label, prob, init in [] if racing else todo:
             stopped = interrupt() if interrupt else None
             if stopped and starts:
                 break
-            done = [s for s, f, _ in starts if id(f) not in cut]
-            resolved = done and min(done) <= recipe.refine_above
             rung = (prob.family, prob.components)
-            if prob is not problem and (resolved or ladder.get(rung, 0) is None):
+            if prob is not problem and (resolved() or ladder.get(rung, 0) is None):
                 bar.update(1)  # resolved by the model file's family, or the ladder turned
                 continue
             fit, _ = run(label, prob, init)
