@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 export XLA_FLAGS ?= --xla_cpu_multi_thread_eigen=false
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: install run test test-fast test-calibration lint bench clean
+.PHONY: install run test test-fast test-calibration lint bench bench-report clean
 
 install: $(STAMP)
 
@@ -33,6 +33,9 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/step_time.py
+
+bench-report: install  # the accuracy-and-time tables of benchmarks/README.md (about 30 minutes)
+	$(BIN)/python benchmarks/report.py
 
 clean:
 	rm -rf runs .pytest_cache
