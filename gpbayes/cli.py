@@ -252,6 +252,9 @@ def _print_summary(s, out, figures=True):
              f"  kernel                {s['family']}, "
              + ("learned" if s["kernel_learned"] else "held at its start") + "; live components "
              + ", ".join(f"{v} {n}" for v, n in s["live_components"].items()),
+             ("  unknowns              " + ", ".join(f"{k} = {v:.6g}" for k, v in
+                                                    s["unknowns"].items())
+              if s["unknowns"] else ""),
              f"  stop: {s['stop_reason']}",
              "  trust check           " + ("passed" if s["check"]["passed"] else "FAILED") + ": "
              + ", ".join(f"{k} {v:.2e} (<= {s['check']['thresholds'][k]:g})"

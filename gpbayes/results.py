@@ -179,7 +179,8 @@ class MapFit:
             "check": self.check,
             "converged": self.converged and self.check["passed"],
             "stop_reason": self.stop_reason,
-            "device": f"{dev.platform}: {dev.device_kind}",
+            "device": (dev.platform if dev.device_kind == dev.platform
+                       else f"{dev.platform}: {dev.device_kind}"),
             "grid": list(p.grid),
             "ghost_points": [list(g) for g in p.ghosts],
             "family": p.family,

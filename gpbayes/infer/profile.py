@@ -352,9 +352,9 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
                 last = ladder.get(rung, np.inf)
                 rose = fit.objective is not None and fit.objective < last
                 ladder[rung] = fit.objective if rose else None
-        best, chosen, passed, held = choose(
-            [x for x in starts if id(x[1]) not in cut] or starts, problem)
-        tried = len(starts)
+        finished = [x for x in starts if id(x[1]) not in cut] or starts
+        best, chosen, passed, held = choose(finished, problem)
+        tried = len(finished)
         stopped = interrupt() if interrupt else None
         if (recipe.learn_iterations and best.objective is not None and not stopped
                 and held > recipe.refine_above and problem.size <= recipe.learn_max_points):
@@ -379,7 +379,7 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
                             "the best start so far (rerun to finish)")
     elif len(starts) > 1:
         best.stop_reason += (f"; kept {chosen} (the start with the largest log joint of the "
-                             f"{passed} of {tried} that pass the check"
+                             f"{passed} of {tried} finished starts that pass the check"
                              + (", its kernel learned)" if best.kernel_learned else ")"))
     return best
 

@@ -320,12 +320,12 @@ def test_aitken_jumps_keep_the_objective_the_models_log_joint(monkeypatch):
 
 
 def test_the_race_keeps_the_start_that_running_every_start_keeps(fast_fit):
-    """With ``screen_sweeps`` (map.toml: 1) the starts race by successive halving: all
+    """With ``screen_sweeps`` (map.toml: 2) the starts race by successive halving: all
     run that many sweeps, the better half by check twice as many more, the last to its
     end. On poisson1d-sin100 it keeps the start that running every start to its end
     keeps, with the same error, in fewer sweeps; the runs cut short are marked and never
     chosen."""
-    assert fast_fit.recipe.screen_sweeps == 1
+    assert fast_fit.recipe.screen_sweeps == 2
     full = gb.fit_map(fast_fit.problem, replace(fast_fit.recipe, screen_sweeps=0),
                       progress=False)
 
