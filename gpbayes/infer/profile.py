@@ -217,7 +217,10 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
             return theta, u, log_tau, objective, (k, held)
         return sweep
 
-    def run_start(label, prob, init, learning=False, cap_e=cap, fresh=True, budget=None):
+    carry = {}  # id(fit) -> (lowest check and its state, last objective) of a budgeted run
+
+    def run_start(label, prob, init, learning=False, cap_e=cap, fresh=True, budget=None,
+                  resume=None):
         key = (prob.family, prob.components, learning)
         if key not in sweeps:
             sweeps[key] = make_sweep(prob, learning)
@@ -234,10 +237,12 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
         # strong float64 (a weakly typed start would compile the sweep a second time)
         theta, log_tau, u = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), (theta, log_tau, u))
         budget = budget or (recipe.learn_sweeps if learning else recipe.sweeps)
-        previous, reason, objective = np.inf, f"sweep budget ({budget}) reached", None
+        reason, objective = f"sweep budget ({budget}) reached", None
         trail, before_jump = [], None  # accepted precisions; the state a jump left
         caps = {"log_tau_e": min(cap, cap_e), "log_tau_b": cap}
-        lowest = (np.inf, None)  # the smallest check score so far, and its state
+        # the smallest check score so far and its state, and the last objective: carried
+        # over from the run this one continues (``resume``, a fit of the race)
+        lowest, previous = carry.get(id(resume), ((np.inf, None), np.inf))
         for i in range(budget):
             solved_at = log_tau
             new_theta, new_u, new_tau, obj, (k, held) = sweep(theta, u, log_tau,
@@ -284,10 +289,12 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
             if jump:  # the next sweep starts from the extrapolated precisions
                 before_jump, trail = log_tau, []
                 log_tau = {**log_tau, **{n: jnp.float64(v) for n, v in jump.items()}}
-        return MapFit(problem=prob, params=as_params(theta, u, log_tau), recipe=recipe,
-                      steps=0, wall_time_s=0.0, stop_reason=reason,
-                      converged=reason.startswith(("log joint converged", "check minimum")),
-                      history=history, objective=objective, kernel_learned=learning)
+        fit = MapFit(problem=prob, params=as_params(theta, u, log_tau), recipe=recipe,
+                     steps=0, wall_time_s=0.0, stop_reason=reason,
+                     converged=reason.startswith(("log joint converged", "check minimum")),
+                     history=history, objective=objective, kernel_learned=learning)
+        carry[id(fit)] = (lowest, previous)
+        return fit
 
     todo = candidates(problem, recipe)
     starts, history, stopped = [], [], None  # starts: (check score, fit, label)
@@ -324,7 +331,8 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
                 for i, (_, fit, lb) in enumerate(pool):
                     if id(fit) in cut:  # unfinished: runs on (the last to its end)
                         more = None if last else budget
-                        pool[i] = (*leg(run_from(fit, lb, budget=more)[0], more), lb)
+                        pool[i] = (*leg(run_from(fit, lb, budget=more, resume=fit)[0], more),
+                                   lb)
                 if last:
                     return
 
