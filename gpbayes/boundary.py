@@ -100,7 +100,7 @@ def derivative_scale(condition: Condition, variables, spacing) -> float:
     row weighted so is as large as a row of u (h u_x ~ the difference of u over a cell),
     the constraint unchanged: unscaled, at the boundary precision's cap, derivative rows
     stalled CG (advection-periodic at 80 x 50: 20000 iterations against 700;
-    poisson2d-mixed at 100^2: 8301 against 467; benchmarks/README.md)."""
+    poisson2d-mixed at 100^2: 8301 against 467; benchmarks/journal.md)."""
     return float(np.prod(np.asarray(spacing, dtype=float) ** (2 * condition.orders(variables))))
 
 

@@ -138,7 +138,7 @@ class Conditional:
         """The grid values U from coordinates ``c`` (on the last d axes). One 1-D grid
         vector is mapped as L z: at jitter 3e-11 the 1-D dense solve's error sits at the
         rounding floor, and this order of operations is the one its figures were
-        measured with (benchmarks/README.md)."""
+        measured with (benchmarks/journal.md)."""
         if coords == "u":
             return c
         if coords == "s":
@@ -164,7 +164,7 @@ class Conditional:
         along axis j, m = 0 included: the values are the mean's, k_j K_j^{-1} U = U -
         jitter K_j^{-1} U, the function every prediction reports, not U (the jitter's
         white part in U is invisible to the derivatives: taking U for the values and the
-        Dirichlet rows cost smooth problems 10-200x in accuracy, benchmarks/README.md).
+        Dirichlet rows cost smooth problems 10-200x in accuracy, benchmarks/journal.md).
         From z axis j applies k_j^(m) L_j^{-T} (m > 0) or L_j - jitter L_j^{-T} (m = 0):
         one triangular solve, which keeps the rounding of an ill-conditioned K_j (small
         jitter) out of the fields; from s, ``axis_operator``."""

@@ -22,7 +22,7 @@ def axis_bases(cond) -> list:
     of Lambda_j: within each decade it diagonalises the Gram of the axis's highest
     derivative operator (``decade_rotation``), whose eigenvectors there are near
     arbitrary (the kernel's eigenvalues cluster); rotated, the operator is near-diagonal
-    too (benchmarks/README.md: the preconditioner).
+    too (benchmarks/journal.md: the preconditioner).
     """
     out = []
     for j, l in enumerate(cond.trils):

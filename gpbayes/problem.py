@@ -20,7 +20,7 @@ __all__ = ["Condition", "Face", "Problem"]
 # Ghost points past a derivative face by default: the conditional mean's residual falls
 # from its edge-cell level to the interior's over about 5-10 cells (poisson1d-robin), and
 # an elliptic equation's ghost strip (a Cauchy problem) slows CG as it widens
-# (poisson2d-mixed: 114 s at 4, 247 s at 6, 335 s at 8; benchmarks/README.md).
+# (poisson2d-mixed: 114 s at 4, 247 s at 6, 335 s at 8; benchmarks/journal.md).
 AUTO_GHOST_CELLS = 6
 
 
@@ -37,7 +37,7 @@ class Problem:
     ``ghost_cells``: grid points added past each face whose condition takes a derivative
     across it, the equation held there too (its source continued past the face): the
     domain's edge cell becomes an interior one, whose residual no longer integrates into
-    a slope of the error (benchmarks/README.md). None (automatic): ``AUTO_GHOST_CELLS``
+    a slope of the error (benchmarks/journal.md). None (automatic): ``AUTO_GHOST_CELLS``
     where the source and the boundary values are finite on them, else none. ``grid`` is
     the extended grid, ``domain_grid`` the model file's.
     """

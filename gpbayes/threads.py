@@ -1,6 +1,6 @@
 """BLAS threads for small CPUs. jax's CPU linear algebra (Cholesky, QR, triangular solves)
 runs in scipy's OpenBLAS, whose thread pool contends with XLA's on a few cores: 4-5x slower
-on 2 cores (benchmarks/README.md). The command line and the examples call
+on 2 cores (benchmarks/journal.md). The command line and the examples call
 ``limit_blas_threads()``; a program that imports gpbayes may call it too, or start Python
 with OPENBLAS_NUM_THREADS=1.
 """

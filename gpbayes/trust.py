@@ -13,7 +13,7 @@ Where the model file gives the equation or boundary a noise sd, those checks too
 rms of the residual over that sd (threshold NOISY); where only some conditions have their
 own noise sd, ``boundary`` covers the tempered ones and ``boundary_data`` the noisy ones.
 Thresholds are calibrated on the paper cases, the suite and made-up problems
-(benchmarks/README.md, "Trust check"). A nonlinear PDE with several solutions can pass
+(benchmarks/journal.md, "Trust check"). A nonlinear PDE with several solutions can pass
 with the wrong one: no check that ignores the exact solution can tell them apart.
 """
 

@@ -164,7 +164,7 @@ def plain_lengths(problem) -> list:
     the longest SE length of the learnable box (``learn.MAX_SE_LENGTH``) while every axis
     keeps at least 2 MIN_SPACINGS grid spacings. Smooth solutions want one long envelope:
     the equal-weight spread of PLAIN_COMPONENTS lengths alone left the smooth suite
-    cases 10-100x less accurate, its log joint ~1e5 lower (benchmarks/README.md)."""
+    cases 10-100x less accurate, its log joint ~1e5 lower (benchmarks/journal.md)."""
     spacing = max(1.0 / (n - 1) for n in problem.domain_grid)
     out, f = [], MAX_SE_LENGTH
     while f >= 2 * MIN_SPACINGS * spacing:

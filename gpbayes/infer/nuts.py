@@ -36,7 +36,7 @@ STEP_FLOOR = 1e-12  # an adapted step size below this means the chains are stuck
 RUN_SECONDS = 60.0  # with an interrupt to check, draws come in runs of about this long
 TREE_DEPTH = 10  # NUTS's cap: 2**TREE_DEPTH - 1 leapfrog steps per draw (numpyro's default)
 ONE_RUN_POINTS = 500  # up to this many grid points, no chunks: 4 x 1000 iterations at 200
-# points take about 20 s with compilation (benchmarks/README.md): not worth an interrupt check
+# points take about 20 s with compilation (benchmarks/journal.md): not worth an interrupt check
 
 
 @dataclass

@@ -46,7 +46,7 @@ def boundary_start(problem: Problem, recipe: Recipe) -> float:
     The boundary data are exact, so tau_b's conditional optimum tends to the cap, and
     starting there keeps CG fast; where the preconditioner takes the boundary rows by
     their diagonal only (3-D grids beyond about 36^3) a tight start stalls CG
-    (benchmarks/README.md), so those grids start at 1.
+    (benchmarks/journal.md), so those grids start at 1.
     """
     exact = is_dense(problem) or exact_boundary_rows(problem)
     return recipe.tau_b_start if exact else 1.0
@@ -57,7 +57,7 @@ def dense_u_solver(gn_steps: int, joint: bool = True):
     maximising the log joint at the conditional's other hyperparameters, by dense QR in
     whitened coordinates z (the 0 stands for CG iterations). From z the fields need one
     triangular solve, not K^{-1}: exact to rounding in one step where K is
-    ill-conditioned (benchmarks/README.md). With unknowns (``joint``) the residual is not
+    ill-conditioned (benchmarks/journal.md). With unknowns (``joint``) the residual is not
     affine and each Gauss-Newton step is safeguarded (halved until it does not fall);
     ``joint=False`` holds them."""
 
@@ -398,7 +398,7 @@ def aitken(trail: list[dict], caps: dict) -> dict:
     both ratios of successive changes in (0, STEADY_MAX) and within STEADY_SPREAD of each
     other. On stiff problems the U / precision alternation is a fixed-point iteration on
     log tau that converges linearly, at about 0.2 per sweep; jumping to its limit saves
-    the tail of sweeps (benchmarks/README.md, "the τ_e alternation converges linearly")."""
+    the tail of sweeps (benchmarks/journal.md, "the τ_e alternation converges linearly")."""
     if len(trail) < 4:
         return {}
     x0, x1, x2, x3 = trail[-4:]
@@ -426,7 +426,7 @@ def held_out_cap(fit: MapFit) -> float | None:
     points the fit never saw the residual is the honest size of the equation's error,
     and a smooth residual carries the information of fewer values than it has. Held at
     this cap, the data are not overruled by an equation believed too exactly
-    (benchmarks/README.md, "Held-out equation precision").
+    (benchmarks/journal.md, "Held-out equation precision").
     """
     p = fit.problem
     data = p.observations is not None or not p.tempered_rows.all()

@@ -68,7 +68,7 @@ def test_jeffreys_prior_prunes_unneeded_components():
     at 0 after five (with U's values, 2026-12-02: at most 2.1e-2 after two). (With a
     differential operator extra components also
     sharpen the collocation residual, which is worth more than the prior's
-    log-determinant, so more stay live: benchmarks/README.md.)"""
+    log-determinant, so more stay live: benchmarks/journal.md.)"""
     from gpbayes.infer.init import spectral_params
     from gpbayes.plots import spectrum_figure
     from gpbayes.results import MapFit

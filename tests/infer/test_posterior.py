@@ -251,7 +251,7 @@ def test_unknowns_intervals_are_calibrated(root, method):
     """Issue 14, point 4: over 20 replicated data sets of inverse-helmholtz1d (15 noisy
     observations, true k = 20), the 90% interval of k from the sampling recipe's MAP
     (tau_e held out) and its posterior covers the truth 16 to 19 times (80-97%).
-    Measured: 18 of 20 for both (benchmarks/README.md, "Held-out equation precision")."""
+    Measured: 18 of 20 for both (benchmarks/journal.md, "Held-out equation precision")."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("calibration",

@@ -315,7 +315,7 @@ def test_aitken_jumps_keep_the_objective_the_models_log_joint(monkeypatch):
     assert any(jumps) and fit.converged
     monkeypatch.setattr(profile, "aitken", lambda t, c: {})
     plain = gb.fit_map(p, recipe, progress=False)
-    assert len(fit.history) <= len(plain.history)  # the saving: benchmarks/README.md
+    assert len(fit.history) <= len(plain.history)  # the saving: benchmarks/journal.md
     assert fit.objective == pytest.approx(plain.objective, rel=1e-6)
 
 
