@@ -164,7 +164,9 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
     joint twice: the exact U solve, then the closed-form precisions (capped at
     ``recipe.tau_max``). Sweeps stop when the log joint changes by less than
     ``recipe.tolerance`` (relative) or falls at rounding level, or at the check's minimum
-    (module docstring). Where the precisions
+    (module docstring). With ``recipe.screen_sweeps`` the starts race by successive
+    halving (``race``: that many sweeps each, the better half by check twice as many
+    more, the last to its end; runs cut short are never chosen). Where the precisions
     converge linearly, a sweep starts from their Aitken limit (``aitken``), undone unless
     it raises the log joint. Among the starts whose
     check score (PDE residual at the cell midpoints, between collocation points, plus
