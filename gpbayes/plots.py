@@ -108,12 +108,17 @@ def spectrum_figure(fit) -> Figure:
             x, label = np.asarray(comp["rho"]) ** -power, f"length scale ({v} units)"
             ax.set_xscale("log")
         on = w > LIVE * w.max()
-        ax.vlines(x, 1e-300, w, color="0.6")
+        bottom = min(max(w.min(), w.max() * 1e-12), LIVE * w.max()) / 2
+        ax.vlines(x, bottom, w, color="0.6")
         ax.plot(x[on], w[on], "o", color="C0", ms=5, label=f"live ({live[v]})")
         ax.plot(x[~on], w[~on], "o", mfc="none", color="C1", ms=5, label="pruned")
-        ax.axhline(LIVE * w.max(), color="0.6", lw=0.8, ls="--")
+        ax.axhline(LIVE * w.max(), color="0.6", lw=0.8, ls="--", label="live threshold")
         ax.set_yscale("log")
-        ax.set_ylim(max(w.min(), w.max() * 1e-12) / 2, w.max() * 2)
+        ax.set_ylim(bottom, w.max() * 2)
+        if "mu" not in comp:  # a log axis with room around one length or a few
+            ax.set_xlim(x.min() / 3, x.max() * 3)
+        elif x.max() - x.min() < 1:
+            ax.set_xlim(x.min() - 1, x.max() + 1)
         ax.set_xlabel(label)
         ax.set_ylabel("weight w")
         ax.set_title(f"axis {v}: {live[v]} of {len(w)} components live")

@@ -38,3 +38,19 @@ def test_redraw_a_map_folder(fit, tmp_path):
     written = plots.redraw(tmp_path, fit.problem)
     assert sorted(w.name for w in written) == ["error.png", "solution.png", "spectrum.png"]
     assert all(w.stat().st_size > 1000 for w in written)
+
+
+def test_spectrum_of_one_plain_component_is_drawn_around_it():
+    """A kept plain family with one length (the smooth problems' choice): the figure's
+    log axis has room around that length and the point lies inside both limits."""
+    from gpbayes.infer.init import plain_params
+    from gpbayes.results import MapFit
+
+    p = small_problem().with_kernel("se", 1)
+    f = MapFit(p, {**plain_params(p, 0.25), "U": np.zeros(p.grid)}, gb.load_inference(), 0,
+               0.0, "", False, kernel_learned=False)
+    ax = plots.spectrum_figure(f).axes[0]
+    (x,), (y,) = ax.lines[0].get_xdata(), ax.lines[0].get_ydata()  # the live point
+    lo, hi = ax.get_xlim()
+    assert ax.get_xscale() == "log" and lo < x / 2 and hi > 2 * x
+    assert ax.get_ylim()[0] < y < ax.get_ylim()[1]
