@@ -318,14 +318,15 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
 
         cut = set()  # ids of the fits the race cut short: never chosen
 
-        def leg(fit, budget):  # (check, fit): a run of the race; cut short if budgeted
+        def leg(run_result, budget):  # (check, fit) of a race's run; cut short if budgeted
+            fit, score = run_result
             if budget and fit.stop_reason.startswith("sweep budget"):
                 cut.add(id(fit))
-            return check_score(fit) if fit.objective is not None else np.inf, fit
+            return score, fit
 
         def race(group):  # successive halving over the starts of ``group``
             budget = recipe.screen_sweeps
-            pool = [(*leg(run(lb, prob, init, budget=budget)[0], budget), lb)
+            pool = [(*leg(run(lb, prob, init, budget=budget), budget), lb)
                     for lb, prob, init in group]
             while not (interrupt and interrupt()):
                 pool = sorted(pool, key=lambda x: x[0])[:max(1, len(pool) // 2)]
@@ -333,8 +334,7 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
                 for i, (_, fit, lb) in enumerate(pool):
                     if id(fit) in cut:  # unfinished: runs on (the last to its end)
                         more = None if last else budget
-                        pool[i] = (*leg(run_from(fit, lb, budget=more, resume=fit)[0], more),
-                                   lb)
+                        pool[i] = (*leg(run_from(fit, lb, budget=more, resume=fit), more), lb)
                 if last:
                     return
 
