@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 import gpbayes as gb
+from gpbayes import plots
 from gpbayes.infer import posterior
 from gpbayes.threads import limit_blas_threads
 
@@ -58,7 +59,8 @@ def run(out="runs/inverse_advection2d", n=40, seed=0, figure=True):
     problem = gb.load_model(path / "model.toml")
     fit = gb.fit_map(problem, gb.map_recipe_of(gb.load_inference("gaussian")), progress=False)
     post = posterior.gaussian_posterior(fit.problem, fit)
-    summary = posterior.save(post, fit, path)  # posterior.nc, summary.json, posterior.png
+    summary = posterior.save(post, fit, path)  # posterior.nc, summary.json
+    plots.posterior_figures(path, fit.problem)  # posterior.png
     if figure:
         draw(fit.problem, post, summary["unknowns"]["c"], path / "inverse_advection2d.png")
     return summary

@@ -6,7 +6,7 @@ Runs in well under a minute on a laptop CPU:  python examples/quickstart.py
 import numpy as np
 
 import gpbayes as gb
-from gpbayes import operators
+from gpbayes import operators, plots
 from gpbayes.problem import Face
 from gpbayes.threads import limit_blas_threads
 
@@ -39,5 +39,6 @@ print(f"kernel {fit.problem.family}; strongest components (frequency, weight):",
       [(round(spec.get("mu", [0.0] * len(spec["weight"]))[i], 3), f"{spec['weight'][i]:.2e}")
        for i in strongest])
 print("prediction at x = 1.0:", fit.predict([1.0])[0], "exact:", np.sin(20.0))
-fit.save("runs/quickstart")
+fit.save("runs/quickstart")  # summary.json, result.nc
+plots.save_all(fit, "runs/quickstart")  # the figures
 print("wrote runs/quickstart/summary.json, result.nc, solution.png, error.png, spectrum.png")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 import gpbayes as gb
+from gpbayes import plots
 from gpbayes.infer import nuts, posterior
 from gpbayes.threads import limit_blas_threads
 
@@ -58,6 +59,8 @@ gauss = posterior.gaussian_posterior(problem, fit)
 posterior.save(gauss, fit, path / "gaussian")
 result = nuts.sample_nuts(problem, fit, chains=2, warmup=300, draws=500)
 summary, _ = nuts.save(result, path / "nuts")
+for folder in ("gaussian", "nuts"):
+    plots.posterior_figures(path / folder, problem)  # posterior.png, trace.png
 
 x = problem.test_axes[0]
 left, right = gauss.test_sd[x < 0.35].mean(), gauss.test_sd[(x > 0.55) & (x < 0.85)].mean()

@@ -35,7 +35,7 @@ def run(models: list, recipe, out_dir: str | Path, steps: int | None = None,
     problems = [gb.load_model(m) for m in models]  # every file is checked before any run
     for problem in problems:
         fit = gb.fit_map(problem, recipe, steps=steps, progress=progress)
-        s = fit.save(out / problem.name, figures=False)
+        s = fit.save(out / problem.name)
         paper = PAPER.get(problem.name, (None, None))[0]
         err = s["rel_l2_error"]
         row = {k: s.get(k) for k in COLUMNS}

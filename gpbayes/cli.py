@@ -134,7 +134,7 @@ def _catch_signals():
 
 def _sample(args):
     import gpbayes as gb
-    from gpbayes import checkpoint, spec
+    from gpbayes import checkpoint, plots, spec
     from gpbayes.infer import nuts, posterior
 
     problem = gb.load_model(args.model)
@@ -149,7 +149,7 @@ def _sample(args):
     with _catch_signals() as interrupt:
         if saved is None:
             fit = gb.fit_map(problem, map_recipe, interrupt=interrupt)
-            fit.save(out / "map", figures=False)
+            fit.save(out / "map")
             _keep_model(args.model, out / "map")
             checkpoint.save(fit, out / "map")
             if fit.interrupted or fit.failed:
@@ -165,6 +165,7 @@ def _sample(args):
                 problem, fit, recipe.solver, recipe.samples, recipe.seed, recipe.cg_tolerance,
                 recipe.cg_max_iterations, progress=sys.stderr.isatty())
             summary = posterior.save(post, fit, out, recipe.source)
+            plots.posterior_figures(out, problem)
             print(json.dumps(summary, indent=2))
             if post.cg is not None and not post.cg["converged"]:
                 print(f"gpbayes: CG stopped at cg_max_iterations = {recipe.cg_max_iterations} "
@@ -176,6 +177,7 @@ def _sample(args):
                                   progress=sys.stderr.isatty(), interrupt=interrupt,
                                   sample_hyper=recipe.sample_hyper)
         summary, table = nuts.save(result, out, recipe.source)
+        plots.posterior_figures(out, problem)
     if result.interrupted:
         print(f"gpbayes: {result.stop_reason}; wrote the partial posterior to {out} and the "
               f"MAP to {out}/map (gpbayes sample MODEL --resume {out} samples again from it)",
@@ -215,7 +217,11 @@ def _solve(args):
     resume = checkpoint.load(args.resume, problem, recipe) if args.resume else None
     with _catch_signals() as interrupt:
         fit = gb.fit_map(problem, recipe, resume=resume, interrupt=interrupt)
-        summary = fit.save(out, figures=not args.no_figures)
+        summary = fit.save(out)
+        if not args.no_figures:
+            from gpbayes import plots  # matplotlib loads only when figures are drawn
+
+            plots.save_all(fit, out)
         _keep_model(args.model, out)
         if fit.opt_state is not None:
             checkpoint.save(fit, out)
@@ -242,6 +248,36 @@ def _trusted(fit) -> int:
     return UNTRUSTED
 
 
+KERNEL_WORDS = {
+    "adam": "learned (Adam, with U and the precisions)",
+    "learned": "learned from the chosen start (it raised the log joint, the check no worse)",
+    "off": "held at the chosen start (learning is off: learn_iterations = 0)",
+    "passed": "held at the chosen start (its check is at or below refine_above: no residual "
+              "left to learn from)",
+    "large": "held at the chosen start (the grid is above learn_max_points)",
+    "worse": "held at the chosen start (learning did not raise the log joint without "
+             "worsening the check)",
+    "interrupted": "held at the chosen start (interrupted before learning)",
+    "failed": "held (no start ended with a finite log joint)",
+}  # one phrase per ``results.KERNEL_WHY`` code
+
+
+def story(s: dict) -> list[str]:
+    """The solve's story from its summary: the start kept and why, the kernel learned or
+    held and why, and why the run stopped."""
+    out = []
+    start = s.get("start") or {}
+    if start:
+        out.append(f"  start                 {start['chosen']}: the largest log joint of the "
+                   f"{start['passed']} of {start['finished']} finished starts that pass the "
+                   "check")
+    why = s.get("kernel_why") or ("adam" if s["kernel_learned"] else "off")
+    out.append(f"  kernel                {s['family']}, {KERNEL_WORDS[why]}; live components "
+               + ", ".join(f"{v} {n}" for v, n in s["live_components"].items()))
+    out.append(f"  stop                  {s['stop_reason']}")
+    return out
+
+
 def _print_summary(s, out, figures=True):
     err = s["rel_l2_error"]
     lines = [f"{s['name']}: {s['steps']} steps in {s['wall_time_s']:.1f} s on {s['device']}",
@@ -249,13 +285,10 @@ def _print_summary(s, out, figures=True):
              f"  max abs error         {s['max_abs_error']:.3e}" if err is not None else "",
              f"  equation residual rms {s['equation_residual_rms']:.3e}",
              f"  boundary rms          {s['boundary_rms']:.3e}",
-             f"  kernel                {s['family']}, "
-             + ("learned" if s["kernel_learned"] else "held at its start") + "; live components "
-             + ", ".join(f"{v} {n}" for v, n in s["live_components"].items()),
+             *story(s),
              ("  unknowns              " + ", ".join(f"{k} = {v:.6g}" for k, v in
                                                     s["unknowns"].items())
               if s["unknowns"] else ""),
-             f"  stop: {s['stop_reason']}",
              "  trust check           " + ("passed" if s["check"]["passed"] else "FAILED") + ": "
              + ", ".join(f"{k} {v:.2e} (<= {s['check']['thresholds'][k]:g})"
                          for k, v in s["check"]["values"].items()),

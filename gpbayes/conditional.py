@@ -20,11 +20,7 @@ LOG_2PI = math.log(2 * math.pi)
 
 def axis_params(problem, values: dict, j: int) -> dict:
     """The kernel parameters of axis j from site values, as a dict (log_w, log_rho[, mu])."""
-    v = problem.variables[j]
-    out = {"log_w": values[f"log_w_{v}"], "log_rho": values[f"log_rho_{v}"]}
-    if kernels.has_frequencies(problem.family):
-        out["mu"] = values[f"mu_{v}"]
-    return out
+    return kernels.family(problem.family).axis_params(values, problem.variables[j])
 
 
 def unknown_values(problem, values: dict) -> dict:

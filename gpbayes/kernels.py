@@ -3,24 +3,16 @@ closed-form derivatives of orders 0, 1 and 2.
 """
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 from jax.typing import ArrayLike
 
 FAMILIES = ("student-t-mixture", "gaussian-mixture", "matern52", "se")
 _SQRT5 = math.sqrt(5.0)
-
-
-def has_frequencies(family: str) -> bool:
-    """True for the spectral families, whose components carry a frequency mu."""
-    return family in ("student-t-mixture", "gaussian-mixture")
-
-
-def squared_envelope(family: str) -> bool:
-    """True where rho is an inverse squared length (exp(-rho r^2)), False where it is an
-    inverse length (the Matern-5/2 envelope)."""
-    return _ENVELOPE[family] is _se
 
 
 def _matern52(r, rho, order):
@@ -53,12 +45,57 @@ def _cosine(r, mu, order):
     return -(om**2) * jnp.cos(om * r)
 
 
-_ENVELOPE = {
-    "student-t-mixture": _matern52,
-    "gaussian-mixture": _se,
-    "matern52": _matern52,
-    "se": _se,
-}
+@dataclass(frozen=True)
+class Family:
+    """A kernel family: its envelope, whether its components carry a frequency mu, how
+    rho relates to a length scale l (rho = l^-power: exp(-rho r^2) has power 2, the
+    Matern-5/2 envelope power 1), and the longest length (in axis lengths) that its
+    learning box allows (longer is too ill-conditioned at the recipes' jitter)."""
+
+    name: str
+    envelope: Callable
+    frequencies: bool
+    power: float
+    longest: float
+
+    def site_names(self, v: str) -> list[str]:
+        """The sites of axis ``v``'s kernel parameters."""
+        return [f"log_w_{v}", f"log_rho_{v}"] + ([f"mu_{v}"] if self.frequencies else [])
+
+    def axis_params(self, values: dict, v: str) -> dict:
+        """Axis ``v``'s parameters from site values: {log_w, log_rho[, mu]}."""
+        return {name.rsplit(f"_{v}", 1)[0]: values[name] for name in self.site_names(v)}
+
+    def initial(self, v: str, q: int, max_frequency: float) -> dict:
+        """Equal weights, rho = 1 and (spectral families) mu spread over [0, max_frequency]."""
+        out = {f"log_w_{v}": jnp.full(q, np.log(1.0 / q)), f"log_rho_{v}": jnp.zeros(q)}
+        if self.frequencies:
+            out[f"mu_{v}"] = jnp.asarray(np.linspace(0.0, 1.0, q) * max_frequency)
+        return out
+
+    def length(self, rho: ArrayLike) -> ArrayLike:
+        """The length scale of envelope parameter rho."""
+        return rho ** (-1.0 / self.power)
+
+    def log_rho(self, length: ArrayLike) -> ArrayLike:
+        """log rho of the envelope of length scale ``length``."""
+        return -self.power * np.log(length)
+
+
+MAX_SE_LENGTH = 0.5  # axis lengths: SE envelopes
+MAX_MATERN_LENGTH = 10.0  # axis lengths: Matern-5/2 envelopes
+_FAMILIES = {f.name: f for f in (
+    Family("student-t-mixture", _matern52, True, 1.0, MAX_MATERN_LENGTH),
+    Family("gaussian-mixture", _se, True, 2.0, MAX_SE_LENGTH),
+    Family("matern52", _matern52, False, 1.0, MAX_MATERN_LENGTH),
+    Family("se", _se, False, 2.0, MAX_SE_LENGTH))}
+
+
+def family(name: str) -> Family:
+    """The kernel family of that name (one of FAMILIES)."""
+    return _FAMILIES[name]
+
+
 _BINOMIAL = {0: (1,), 1: (1, 1), 2: (1, 2, 1)}
 
 
@@ -73,8 +110,9 @@ def evaluate(family: str, params: dict, r: ArrayLike, order: int = 0) -> Array:
     r = jnp.asarray(r)[..., None]
     w = jnp.exp(params["log_w"])
     rho = jnp.exp(params["log_rho"])
-    env = _ENVELOPE[family]
-    if not has_frequencies(family):
+    fam = _FAMILIES[family]
+    env = fam.envelope
+    if not fam.frequencies:
         return jnp.sum(w * env(r, rho, order), axis=-1)
     mu = params["mu"]
     total = 0.0

@@ -33,11 +33,7 @@ def hyper_prior(problem: Problem, name: str) -> dist.Distribution:
 
 
 def axis_site_names(problem: Problem, j: int) -> list[str]:
-    v = problem.variables[j]
-    names = [f"log_w_{v}", f"log_rho_{v}"]
-    if kernels.has_frequencies(problem.family):
-        names.append(f"mu_{v}")
-    return names
+    return kernels.family(problem.family).site_names(problem.variables[j])
 
 
 def pde_model(problem: Problem, jitter: float = 1e-6, whiten: bool = False,
@@ -114,11 +110,8 @@ def initial_params(problem: Problem) -> dict:
     q = problem.components
     params = {}
     for j in range(problem.ndim):
-        v = problem.variables[j]
-        params[f"log_w_{v}"] = jnp.full(q, np.log(1.0 / q))
-        params[f"log_rho_{v}"] = jnp.zeros(q)
-        if kernels.has_frequencies(problem.family):
-            params[f"mu_{v}"] = jnp.asarray(np.linspace(0.0, 1.0, q) * problem.max_frequency)
+        params.update(kernels.family(problem.family).initial(problem.variables[j], q,
+                                                             problem.max_frequency))
     for name, (_, loc, _) in problem.unknowns.items():
         params[problem.unknown_sites[name]] = jnp.asarray(float(loc))
     if problem.equation_noise is None:

@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from gpbayes import kernels  # noqa: E402
+from gpbayes.infer.diagnostics import scalar_names  # noqa: E402
 from gpbayes.io import import_arviz, write_atomic  # noqa: E402
 from gpbayes.results import LIVE, live_components, load_fit  # noqa: E402
 
@@ -36,12 +37,13 @@ def drawing_axes(fit) -> tuple:
     grid (the test grid of sin(100x)) a plot shows false beats."""
     p, spec = fit.problem, fit.spectrum()
     cap = 20000 if p.ndim == 1 else 600
-    power = 0.5 if kernels.squared_envelope(p.family) else 1.0
+    fam = kernels.family(p.family)
     out = []
     for (lo, hi), test, comp in zip(p.domain, p.test_axes, spec.values()):
         w = np.asarray(comp["weight"])
         live = w > LIVE * w.max()
-        f = np.abs(np.asarray(comp.get("mu", np.zeros_like(w)))) + np.asarray(comp["rho"]) ** power
+        mu = np.asarray(comp.get("mu", np.zeros_like(w)))
+        f = np.abs(mu) + 1.0 / fam.length(np.asarray(comp["rho"]))
         n = int(np.clip(np.ceil(POINTS_PER_CYCLE * (hi - lo) * f[live].max()), len(test), cap))
         out.append(test if n == len(test) else np.linspace(lo, hi, n))
     return tuple(out)
@@ -104,8 +106,8 @@ def spectrum_figure(fit) -> Figure:
         if "mu" in comp:
             x, label = np.asarray(comp["mu"]), f"frequency mu (cycles per unit {v})"
         else:
-            power = 0.5 if kernels.squared_envelope(fit.problem.family) else 1.0
-            x, label = np.asarray(comp["rho"]) ** -power, f"length scale ({v} units)"
+            x = kernels.family(fit.problem.family).length(np.asarray(comp["rho"]))
+            label = f"length scale ({v} units)"
             ax.set_xscale("log")
         on = w > LIVE * w.max()
         bottom = min(max(w.min(), w.max() * 1e-12), LIVE * w.max()) / 2
@@ -124,7 +126,7 @@ def spectrum_figure(fit) -> Figure:
         ax.set_title(f"axis {v}: {live[v]} of {len(w)} components live")
         ax.legend(fontsize=8)
     what = ("learned spectrum" if fit.kernel_learned
-            else "kernel spectrum (held at its start)")
+            else "kernel spectrum (held at the chosen start)")
     fig.suptitle(f"{fit.problem.name}: {what}, {fit.problem.family}")
     fig.tight_layout()
     return fig
@@ -134,9 +136,9 @@ FIGURES = {"solution.png": solution_figure, "error.png": error_figure,
            "spectrum.png": spectrum_figure}
 
 
-def save_all(fit, out_dir: Path) -> list[str]:
-    """Write every figure that applies; returns the file names written."""
-    written = []
+def save_all(fit, out_dir: str | Path) -> list[str]:
+    """Write every figure of a MapFit that applies; returns the file names written."""
+    out_dir, written = Path(out_dir), []
     for name, make in FIGURES.items():
         fig = make(fit)
         if fig is None:
@@ -212,8 +214,6 @@ def save_figure(fig: Figure | None, path: str | Path) -> None:
 
 def nuts_figures(problem, idata, out_dir: Path) -> list[str]:
     """posterior.png (mean and sd of u_test over the draws) and trace.png (the unknowns)."""
-    from gpbayes.infer.nuts import scalar_names
-
     u = idata.posterior["u_test"]
     mean, sd = u.mean(("chain", "draw")).values, u.std(("chain", "draw")).values
     save_figure(band_figure(problem, mean, sd, f"{problem.name}: NUTS posterior"),
@@ -233,23 +233,30 @@ def gaussian_figures(problem, mean: np.ndarray, sd: np.ndarray, out_dir: Path) -
 def redraw(folder: Path, problem) -> list[str]:
     """Redraw the figures of a result folder of ``gpbayes solve`` or ``gpbayes sample``
     (and of its map/ subfolder) from its files; returns the paths written."""
+    written = []
+    if (folder / "result.nc").exists():
+        written += [folder / n for n in save_all(load_fit(folder, problem), folder)]
+    written += posterior_figures(folder, problem)
+    if (folder / "map" / "result.nc").exists():
+        written += redraw(folder / "map", problem)
+    return written
+
+
+def posterior_figures(folder: Path, problem) -> list[str]:
+    """The figures of the posterior saved in ``folder`` (posterior.nc of NUTS or of the
+    Gaussian posterior; none if there is none); returns the paths written."""
     import json
 
     import xarray as xr
 
-    written = []
-    if (folder / "result.nc").exists():
-        written += [folder / n for n in save_all(load_fit(folder, problem), folder)]
-    if (folder / "posterior.nc").exists():
-        method = json.loads((folder / "summary.json").read_text()).get("method")
-        if method == "gaussian":
-            with xr.open_dataset(folder / "posterior.nc", engine="h5netcdf") as ds:
-                names = gaussian_figures(problem, ds["u_test_mean"].values,
-                                         ds["u_test_sd"].values, folder)
-        else:
-            idata = import_arviz().from_netcdf(str(folder / "posterior.nc"))
-            names = nuts_figures(problem, idata, folder)
-        written += [folder / n for n in names]
-    if (folder / "map" / "result.nc").exists():
-        written += redraw(folder / "map", problem)
-    return written
+    if not (folder / "posterior.nc").exists():
+        return []
+    method = json.loads((folder / "summary.json").read_text()).get("method")
+    if method == "gaussian":
+        with xr.open_dataset(folder / "posterior.nc", engine="h5netcdf") as ds:
+            names = gaussian_figures(problem, ds["u_test_mean"].values,
+                                     ds["u_test_sd"].values, folder)
+    else:
+        idata = import_arviz().from_netcdf(str(folder / "posterior.nc"))
+        names = nuts_figures(problem, idata, folder)
+    return [folder / n for n in names]

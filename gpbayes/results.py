@@ -30,6 +30,15 @@ def live_components(problem, params: dict) -> dict:
     return out
 
 
+KERNEL_WHY = ("adam", "learned", "off", "passed", "large", "worse", "interrupted", "failed")
+"""Why a fit's kernel was learned or held (``MapFit.kernel_why``; the command line words
+each): Adam learns it with the rest; the profile solver learned it from the chosen start;
+or held it there because learning is off (learn_iterations = 0), the chosen start passed
+(its check at or below refine_above), the grid is above learn_max_points, learning did not
+raise the log joint without worsening the check, the run was interrupted first, or no
+start ended with a finite log joint."""
+
+
 @dataclass(eq=False)
 class MapFit:
     problem: object
@@ -45,6 +54,8 @@ class MapFit:
     opt_state: list = None  # optimiser state leaves (Adam), for checkpoints
     kernel_learned: bool = True  # False when the kernel parameters were held at their start
     candidates: list = field(default_factory=list)  # profile: every start, its check, objective
+    kernel_why: str = "adam"  # why the kernel was learned or held: a KERNEL_WHY code
+    start: dict = field(default_factory=dict)  # profile: {"chosen", "passed", "finished"}
 
     @property
     def failed(self) -> bool:
@@ -194,6 +205,8 @@ class MapFit:
             "spectrum": self.spectrum(),
             "live_components": live_components(p, self.params),
             "kernel_learned": self.kernel_learned,
+            "kernel_why": self.kernel_why,
+            "start": self.start,
             "candidates": self.candidates,
         }
 
@@ -222,18 +235,15 @@ class MapFit:
         return az.InferenceData(map=xr.Dataset(point, coords=coords, attrs=attrs),
                                 constant_data=xr.Dataset(constant, coords=coords))
 
-    def save(self, out_dir: str | Path, figures: bool = True) -> dict:
-        """Write summary.json, result.nc and the PNG figures into out_dir (atomically each)."""
+    def save(self, out_dir: str | Path) -> dict:
+        """Write summary.json and result.nc into out_dir (atomically each); the figures
+        are ``gpbayes.plots.save_all``'s."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         summary = self.summary()
         write_json(out / "summary.json", summary)
         idata = self.to_arviz()
         write_atomic(out / "result.nc", lambda f: idata.to_netcdf(str(f)))
-        if figures:
-            from gpbayes import plots  # matplotlib loads only when figures are drawn
-
-            plots.save_all(self, out)
         return summary
 
 
@@ -272,7 +282,8 @@ def load_fit(out_dir: str | Path, problem, recipe=None) -> MapFit:
     return MapFit(problem=problem, params=params, recipe=recipe, steps=summary["steps"],
                   wall_time_s=summary["wall_time_s"], stop_reason=summary["stop_reason"],
                   converged=summary["converged"], objective=summary["objective"],
-                  kernel_learned=summary["kernel_learned"], candidates=summary["candidates"])
+                  kernel_learned=summary["kernel_learned"], candidates=summary["candidates"],
+                  kernel_why=summary.get("kernel_why", ""), start=summary.get("start", {}))
 
 
 @partial(jax.jit, static_argnums=(0, 1))

@@ -162,23 +162,7 @@ def load_model(path: str | Path) -> Problem:
         raise SpecError(f"expected 1 to 3 distinct names from {list(AXIS_NAMES)}", path,
                         "pde.variables")
     d = len(variables)
-    constants = {}
-    for name, value in _get(pde, "constants", dict, path, "pde.constants", {}).items():
-        key = f"pde.constants.{name}"
-        _check_name(name, set(variables), variables, path, key, "constant name")
-        constants[name] = operators.constant(value, constants, path, key)
-    domain = _get(pde, "domain", list, path, "pde.domain", required=True)
-    if len(domain) != d:
-        raise SpecError(f"expected {d} intervals [lo, hi], one per variable", path, "pde.domain")
-    bounds = []
-    for j, interval in enumerate(domain):
-        key = f"pde.domain[{j}]"
-        if not isinstance(interval, list) or len(interval) != 2:
-            raise SpecError("expected [lo, hi]", path, key)
-        lo, hi = (operators.constant(v, constants, path, key) for v in interval)
-        if not lo < hi:
-            raise SpecError(f"lo must be below hi (got {lo:g} >= {hi:g})", path, key)
-        bounds.append((lo, hi))
+    constants, bounds = _domain(pde, variables, path)
 
     names = set(variables) | set(constants)
     unknowns = _unknowns(data, names, variables, path)
@@ -205,6 +189,49 @@ def load_model(path: str | Path) -> Problem:
                         "grid.ghost_cells")
     _check_memory(points, path)
 
+    family, q, fmax = _kernel(data, path)
+    weight, noise = _likelihood(data, path)
+    observations = _observations(data.get("observations"), bounds, variables, path)
+    priors = _priors(data, path)
+
+    problem = Problem(
+        name=_get(data, "name", str, path, "name", path.stem),
+        description=_get(data, "description", str, path, "description", ""),
+        variables=tuple(variables), domain=tuple(bounds), grid=points, test_grid=test_points,
+        equation=equation, solution=solution, source=source, conditions=conditions,
+        periodic=periodic, constants=constants, family=family, components=q,
+        max_frequency=fmax, boundary_weight=weight, boundary_noise=noise["boundary_noise"],
+        equation_noise=noise["equation_noise"], observations=observations, unknowns=unknowns,
+        priors=priors, ghost_cells=ghost_cells,
+        origin=str(path))
+    return problem
+
+
+def _domain(pde, variables, path):
+    """The constants (each may use those before it) and the domain's intervals."""
+    constants = {}
+    for name, value in _get(pde, "constants", dict, path, "pde.constants", {}).items():
+        key = f"pde.constants.{name}"
+        _check_name(name, set(variables), variables, path, key, "constant name")
+        constants[name] = operators.constant(value, constants, path, key)
+    domain = _get(pde, "domain", list, path, "pde.domain", required=True)
+    d = len(variables)
+    if len(domain) != d:
+        raise SpecError(f"expected {d} intervals [lo, hi], one per variable", path, "pde.domain")
+    bounds = []
+    for j, interval in enumerate(domain):
+        key = f"pde.domain[{j}]"
+        if not isinstance(interval, list) or len(interval) != 2:
+            raise SpecError("expected [lo, hi]", path, key)
+        lo, hi = (operators.constant(v, constants, path, key) for v in interval)
+        if not lo < hi:
+            raise SpecError(f"lo must be below hi (got {lo:g} >= {hi:g})", path, key)
+        bounds.append((lo, hi))
+    return constants, bounds
+
+
+def _kernel(data, path):
+    """(family, components, max_frequency) of the [kernel] table."""
     kern = _get(data, "kernel", dict, path, "kernel", {})
     family = _get(kern, "family", str, path, "kernel.family", "student-t-mixture")
     if family not in kernels.FAMILIES:
@@ -218,6 +245,11 @@ def load_model(path: str | Path) -> Problem:
     fmax = _get(kern, "max_frequency", float, path, "kernel.max_frequency", 20.0)
     if not (math.isfinite(fmax) and fmax >= 0):
         raise SpecError("expected a finite number >= 0", path, "kernel.max_frequency")
+    return family, q, fmax
+
+
+def _likelihood(data, path):
+    """(boundary weight, {boundary_noise, equation_noise, ...}) of [likelihood]."""
     lik = _get(data, "likelihood", dict, path, "likelihood", {})
     weight = _get(lik, "boundary_weight", float, path, "likelihood.boundary_weight", 200.0)
     noise = {}
@@ -226,7 +258,11 @@ def load_model(path: str | Path) -> Problem:
         if setting is not None and not (math.isfinite(setting) and setting > 0):
             raise SpecError("expected a finite number > 0", path, f"likelihood.{key}")
         noise[key] = setting
-    observations = _observations(data.get("observations"), bounds, variables, path)
+    return weight, noise
+
+
+def _priors(data, path):
+    """{site: (loc, scale)} of [priors]."""
     priors = {}
     for key, pair in _get(data, "priors", dict, path, "priors", {}).items():
         if (not isinstance(pair, list) or len(pair) != 2
@@ -234,18 +270,7 @@ def load_model(path: str | Path) -> Problem:
                 or not pair[1] > 0):
             raise SpecError("expected [loc, scale] with scale > 0", path, f"priors.{key}")
         priors[key] = (float(pair[0]), float(pair[1]))
-
-    problem = Problem(
-        name=_get(data, "name", str, path, "name", path.stem),
-        description=_get(data, "description", str, path, "description", ""),
-        variables=tuple(variables), domain=tuple(bounds), grid=points, test_grid=test_points,
-        equation=equation, solution=solution, source=source, conditions=conditions,
-        periodic=periodic, constants=constants, family=family, components=q,
-        max_frequency=fmax, boundary_weight=weight, boundary_noise=noise["boundary_noise"],
-        equation_noise=noise["equation_noise"], observations=observations, unknowns=unknowns,
-        priors=priors, ghost_cells=ghost_cells,
-        origin=str(path))
-    return problem
+    return priors
 
 
 def _unknowns(data, names, variables, path):

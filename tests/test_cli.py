@@ -5,8 +5,10 @@ import sys
 import numpy as np
 import pytest
 
-from gpbayes.cli import main
+from gpbayes.cli import KERNEL_WORDS, main, story
+from gpbayes.infer.policy import CHECK_RANGE
 from gpbayes.io import import_arviz
+from gpbayes.results import KERNEL_WHY
 
 
 def run(*args, cwd=None, env=None):
@@ -97,6 +99,16 @@ def test_solve_default_recipe_on_a_smooth_model(tmp_path):
     assert s["recipe"]["source"].endswith("recipes/map.toml") and s["check"]["passed"]
     assert s["rel_l2_error"] < 1e-5 and s["live_components"]["x"] >= 1
     assert len(s["candidates"]) >= 6 and sum(c["chosen"] for c in s["candidates"]) == 1
+    # the story on the terminal is the summary's, in the one vocabulary
+    assert all(line in r.stdout.splitlines() for line in story(s))
+    chosen = [c for c in s["candidates"] if c["chosen"]][0]
+    finished = [c for c in s["candidates"]  # the runs from the chosen one come after
+                if not c["cut"] and not c["start"].endswith(("learned", "held out"))]
+    assert s["start"]["chosen"] == chosen["start"] and s["start"]["finished"] == len(finished)
+    floor = min(c["check"] for c in finished)
+    assert s["start"]["passed"] == sum(c["check"] <= CHECK_RANGE * floor for c in finished)
+    assert s["kernel_why"] in KERNEL_WHY
+    assert s["kernel_learned"] == (s["kernel_why"] in ("learned", "adam"))
     figures = ("solution.png", "error.png", "spectrum.png")
     for name in figures:
         (out / name).unlink()
@@ -363,3 +375,7 @@ def test_solve_a_model_using_every_function(tmp_path):
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
     assert s["rel_l2_error"] < 1e-6 and s["check"]["passed"]
+
+
+def test_every_kernel_decision_has_its_words():
+    assert set(KERNEL_WORDS) == set(KERNEL_WHY)

@@ -21,7 +21,7 @@ def reference_kernel(family, p, x1, x2):
         env = (1 + s + s**2 / 3) * jnp.exp(-s)
     else:
         env = jnp.exp(-rho * d**2)
-    if kernels.has_frequencies(family):
+    if kernels.family(family).frequencies:
         env = env * jnp.cos(2 * jnp.pi * p["mu"] * d)
     return jnp.sum(w * env)
 
@@ -57,3 +57,18 @@ def test_first_derivative_is_odd_and_gram_symmetric():
 def test_unsupported_order():
     with pytest.raises(ValueError):
         kernels.evaluate("se", params(), 0.1, 3)
+
+
+@pytest.mark.parametrize("family", kernels.FAMILIES)
+def test_a_family_names_its_sites_and_converts_lengths(family):
+    fam = kernels.family(family)
+    names = fam.site_names("x")
+    assert names[:2] == ["log_w_x", "log_rho_x"] and ("mu_x" in names) == fam.frequencies
+    values = {**fam.initial("x", 3, 10.0), "log_w_y": 0.0}
+    assert list(fam.axis_params(values, "x")) == [n[:-2] for n in names]
+    length = np.array([0.1, 2.0])
+    np.testing.assert_allclose(fam.length(np.exp(fam.log_rho(length))), length, rtol=1e-12)
+    # the envelope at r = l with the rho of length l is the unit envelope at r = 1
+    for l in (0.37, 4.0):
+        env = fam.envelope(jnp.asarray(l), np.exp(fam.log_rho(l)), 0)
+        assert float(env) == pytest.approx(float(fam.envelope(jnp.asarray(1.0), 1.0, 0)))

@@ -34,7 +34,7 @@ def test_posterior_band_has_an_sd_panel(fit):
 
 
 def test_redraw_a_map_folder(fit, tmp_path):
-    fit.save(tmp_path, figures=False)
+    fit.save(tmp_path)
     written = plots.redraw(tmp_path, fit.problem)
     assert sorted(w.name for w in written) == ["error.png", "solution.png", "spectrum.png"]
     assert all(w.stat().st_size > 1000 for w in written)

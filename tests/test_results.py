@@ -35,7 +35,7 @@ def test_summary_fields(fit):
 def test_arviz_round_trip(fit, tmp_path):
     """The MAP is a point (a ``map`` group without chain or draw), on integer index dims
     with the grid as named coordinates; load_fit rebuilds the same fit."""
-    fit.save(tmp_path, figures=False)
+    fit.save(tmp_path)
     idata = import_arviz().from_netcdf(str(tmp_path / "result.nc"))
     assert "posterior" not in idata.groups()
     point = idata["map"]

@@ -13,6 +13,17 @@ DIVERGENT_SHARE = 0.005  # divergent transitions above this share of the draws
 TREE_CAP_SHARE = 0.5  # draws that hit the tree-depth cap above this share
 
 
+def scalar_names(problem, idata) -> list[str]:
+    """The unknowns among the posterior's variables: a trace plot and a summary row each."""
+    return [n for n in problem.unknown_sites if n in idata.posterior]
+
+
+def checked_names(idata) -> list[str]:
+    """The posterior variables whose r_hat and ess_bulk decide convergence: the unknowns
+    and the sampled hyperparameters (every variable but u's fields)."""
+    return [n for n in idata.posterior.data_vars if n not in ("u", "u_test")]
+
+
 def nuts_failures(table, names: list[str], extra: dict, chains: int, tree_cap: int) -> list[str]:
     """Failures of a NUTS run: r_hat and ess_bulk of the scalars ``names`` (rows of the
     ``az.summary`` ``table``: the unknowns and any sampled hyperparameters), the share

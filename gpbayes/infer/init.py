@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gpbayes import kernels
-from gpbayes.infer.learn import MAX_SE_LENGTH, MIN_SPACINGS, bounds
+from gpbayes.infer.learn import MIN_SPACINGS, bounds
 from gpbayes.model import initial_params
 
 PAD = 8  # zero-padding factor of the FFT (finer frequency resolution)
@@ -95,7 +95,7 @@ def spectral_params(problem, rho_scale: float = 0.3) -> dict:
     """The paper's start (variance from ``scaled_params``) with mu on the data's spectral
     peaks and long length scales."""
     params = scaled_params(problem)
-    if not kernels.has_frequencies(problem.family):
+    if not kernels.family(problem.family).frequencies:
         return params
     q = problem.components
     spectra = [axis_spectrum(problem, j) for j in range(problem.ndim)]
@@ -161,12 +161,12 @@ PLAIN_COMPONENTS = 4  # components of the spread plain start, lengths spanning t
 
 def plain_lengths(problem) -> list:
     """Length scales, as fractions of each axis, of the plain-family starts: halvings from
-    the longest SE length of the learnable box (``learn.MAX_SE_LENGTH``) while every axis
+    the longest SE length of the learnable box (``kernels.MAX_SE_LENGTH``) while every axis
     keeps at least 2 MIN_SPACINGS grid spacings. Smooth solutions want one long envelope:
     the equal-weight spread of PLAIN_COMPONENTS lengths alone left the smooth suite
     cases 10-100x less accurate, its log joint ~1e5 lower (benchmarks/journal.md)."""
     spacing = max(1.0 / (n - 1) for n in problem.domain_grid)
-    out, f = [], MAX_SE_LENGTH
+    out, f = [], kernels.MAX_SE_LENGTH
     while f >= 2 * MIN_SPACINGS * spacing:
         out.append(f)
         f /= 2
@@ -180,13 +180,13 @@ def plain_params(problem, length: float | None = None) -> dict:
     log-evenly, equal weights (variance from ``scaled_params``)."""
     params = scaled_params(problem)
     q = problem.components
-    power = 2.0 if kernels.squared_envelope(problem.family) else 1.0
+    fam = kernels.family(problem.family)
     for j, v in enumerate(problem.variables):
         lo, hi = bounds(problem)[f"log_rho_{v}"]
         if length is None:
             params[f"log_rho_{v}"] = jnp.asarray(np.linspace(lo, hi, q + 2)[1:-1])
         else:
             a, b = problem.domain[j]
-            rho = -power * np.log(length * (b - a))
+            rho = fam.log_rho(length * (b - a))
             params[f"log_rho_{v}"] = jnp.full(q, np.clip(rho, lo, hi))
     return params

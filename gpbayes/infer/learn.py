@@ -4,16 +4,15 @@ with U solved out (variable projection), inside a box.
 The log weights are free (flat in log w: the Jeffreys prior, which prunes components).
 Length scales lie between MIN_SPACINGS grid spacings (a shorter kernel fools the
 midpoint check) and an upper bound past which the kernel matrix is too ill-conditioned
-at the recipe's jitter (SE envelopes: MAX_SE_LENGTH axis lengths; Matern-5/2
-envelopes: MAX_MATERN_LENGTH); frequencies between 0 and a quarter of the grid's
-sampling rate. The box is part of the recipe (a constrained MAP of the same model).
+at the recipe's jitter (``kernels.Family.longest``); frequencies between 0 and a
+quarter of the grid's sampling rate. The box is part of the recipe (a constrained MAP of
+the same model).
 """
 
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax import Array
 
@@ -23,21 +22,18 @@ from gpbayes.model import axis_site_names
 from gpbayes.problem import Problem
 
 MIN_SPACINGS = 2.0
-MAX_SE_LENGTH = 0.5
-MAX_MATERN_LENGTH = 10.0
 LINESEARCH_STEPS = 10  # zoom line-search evaluations per L-BFGS step, at most
 
 
 def bounds(problem: Problem) -> dict:
     """{site: (lo, hi)} for the bounded kernel sites (log rho and mu per axis)."""
-    power = 2.0 if kernels.squared_envelope(problem.family) else 1.0
-    longest = MAX_SE_LENGTH if power == 2.0 else MAX_MATERN_LENGTH
+    fam = kernels.family(problem.family)
     out = {}
     for j, v in enumerate(problem.variables):
         lo, hi = problem.domain[j]
         h = (hi - lo) / (problem.domain_grid[j] - 1)
-        out[f"log_rho_{v}"] = (-power * np.log(longest * (hi - lo)),
-                               -power * np.log(MIN_SPACINGS * h))
+        out[f"log_rho_{v}"] = (fam.log_rho(fam.longest * (hi - lo)),
+                               fam.log_rho(MIN_SPACINGS * h))
         out[f"mu_{v}"] = (0.0, 0.25 / h)
     return out
 

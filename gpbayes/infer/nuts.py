@@ -20,7 +20,7 @@ from numpyro.infer.util import potential_energy
 from gpbayes import kron
 from gpbayes.conditional import Conditional, axis_params, with_factors
 from gpbayes.gauss_newton import exact_boundary_rows, woodbury_root
-from gpbayes.infer.diagnostics import nuts_failures
+from gpbayes.infer.diagnostics import checked_names, nuts_failures, scalar_names
 from gpbayes.infer.posterior import fixed_sites, laplace
 from gpbayes.infer.solvers import MAX_DENSE
 from gpbayes.io import import_arviz, write_atomic, write_json
@@ -357,23 +357,10 @@ def _sample_with_hyper(problem, init, chains, warmup, draws, seed, progress, cha
                       _step_note(f"{draws} draws per chain; hyperparameters sampled", extra))
 
 
-def scalar_names(problem: Problem, idata) -> list[str]:
-    """Scalar posterior variables worth a trace plot and a summary row."""
-    return [n for n in problem.unknown_sites if n in idata.posterior]
-
-
-def checked_names(problem: Problem, idata) -> list[str]:
-    """The posterior variables whose r_hat and ess_bulk decide convergence: the unknowns
-    and the sampled hyperparameters (every variable but u's fields)."""
-    return [n for n in idata.posterior.data_vars if n not in ("u", "u_test")]
-
-
 def save(result: "NutsResult", out_dir: str | Path, recipe: str = "") -> tuple:
-    """posterior.nc (ArviZ), summary.csv (az.summary), summary.json and PNGs into out_dir
+    """posterior.nc (ArviZ), summary.csv (az.summary) and summary.json into out_dir
     (``recipe``: the sampling recipe's file, stated in the summary). The summary's
     ``converged`` and ``failures`` are ``diagnostics.nuts_failures``'s verdict."""
-    from gpbayes import plots  # matplotlib loads only when figures are drawn
-
     az = import_arviz()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -385,7 +372,7 @@ def save(result: "NutsResult", out_dir: str | Path, recipe: str = "") -> tuple:
         return summary, None
     idata = result.to_arviz()
     write_atomic(out / "posterior.nc", lambda f: idata.to_netcdf(str(f)))
-    checked = checked_names(result.problem, idata)
+    checked = checked_names(idata)
     table = az.summary(idata, var_names=checked + ["u_test"], round_to="none")  # sd may be 1e-4
     write_atomic(out / "summary.csv", lambda f: table.to_csv(f))
     u = table.loc[[i for i in table.index if i.startswith("u_test")]]
@@ -406,5 +393,4 @@ def save(result: "NutsResult", out_dir: str | Path, recipe: str = "") -> tuple:
         "recipe": recipe,
     }
     write_json(out / "summary.json", summary)
-    plots.nuts_figures(result.problem, idata, out)
     return summary, table.loc[[i for i in table.index if not i.startswith("u_test")]]

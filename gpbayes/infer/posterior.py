@@ -240,11 +240,9 @@ def unknown_summary(post: "GaussianPosterior") -> dict:
 
 
 def save(post: "GaussianPosterior", fit: MapFit, out_dir: str | Path, recipe: str = "") -> dict:
-    """posterior.nc (mean and sd on the grid and the test grid), summary.json, PNG
+    """posterior.nc (mean and sd on the grid and the test grid) and summary.json
     (``recipe``: the sampling recipe's file, stated in the summary)."""
     import xarray as xr
-
-    from gpbayes import plots  # matplotlib loads only when figures are drawn
 
     p = post.problem
     out = Path(out_dir)
@@ -270,5 +268,4 @@ def save(post: "GaussianPosterior", fit: MapFit, out_dir: str | Path, recipe: st
         lo, hi = post.interval(0.9)
         summary["coverage_90"] = float(np.mean((p.exact_test >= lo) & (p.exact_test <= hi)))
     write_json(out / "summary.json", summary)
-    plots.gaussian_figures(p, post.test_mean, post.test_sd, out)
     return summary

@@ -25,17 +25,12 @@ from gpbayes.conditional import Conditional
 from gpbayes.gauss_newton import exact_boundary_rows
 from gpbayes.infer import learn
 from gpbayes.infer.init import PLAIN_COMPONENTS, plain_lengths, plain_params, spectral_params
+from gpbayes.infer.policy import CHECK_RISE, LOOSER, ROUNDING, aitken, choose, held_out_cap
 from gpbayes.infer.solvers import dense_gauss_newton, is_dense
 from gpbayes.model import initial_params
 from gpbayes.problem import Problem
 from gpbayes.results import MapFit, check_score
 from gpbayes.spec import Recipe
-
-ROUNDING = 100  # a fall of the log joint up to ROUNDING x tolerance (relative) is rounding
-CHECK_RANGE = 10  # starts whose check score is within this factor of the best compete
-LOOSER = 100  # CG tolerance factor of the kernel learning's trial solves
-CHECK_RISE = 2  # a start stops once its check score rises past this factor of its lowest
-STEADY_MAX, STEADY_SPREAD = 0.9, 0.1  # a steady linear rate for Aitken's jump (``aitken``)
 
 
 def boundary_start(problem: Problem, recipe: Recipe) -> float:
@@ -162,115 +157,127 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
 
     For each start (``candidates``) the kernel is held and each sweep raises the log
     joint twice: the exact U solve, then the closed-form precisions (capped at
-    ``recipe.tau_max``). Sweeps stop when the log joint changes by less than
-    ``recipe.tolerance`` (relative) or falls at rounding level, or at the check's minimum
-    (module docstring). With ``recipe.screen_sweeps`` the starts race by successive
-    halving (``race``: that many sweeps each, the better half by check twice as many
-    more, the last to its end; runs cut short are never chosen). Where the precisions
-    converge linearly, a sweep starts from their Aitken limit (``aitken``), undone unless
-    it raises the log joint. Among the starts whose
-    check score (PDE residual at the cell midpoints, between collocation points, plus
-    the boundary mismatch: ``check_score``, from the equation, the source and the
-    boundary data only, never the exact solution) is within CHECK_RANGE of the best, the
-    one with the largest log joint is chosen. The plain-family starts run only if the
-    model file's family leaves a check score above ``recipe.refine_above`` (a residual
-    its kernel leaves visible; a family's one-envelope ladder stops at the first start
-    whose log joint falls), and one is kept only if its check score is below every
-    start of the model file's family; so does the learning: if the chosen start's score is
-    above it (and the grid has at most ``recipe.learn_max_points``),
-    ``recipe.learn_sweeps`` sweeps from it begin with ``recipe.learn_iterations`` steps of
-    kernel learning (``learn.update``:
-    variable projection, the trial U solves at LOOSER x ``cg_tolerance``); the learned
-    result is returned if it raised the log joint without worsening the check score.
+    ``recipe.tau_max``); a start stops by the rules of ``policy`` (the log joint
+    converged or fell at rounding level, or the check's minimum: module docstring).
+    With ``recipe.screen_sweeps`` the starts race by successive halving (``Starts.race``),
+    else they run in turn (``Starts.ladder``). The finished start kept is ``policy.choose``'s;
+    if its check score is above ``recipe.refine_above`` (a residual its kernel leaves
+    visible), the plain-family starts run (one is kept only if its check score is below
+    every start of the model file's family) and, on grids of at most
+    ``recipe.learn_max_points``, ``recipe.learn_sweeps`` sweeps from it begin with
+    ``recipe.learn_iterations`` steps of kernel learning (``learn.update``: variable
+    projection); the learned result is kept if it raised the log joint without worsening
+    the check score.
     """
     start = time.perf_counter()
-    init0 = initial_params(problem)
-    # Gauss-Newton steps per solve: one where the residual is affine in U (and no unknown)
-    linear = Conditional(problem, init0, recipe.jitter).is_linear()
-    gn_u = 1 if linear else recipe.gauss_newton_steps
-    gn = recipe.gauss_newton_steps if problem.unknowns else gn_u
-    solve = (dense_u_solver(gn) if is_dense(problem) else
-             cg_u_solver(gn, recipe.cg_tolerance, recipe.cg_max_iterations))
-    # the learning's trial solves hold the unknowns and need less: each sweep ends with a
-    # solve at cg_tolerance
-    trial = (dense_u_solver(gn_u, joint=False) if is_dense(problem) else
-             cg_u_solver(gn_u, recipe.cg_tolerance * LOOSER, recipe.cg_max_iterations,
-                         joint=False))
-    cap = float(np.log(recipe.tau_max))
-    log_tau_b0 = float(np.log(min(boundary_start(problem, recipe), recipe.tau_max)))
-    unknown_sites = problem.unknown_sites.values()
-    sweeps = {}
+    todo = candidates(problem, recipe)
+    show = sys.stderr.isatty() if progress is None else progress
+    with tqdm(total=len(todo), disable=not show, desc=problem.name, unit="start",
+              file=sys.stderr) as bar:
+        runs = Starts(problem, recipe, bar, start)
+        own = [c for c in todo if c[1] is problem]
+        if recipe.screen_sweeps and len(todo) > 1:  # the model file's family, then plain
+            runs.race(own, interrupt)
+            if len(own) < len(todo) and not runs.resolved():
+                runs.race(todo[len(own):], interrupt)
+        else:
+            runs.ladder(todo, interrupt)
+        finished = [x for x in runs.starts if id(x[1]) not in runs.cut] or runs.starts
+        best, chosen, passed, held = choose(finished, problem)
+        stopped = interrupt() if interrupt else None
+        best, chosen, why = runs.refine(best, chosen, held, stopped)
+    best.steps = len(runs.history)
+    best.wall_time_s = time.perf_counter() - start
+    best.candidates = [{"start": label, "check": float(score), "objective": fit.objective,
+                        "chosen": fit is best, "cut": id(fit) in runs.cut}
+                       for score, fit, label in runs.starts]
+    best.kernel_why = why
+    best.start = {"chosen": chosen, "passed": passed, "finished": len(finished)}
+    if stopped and len(runs.starts) < len(todo):
+        best.stop_reason = (f"interrupted ({stopped}) after {len(runs.history)} sweeps; kept "
+                            "the best start so far (rerun to finish)")
+    return best
 
-    def make_sweep(prob, learning):
-        @jax.jit
-        def sweep(theta, u, log_tau, cap_e):
-            if learning:  # kernel and precisions by variable projection
-                def solve_u(values):  # the unknowns held: U only
-                    return trial(Conditional(prob, values, recipe.jitter), u)[0]
 
-                theta, log_tau, u = learn.update(prob, theta, log_tau, solve_u,
-                                                 recipe.jitter, cap, recipe.learn_iterations)
-            cond = Conditional(prob, {**theta, **log_tau}, recipe.jitter)
-            u, unknowns, k = solve(cond, u)
-            theta, cond = {**theta, **unknowns}, cond.with_values(unknowns)
-            held = -cond.log_joint(u)  # at the precisions U was solved at
-            log_tau = closed_form_log_tau(cond, u, cap, cap_e)
-            objective = -cond.with_values(log_tau).log_joint(u)  # same factors
-            return theta, u, log_tau, objective, (k, held)
-        return sweep
+class Starts:
+    """The runs of one problem's starts: the compiled sweeps (one per kernel family and
+    learning mode), a start's sweep loop (``run_start``), the history of every sweep,
+    the finished runs (``starts``: (check score, fit, label)) and those the race cut
+    short (``cut``: never chosen)."""
 
-    carry = {}  # id(fit) -> (lowest check and its state, last objective) of a budgeted run
+    def __init__(self, problem: Problem, recipe: Recipe, bar, start: float):
+        self.problem, self.recipe, self.bar, self.start = problem, recipe, bar, start
+        # Gauss-Newton steps per solve: one where the residual is affine in U (no unknown)
+        linear = Conditional(problem, initial_params(problem), recipe.jitter).is_linear()
+        gn_u = 1 if linear else recipe.gauss_newton_steps
+        gn = recipe.gauss_newton_steps if problem.unknowns else gn_u
+        dense = is_dense(problem)
+        self.solve = (dense_u_solver(gn) if dense else
+                      cg_u_solver(gn, recipe.cg_tolerance, recipe.cg_max_iterations))
+        # the learning's trial solves hold the unknowns and need less: each sweep ends
+        # with a solve at cg_tolerance
+        self.trial = (dense_u_solver(gn_u, joint=False) if dense else
+                      cg_u_solver(gn_u, recipe.cg_tolerance * LOOSER, recipe.cg_max_iterations,
+                                  joint=False))
+        self.cap = float(np.log(recipe.tau_max))
+        self.log_tau_b0 = float(np.log(min(boundary_start(problem, recipe), recipe.tau_max)))
+        self.sweeps, self.history, self.starts, self.cut = {}, [], [], set()
+        self.carry = {}  # id(fit) -> (lowest check and its state, last objective) of a run
 
-    def run_start(label, prob, init, learning=False, cap_e=cap, fresh=True, budget=None,
-                  resume=None):
+    def sweep_of(self, prob: Problem, learning: bool):
+        """The compiled sweep of ``prob``'s kernel family: (theta, U, log tau, cap_e) ->
+        (theta, U, log tau, objective, (CG iterations, objective where U was solved))."""
         key = (prob.family, prob.components, learning)
-        if key not in sweeps:
-            sweeps[key] = make_sweep(prob, learning)
-        sweep = sweeps[key]
-        # theta: the kernel and the unknowns (learned together in the learning run)
-        theta = {k: init[k] for k in learn.kernel_sites(prob) + list(unknown_sites)}
+        if key not in self.sweeps:
+            self.sweeps[key] = make_sweep(prob, self.recipe, self.solve, self.trial,
+                                          learning, self.cap)
+        return self.sweeps[key]
+
+    def state(self, prob: Problem, init: dict, learning: bool, fresh: bool) -> tuple:
+        """(theta, U, log tau) of a run from site values ``init``: theta the kernel and the
+        unknowns; a fresh start's tau_b begins at ``boundary_start``, a continued run
+        keeps its own; strong float64 (a weak type would compile the sweep again)."""
+        theta = {k: init[k] for k in learn.kernel_sites(prob) + list(prob.unknown_sites.values())}
         if learning:
             theta = learn.clip(prob, theta)
-        u = init["U"]
-        # a (fresh) start's tau_b begins at boundary_start; a run from a fit continues its
         log_tau = {k: init[k] for k in tau_sites(prob)}
         if "log_tau_b" in log_tau and fresh:
-            log_tau["log_tau_b"] = log_tau_b0
-        # strong float64 (a weakly typed start would compile the sweep a second time)
-        theta, log_tau, u = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), (theta, log_tau, u))
+            log_tau["log_tau_b"] = self.log_tau_b0
+        return jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), (theta, init["U"], log_tau))
+
+    def run_start(self, label: str, prob: Problem, init: dict, learning: bool = False,
+                  cap_e: float | None = None, fresh: bool = True, budget: int | None = None,
+                  resume: MapFit | None = None) -> MapFit:
+        """One run of at most ``budget`` sweeps from ``init`` (continuing ``resume``, a
+        run of the race, whose lowest check it carries), stopped by ``policy``'s rules."""
+        recipe, cap_e = self.recipe, self.cap if cap_e is None else cap_e
+        sweep = self.sweep_of(prob, learning)
+        theta, u, log_tau = self.state(prob, init, learning, fresh)
         budget = budget or (recipe.learn_sweeps if learning else recipe.sweeps)
         reason, objective = f"sweep budget ({budget}) reached", None
         trail, before_jump = [], None  # accepted precisions; the state a jump left
-        caps = {"log_tau_e": min(cap, cap_e), "log_tau_b": cap}
-        # the smallest check score so far and its state, and the last objective: carried
-        # over from the run this one continues (``resume``, a fit of the race)
-        lowest, previous = carry.get(id(resume), ((np.inf, None), np.inf))
+        caps = {"log_tau_e": min(self.cap, cap_e), "log_tau_b": self.cap}
+        lowest, previous = self.carry.get(id(resume), ((np.inf, None), np.inf))
         for i in range(budget):
             solved_at = log_tau
             new_theta, new_u, new_tau, obj, (k, held) = sweep(theta, u, log_tau,
                                                               jnp.float64(cap_e))
-            obj = float(obj)
+            obj, k = float(obj), int(k)
             jumped, before_jump = before_jump, None
-            if jumped is not None and not (obj < previous and int(k) < recipe.cg_max_iterations):
+            if jumped is not None and not (obj < previous and k < recipe.cg_max_iterations):
                 log_tau, trail = jumped, []  # the jump did not raise the log joint: undo it
                 continue
-            if not np.isfinite(obj):
-                reason = (f"non-finite objective at sweep {i + 1}; kept the last finite state. "
-                          "Try a larger jitter or a smaller tau_max.")
-                break
-            if int(k) >= recipe.cg_max_iterations and objective is not None:
-                reason = (f"CG reached cg_max_iterations at sweep {i + 1}; kept the last "
-                          "converged state")
-                break
-            # each sweep raises the log joint in exact arithmetic: a small fall is rounding
-            if previous <= obj <= previous + ROUNDING * recipe.tolerance * abs(obj):
-                reason = (f"log joint converged (stopped rising at sweep {i + 1}: rounding "
-                          "level; kept the sweep before)")
+            failure = failed_sweep(obj, k, i, recipe, objective is not None)
+            if failure or previous <= obj <= previous + ROUNDING * recipe.tolerance * abs(obj):
+                # each sweep raises the log joint in exact arithmetic: a small fall is rounding
+                reason = failure or (f"log joint converged (stopped rising at sweep {i + 1}: "
+                                     "rounding level; kept the sweep before)")
                 break
             theta, u, log_tau, objective = new_theta, new_u, new_tau, obj
-            history.append({"step": len(history) + 1, "start": label, "objective": obj,
-                            "time_s": time.perf_counter() - start, "cg_iterations": int(k),
-                            **{n: float(v) for n, v in new_tau.items()}})  # precisions
+            self.history.append({"step": len(self.history) + 1, "start": label,
+                                 "objective": obj, "cg_iterations": k,
+                                 "time_s": time.perf_counter() - self.start,
+                                 **{n: float(v) for n, v in new_tau.items()}})
             if not learning:  # the check holds out the precisions' climb (module docstring)
                 state = (theta, u, solved_at, float(held))
                 score = check_score(MapFit(prob, as_params(*state[:3]), recipe, 0, 0.0, "",
@@ -294,166 +301,114 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
         fit = MapFit(problem=prob, params=as_params(theta, u, log_tau), recipe=recipe,
                      steps=0, wall_time_s=0.0, stop_reason=reason,
                      converged=reason.startswith(("log joint converged", "check minimum")),
-                     history=history, objective=objective, kernel_learned=learning)
-        carry[id(fit)] = (lowest, previous)
+                     history=self.history, objective=objective, kernel_learned=learning)
+        self.carry[id(fit)] = (lowest, previous)
         return fit
 
-    todo = candidates(problem, recipe)
-    starts, history, stopped = [], [], None  # starts: (check score, fit, label)
-    show = sys.stderr.isatty() if progress is None else progress
-    with tqdm(total=len(todo), disable=not show, desc=problem.name, unit="start",
-              file=sys.stderr) as bar:
+    def run(self, label: str, prob: Problem, init: dict, **kwargs) -> tuple:
+        """(fit, check score) of one run (``run_start``), recorded in ``starts``; a run
+        with a ``budget`` that used it all is marked cut (the race runs it on or drops it)."""
+        fit = self.run_start(label, prob, init, **kwargs)
+        score = check_score(fit) if fit.objective is not None else np.inf
+        if kwargs.get("budget") and fit.stop_reason.startswith("sweep budget"):
+            self.cut.add(id(fit))
+        self.starts.append((score, fit, label))
+        self.bar.update(1)
+        self.bar.set_postfix(check=f"{score:.3g}")
+        return fit, score
 
-        def run(label, prob, init, **kwargs):  # one start or a run from the chosen fit
-            fit = run_start(label, prob, init, **kwargs)
-            score = check_score(fit) if fit.objective is not None else np.inf
-            starts.append((score, fit, label))
-            bar.update(1)
-            bar.set_postfix(check=f"{score:.3g}")
-            return fit, score
+    def run_from(self, fit: MapFit, label: str, **kwargs) -> tuple:
+        """One more run, from ``fit``'s state."""
+        self.bar.total += 1
+        return self.run(label, fit.problem, fit.params, fresh=False, **kwargs)
 
-        def run_from(fit, label, **kwargs):  # one more run, from the chosen fit
-            bar.total += 1
-            return run(label, fit.problem, fit.params, fresh=False, **kwargs)
+    def race(self, group: list, interrupt=None) -> None:
+        """Successive halving over the starts of ``group``: ``screen_sweeps`` sweeps each,
+        the better half by check twice as many more, and so on; the last to its end."""
+        budget = self.recipe.screen_sweeps
+        pool = [(*self.run(lb, prob, init, budget=budget)[::-1], lb) for lb, prob, init in group]
+        while not (interrupt and interrupt()):
+            pool = sorted(pool, key=lambda x: x[0])[:max(1, len(pool) // 2)]
+            last, budget = len(pool) == 1, 2 * budget
+            for i, (_, fit, lb) in enumerate(pool):
+                if id(fit) in self.cut:  # unfinished: runs on (the last to its end)
+                    more = None if last else budget
+                    pool[i] = (*self.run_from(fit, lb, budget=more, resume=fit)[::-1], lb)
+            if last:
+                return
 
-        cut = set()  # ids of the fits the race cut short: never chosen
-
-        def leg(run_result, budget):  # (check, fit) of a race's run; cut short if budgeted
-            fit, score = run_result
-            if budget and fit.stop_reason.startswith("sweep budget"):
-                cut.add(id(fit))
-            return score, fit
-
-        def race(group):  # successive halving over the starts of ``group``
-            budget = recipe.screen_sweeps
-            pool = [(*leg(run(lb, prob, init, budget=budget), budget), lb)
-                    for lb, prob, init in group]
-            while not (interrupt and interrupt()):
-                pool = sorted(pool, key=lambda x: x[0])[:max(1, len(pool) // 2)]
-                last, budget = len(pool) == 1, 2 * budget
-                for i, (_, fit, lb) in enumerate(pool):
-                    if id(fit) in cut:  # unfinished: runs on (the last to its end)
-                        more = None if last else budget
-                        pool[i] = (*leg(run_from(fit, lb, budget=more, resume=fit), more), lb)
-                if last:
-                    return
-
-        def resolved():  # a finished start's check is at or below refine_above
-            done = [s for s, f, _ in starts if id(f) not in cut]
-            return bool(done) and min(done) <= recipe.refine_above
-
-        own = [c for c in todo if c[1] is problem]
-        racing = bool(recipe.screen_sweeps) and len(todo) > 1
-        if racing:  # the model file's family's starts, then (unresolved) the plain ones
-            race(own)
-            if len(own) < len(todo) and not resolved():
-                race(todo[len(own):])
+    def ladder(self, todo: list, interrupt=None) -> None:
+        """Each start in turn to its end; a plain family's lengths, longest first, only
+        while its log joint rises, and none once the model file's family resolved it."""
         ladder = {}  # (family, components): the last start's log joint, None once it fell
-        for label, prob, init in [] if racing else todo:
-            stopped = interrupt() if interrupt else None
-            if stopped and starts:
-                break
+        for label, prob, init in todo:
+            if interrupt and interrupt() and self.starts:
+                return
             rung = (prob.family, prob.components)
-            if prob is not problem and (resolved() or ladder.get(rung, 0) is None):
-                bar.update(1)  # resolved by the model file's family, or the ladder turned
+            if prob is not self.problem and (self.resolved() or ladder.get(rung, 0) is None):
+                self.bar.update(1)
                 continue
-            fit, _ = run(label, prob, init)
-            if prob is not problem:  # shorter lengths only while the log joint rises
-                last = ladder.get(rung, np.inf)
-                rose = fit.objective is not None and fit.objective < last
+            fit, _ = self.run(label, prob, init)
+            if prob is not self.problem:  # shorter lengths only while the log joint rises
+                rose = fit.objective is not None and fit.objective < ladder.get(rung, np.inf)
                 ladder[rung] = fit.objective if rose else None
-        finished = [x for x in starts if id(x[1]) not in cut] or starts
-        best, chosen, passed, held = choose(finished, problem)
-        tried = len(finished)
-        stopped = interrupt() if interrupt else None
-        if (recipe.learn_iterations and best.objective is not None and not stopped
-                and held > recipe.refine_above and problem.size <= recipe.learn_max_points):
-            label = f"{chosen}, kernel learned"
-            fit, score = run_from(best, label, learning=True)
+
+    def resolved(self) -> bool:
+        """A finished start's check is at or below ``recipe.refine_above``."""
+        done = [s for s, f, _ in self.starts if id(f) not in self.cut]
+        return bool(done) and min(done) <= self.recipe.refine_above
+
+    def refine(self, best: MapFit, chosen: str, held: float, stopped: str | None) -> tuple:
+        """(fit, its label, why its kernel is learned or held: a ``results.KERNEL_WHY``
+        code) after the kernel learning (where the check asks and the grid is small
+        enough) and the held-out tau_e (``recipe.calibrate_tau_e``)."""
+        recipe = self.recipe
+        why = ("interrupted" if stopped else "off" if not recipe.learn_iterations
+               else "passed" if held <= recipe.refine_above
+               else "large" if self.problem.size > recipe.learn_max_points
+               else "worse" if best.objective is not None else "failed")
+        if why == "worse":
+            fit, score = self.run_from(best, f"{chosen}, kernel learned", learning=True)
             if fit.objective is not None and fit.objective <= best.objective and score <= held:
-                best, chosen = fit, label
+                best, chosen, why = fit, f"{chosen}, kernel learned", "learned"
         cap_e = held_out_cap(best) if recipe.calibrate_tau_e and not stopped else None
         if cap_e is not None and best.params["log_tau_e"] > cap_e:
-            label = f"{chosen}, tau_e held out"
-            fit, _ = run_from(best, label, cap_e=cap_e)
+            fit, _ = self.run_from(best, f"{chosen}, tau_e held out", cap_e=cap_e)
             fit.kernel_learned = best.kernel_learned
             if fit.objective is not None:
-                best, chosen = fit, label
-    best.steps = len(history)
-    best.wall_time_s = time.perf_counter() - start
-    best.candidates = [{"start": label, "check": float(score), "objective": fit.objective,
-                        "chosen": fit is best, "cut": id(fit) in cut}
-                       for score, fit, label in starts]
-    if stopped and len(starts) < len(todo):
-        best.stop_reason = (f"interrupted ({stopped}) after {len(history)} sweeps; kept "
-                            "the best start so far (rerun to finish)")
-    elif len(starts) > 1:
-        best.stop_reason += (f"; kept {chosen} (the start with the largest log joint of the "
-                             f"{passed} of {tried} finished starts that pass the check"
-                             + (", its kernel learned)" if best.kernel_learned else ")"))
-    return best
+                best, chosen = fit, f"{chosen}, tau_e held out"
+        return best, chosen, why
 
 
-def aitken(trail: list[dict], caps: dict) -> dict:
-    """{site: Aitken's limit of its log precision, capped} for the sites whose last four
-    values in ``trail`` (one dict per accepted sweep) converge linearly at a steady rate:
-    both ratios of successive changes in (0, STEADY_MAX) and within STEADY_SPREAD of each
-    other. On stiff problems the U / precision alternation is a fixed-point iteration on
-    log tau that converges linearly, at about 0.2 per sweep; jumping to its limit saves
-    the tail of sweeps (benchmarks/journal.md, "the τ_e alternation converges linearly")."""
-    if len(trail) < 4:
-        return {}
-    x0, x1, x2, x3 = trail[-4:]
-    out = {}
-    for name in x3:
-        d1, d2, d3 = x1[name] - x0[name], x2[name] - x1[name], x3[name] - x2[name]
-        if d1 == 0 or d2 == 0:
-            continue
-        r1, r2 = d2 / d1, d3 / d2
-        if 0 < r2 < STEADY_MAX and abs(r2 - r1) <= STEADY_SPREAD * r2:
-            limit = min(x3[name] + d3 * r2 / (1 - r2), caps[name])
-            if limit != x3[name]:
-                out[name] = limit
-    return out
+def failed_sweep(obj: float, k: int, i: int, recipe: Recipe, any_kept: bool) -> str:
+    """The stop reason of a sweep that cannot be kept (a non-finite objective, or CG at
+    its cap once a state is kept), else ''."""
+    if not np.isfinite(obj):
+        return (f"non-finite objective at sweep {i + 1}; kept the last finite state. "
+                "Try a larger jitter or a smaller tau_max.")
+    if k >= recipe.cg_max_iterations and any_kept:
+        return f"CG reached cg_max_iterations at sweep {i + 1}; kept the last converged state"
+    return ""
 
 
-def held_out_cap(fit: MapFit) -> float | None:
-    """log of n / (N mean square PDE residual at the cell midpoints), where the model has
-    data for the equation to compete with (observations or conditions with a noise sd)
-    and a free tau_e; else None. n / N is the share of those residuals that count as
-    independent (``MapFit.midpoint_independent``: AR(1) along each axis).
+def make_sweep(prob: Problem, recipe: Recipe, solve, trial, learning: bool, cap: float):
+    """One compiled sweep: (kernel learned by variable projection, if ``learning``), U
+    solved (``solve``), then the precisions in closed form."""
 
-    The free tau_e's optimum, N / |R|^2 over the collocation rows, reads the kernel's
-    discretisation error there as independent noise (tiny: the rows are fitted); at
-    points the fit never saw the residual is the honest size of the equation's error,
-    and a smooth residual carries the information of fewer values than it has. Held at
-    this cap, the data are not overruled by an equation believed too exactly
-    (benchmarks/journal.md, "Held-out equation precision").
-    """
-    p = fit.problem
-    data = p.observations is not None or not p.tempered_rows.all()
-    if not data or "log_tau_e" not in fit.params or fit.objective is None:
-        return None
-    rms, share = fit.midpoint_rms, fit.midpoint_independent
-    ok = np.isfinite(rms) and rms > 0 and np.isfinite(share) and share > 0
-    return float(np.log(share) - 2 * np.log(rms)) if ok else None
+    @jax.jit
+    def sweep(theta, u, log_tau, cap_e):
+        if learning:  # kernel and precisions by variable projection
+            def solve_u(values):  # the unknowns held: U only
+                return trial(Conditional(prob, values, recipe.jitter), u)[0]
 
+            theta, log_tau, u = learn.update(prob, theta, log_tau, solve_u, recipe.jitter,
+                                             cap, recipe.learn_iterations)
+        cond = Conditional(prob, {**theta, **log_tau}, recipe.jitter)
+        u, unknowns, k = solve(cond, u)
+        theta, cond = {**theta, **unknowns}, cond.with_values(unknowns)
+        held = -cond.log_joint(u)  # at the precisions U was solved at
+        log_tau = closed_form_log_tau(cond, u, cap, cap_e)
+        objective = -cond.with_values(log_tau).log_joint(u)  # same factors
+        return theta, u, log_tau, objective, (k, held)
 
-def choose(starts: list, problem: Problem) -> tuple:
-    """The start with the largest log joint among those whose check score is within
-    CHECK_RANGE of the smallest (a start far behind on the check, e.g. one stuck with a
-    loose boundary, is a poor local optimum whatever its log joint). A start of another
-    family than ``problem``'s is kept only if its check score is below every start of
-    the model file's family (else the choice is made among those). Returns (fit, its
-    label, how many passed, its check score)."""
-    floor = min(score for score, _, _ in starts)
-    passed = [(fit.objective, i) for i, (score, fit, _) in enumerate(starts)
-              if fit.objective is not None and score <= CHECK_RANGE * floor]
-    if not passed:  # no finite start: the first, with its failure reason
-        return starts[0][1], starts[0][2], 0, starts[0][0]
-    _, i = min(passed)
-    score, fit, label = starts[i]
-    own = [x for x in starts if x[1].problem is problem]
-    if fit.problem is not problem and own and min(s for s, _, _ in own) < score:
-        return choose(own, problem)
-    return fit, label, len(passed), score
+    return sweep

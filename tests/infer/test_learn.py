@@ -6,10 +6,12 @@ import pytest
 
 import gpbayes as gb
 from conftest import ROOT, small_problem
+from gpbayes import kernels
 from gpbayes.conditional import Conditional
 from gpbayes.infer import learn
 from gpbayes.infer.init import plain_lengths, plain_params
-from gpbayes.infer.profile import CHECK_RANGE, candidates, dense_u_solver
+from gpbayes.infer.policy import CHECK_RANGE
+from gpbayes.infer.profile import candidates, dense_u_solver
 from gpbayes.results import live_components
 
 
@@ -105,7 +107,7 @@ def test_candidates_include_the_plain_families():
     starts = candidates(p, recipe)
     lengths = plain_lengths(p)
     assert len(starts) == len(recipe.rho_scales) + 2 * (len(lengths) + 1)
-    assert lengths[0] == learn.MAX_SE_LENGTH and np.allclose(np.diff(np.log2(lengths)), -1)
+    assert lengths[0] == kernels.MAX_SE_LENGTH and np.allclose(np.diff(np.log2(lengths)), -1)
     h = 1.0 / (p.domain_grid[0] - 1)
     assert lengths[-1] >= 2 * learn.MIN_SPACINGS * h > lengths[-1] / 2
     plain = starts[len(recipe.rho_scales):]

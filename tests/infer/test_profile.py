@@ -7,8 +7,9 @@ import pytest
 
 import gpbayes as gb
 from conftest import ROOT, inverse_model, small_problem
+from gpbayes.infer.policy import held_out_cap
 from gpbayes.infer.posterior import gaussian_posterior
-from gpbayes.infer.profile import check_score, held_out_cap
+from gpbayes.results import check_score
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def test_check_minimum_keeps_the_lowest_checks_state(fast_fit):
     rounding), the start keeps the sweep of its lowest check: that U, the precisions it
     was solved at (one sweep's input), and minus the log joint there as the objective.
     Measured here: the check 4.4e-7, 8.4e-9, 6.6e-8 (sweeps 1-3); kept sweep 2."""
-    from gpbayes.infer.profile import CHECK_RISE
+    from gpbayes.infer.policy import CHECK_RISE
     assert "check minimum" in fast_fit.stop_reason  # poisson1d-sin100 stops this way
     lp = float(gb.log_density(fast_fit.problem, fast_fit.params, fast_fit.recipe.jitter)[0])
     assert fast_fit.objective == pytest.approx(-lp, rel=1e-6)
@@ -125,7 +126,7 @@ def test_held_out_tau_e_frees_the_unknown(tmp_path, fast_fit):
     cap = held_out_cap(held)
     assert cap < float(held.params["log_tau_e"])
     assert float(fit.params["log_tau_e"]) == pytest.approx(cap, abs=1e-9)
-    assert "tau_e held out" in fit.stop_reason and fit.converged
+    assert fit.start["chosen"].endswith("tau_e held out") and fit.converged
     assert_profile_maximum(fit, 1e-6)
     k = [gaussian_posterior(f.problem, f).unknowns["k"] for f in (held, fit)]
     assert abs(k[1]["mean"] - 20.0) < 1.645 * k[1]["sd"]
@@ -255,46 +256,6 @@ def test_check_score_scales_the_boundary_by_the_solution_when_the_data_vanish():
     fit.boundary_relative = MapFit.boundary_relative.fget(fit)
     assert fit.boundary_relative == pytest.approx(5e-13)
     assert check_score(fit) == pytest.approx(1e-8 + 5e-13)
-
-
-def test_choice_of_start_is_the_largest_log_joint_that_passes_the_check():
-    """A start far behind on the check (a poor local optimum, e.g. a loose boundary) is
-    skipped even with the best log joint; among the rest the largest log joint wins."""
-    from types import SimpleNamespace
-
-    from gpbayes.infer.profile import CHECK_RANGE, choose
-
-    own = SimpleNamespace()  # the model file's problem
-
-    def start(score, objective, scale, problem=own):
-        return score, SimpleNamespace(objective=objective, problem=problem), scale
-
-    starts = [start(1e-6, -100.0, 0.3), start(2e-6, -120.0, 0.1),
-              start(1e-6 * CHECK_RANGE * 2, -500.0, 1.0), start(np.inf, None, 3.0)]
-    fit, scale, passed, score = choose(starts, own)
-    assert scale == 0.1 and fit.objective == -120.0 and passed == 2 and score == 2e-6
-    # another family's start with the largest log joint is kept only if it beats every
-    # start of the model file's family on the check
-    plain = start(1.5e-6, -200.0, "se", SimpleNamespace())
-    assert choose(starts + [plain], own)[1] == 0.1
-    plain = start(0.5e-6, -200.0, "se", SimpleNamespace())
-    assert choose(starts + [plain], own)[1] == "se"
-
-
-def test_aitken_jumps_to_the_limit_of_a_steady_linear_sequence():
-    from gpbayes.infer.profile import aitken
-
-    caps = {"log_tau_e": 27.6, "log_tau_b": 27.6}
-    geometric = [{"log_tau_e": 20.0 - 3.0 * 0.25**i} for i in range(4)]
-    assert aitken(geometric, caps)["log_tau_e"] == pytest.approx(20.0, rel=1e-12)
-    assert aitken(geometric[:3], caps) == {}  # too few sweeps to judge the rate
-    # an unsteady rate (0.5 then 0.25) or a non-contracting one: no jump
-    assert aitken([{"log_tau_e": x} for x in (0.0, 1.0, 1.5, 1.625)], caps) == {}
-    assert aitken([{"log_tau_e": x} for x in (0.0, 1.0, 2.0, 3.0)], caps) == {}
-    # the limit is capped; a site already at its cap is left alone
-    assert aitken([{"log_tau_e": 30.0 - 3.0 * 0.25**i} for i in range(4)], caps) == {
-        "log_tau_e": 27.6}
-    assert aitken([{"log_tau_b": 27.6}] * 4, caps) == {}
 
 
 def test_aitken_jumps_keep_the_objective_the_models_log_joint(monkeypatch):

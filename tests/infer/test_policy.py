@@ -1,0 +1,42 @@
+"""The profile solver's policy: which start is kept, when the precisions jump."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from gpbayes.infer.policy import CHECK_RANGE, aitken, choose
+
+
+def test_choice_of_start_is_the_largest_log_joint_that_passes_the_check():
+    """A start far behind on the check (a poor local optimum, e.g. a loose boundary) is
+    skipped even with the best log joint; among the rest the largest log joint wins."""
+    own = SimpleNamespace()  # the model file's problem
+
+    def start(score, objective, scale, problem=own):
+        return score, SimpleNamespace(objective=objective, problem=problem), scale
+
+    starts = [start(1e-6, -100.0, 0.3), start(2e-6, -120.0, 0.1),
+              start(1e-6 * CHECK_RANGE * 2, -500.0, 1.0), start(np.inf, None, 3.0)]
+    fit, scale, passed, score = choose(starts, own)
+    assert scale == 0.1 and fit.objective == -120.0 and passed == 2 and score == 2e-6
+    # another family's start with the largest log joint is kept only if it beats every
+    # start of the model file's family on the check
+    plain = start(1.5e-6, -200.0, "se", SimpleNamespace())
+    assert choose(starts + [plain], own)[1] == 0.1
+    plain = start(0.5e-6, -200.0, "se", SimpleNamespace())
+    assert choose(starts + [plain], own)[1] == "se"
+
+
+def test_aitken_jumps_to_the_limit_of_a_steady_linear_sequence():
+    caps = {"log_tau_e": 27.6, "log_tau_b": 27.6}
+    geometric = [{"log_tau_e": 20.0 - 3.0 * 0.25**i} for i in range(4)]
+    assert aitken(geometric, caps)["log_tau_e"] == pytest.approx(20.0, rel=1e-12)
+    assert aitken(geometric[:3], caps) == {}  # too few sweeps to judge the rate
+    # an unsteady rate (0.5 then 0.25) or a non-contracting one: no jump
+    assert aitken([{"log_tau_e": x} for x in (0.0, 1.0, 1.5, 1.625)], caps) == {}
+    assert aitken([{"log_tau_e": x} for x in (0.0, 1.0, 2.0, 3.0)], caps) == {}
+    # the limit is capped; a site already at its cap is left alone
+    assert aitken([{"log_tau_e": 30.0 - 3.0 * 0.25**i} for i in range(4)], caps) == {
+        "log_tau_e": 27.6}
+    assert aitken([{"log_tau_b": 27.6}] * 4, caps) == {}
