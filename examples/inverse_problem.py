@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 import gpbayes as gb
+from gpbayes import plots
 from gpbayes.infer import nuts
 from gpbayes.threads import limit_blas_threads
 
@@ -62,6 +63,7 @@ def run(out="runs/inverse_problem", seed=0, chains=2, draws=500):
     result = nuts.sample_nuts(problem, fit, chains=chains, warmup=400, draws=draws,
                               progress=False)
     summary, table = nuts.save(result, path)
+    plots.posterior_figures(path, problem)  # posterior.png, trace.png
     k = np.exp(result.samples["log_k"]).ravel()
     lo, hi = np.quantile(k, [0.05, 0.95])
     return {"map_k": float(np.exp(fit.params["log_k"])), "interval": (float(lo), float(hi)),

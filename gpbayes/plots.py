@@ -50,28 +50,38 @@ def drawing_axes(fit) -> tuple:
 
 
 def solution_figure(fit) -> Figure | None:
+    """The MAP solution on ``drawing_axes`` (beside the exact one where given), with the
+    observations (points; in 2-D marked on the image) and the unknowns' values."""
     p = fit.problem
     if p.ndim > 2:
         return None
     axes = drawing_axes(fit)
     pred, exact = fit.predict_grid(axes), p.exact(axes)
+    obs = p.observations
     if p.ndim == 1:
         fig, ax = plt.subplots(figsize=(8, 3.5))
         x = axes[0]
         if exact is not None:
             ax.plot(x, exact, "k-", lw=2.5, alpha=0.35, label="exact")
         ax.plot(x, pred, "C0-", lw=1, label="GP (MAP)")
+        if obs is not None:
+            ax.plot(np.asarray(obs[0])[:, 0], obs[1], "C3o", ms=4, label="observations")
         ax.set_xlabel(p.variables[0])
         ax.set_ylabel("u")
-        ax.legend(loc="upper right")
+        ax.legend(loc="upper right", fontsize=8)
     else:
         n = 2 if exact is not None else 1
-        fig, axs = plt.subplots(1, n, figsize=(5.5 * n, 4.2), squeeze=False)
+        fig, axs = plt.subplots(1, n, figsize=(5.5 * n, 4.4), squeeze=False)
         _image(axs[0, 0], pred, axes, p.variables, "GP (MAP)")
         if exact is not None:
             _image(axs[0, 1], exact, axes, p.variables, "exact")
-    fig.suptitle(f"{p.name}: solution")
-    fig.tight_layout()
+        if obs is not None:
+            pts = np.asarray(obs[0])
+            axs[0, 0].plot(pts[:, 1], pts[:, 0], "k.", ms=4, label="observations")
+            axs[0, 0].legend(loc="upper right", fontsize=7)
+    unknowns = fit.conditional.unknowns
+    known = ", ".join(f"{k} = {float(v):.6g}" for k, v in unknowns.items())
+    _title(fig, f"{p.name}: solution" + (f" (MAP {known})" if known else ""))
     return fig
 
 
@@ -87,12 +97,22 @@ def error_figure(fit) -> Figure | None:
         ax.set_xlabel(p.variables[0])
         ax.set_ylabel("|u - u_exact|")
     else:
-        fig, ax = plt.subplots(figsize=(5.5, 4.2))
+        fig, ax = plt.subplots(figsize=(5.5, 4.6))
         _image(ax, err, axes, p.variables, "u - u_exact")
-    fig.suptitle(f"{p.name}: pointwise error (relative L2 {fit.rel_l2_error:.3g} on the test "
-                 "grid)")
-    fig.tight_layout()
+    _title(fig, f"{p.name}: pointwise error\n(relative L2 {fit.rel_l2_error:.3g} on the test "
+                "grid)")
     return fig
+
+
+def _title(fig: Figure, text: str) -> None:
+    """A figure title that fits its width (wrapped, smaller on narrow figures)."""
+    import textwrap
+
+    width = fig.get_figwidth()
+    chars = max(30, int(width * 11))
+    lines = [w for line in text.split("\n") for w in textwrap.wrap(line, chars)]
+    fig.suptitle("\n".join(lines), fontsize=11 if width >= 7 else 10)
+    fig.tight_layout()
 
 
 def spectrum_figure(fit) -> Figure:
@@ -127,8 +147,7 @@ def spectrum_figure(fit) -> Figure:
         ax.legend(fontsize=8)
     what = ("learned spectrum" if fit.kernel_learned
             else "kernel spectrum (held at the chosen start)")
-    fig.suptitle(f"{fit.problem.name}: {what}, {fit.problem.family}")
-    fig.tight_layout()
+    _title(fig, f"{fit.problem.name}: {what}, {fit.problem.family}")
     return fig
 
 
@@ -149,9 +168,13 @@ def save_all(fit, out_dir: str | Path) -> list[str]:
     return written
 
 
-def band_figure(problem, mean: np.ndarray, sd: np.ndarray, title: str) -> Figure | None:
+def band_figure(problem, mean: np.ndarray, sd: np.ndarray, title: str,
+                fit=None) -> Figure | None:
     """Posterior mean +- 2 sd on the test grid (1-D), with the exact solution and the data;
-    in 2-D: images of the mean, the sd and (with an exact solution) |error| / sd."""
+    in 2-D: images of the mean, the sd and (with an exact solution) |error| / sd. With the
+    MAP ``fit`` of a 1-D problem whose test grid is coarser than ``drawing_axes`` (a line
+    through too few points per cycle shows false beats), the band is drawn about the MAP
+    on the solution figure's points, the sd interpolated from the test grid."""
     if problem.ndim == 2:
         return _band_images(problem, mean, sd, title)
     if problem.ndim != 1:
@@ -159,10 +182,21 @@ def band_figure(problem, mean: np.ndarray, sd: np.ndarray, title: str) -> Figure
     x = problem.test_axes[0]
     fig, (ax, ax_sd) = plt.subplots(2, 1, figsize=(8, 5.6), sharex=True,
                                     gridspec_kw={"height_ratios": [2, 1]})
-    ax.fill_between(x, mean - 2 * sd, mean + 2 * sd, color="C0", alpha=0.3, label="mean ± 2 sd")
-    ax.plot(x, mean, "C0-", lw=1, label="posterior mean")
-    if problem.exact_test is not None:
-        ax.plot(x, problem.exact_test, "k--", lw=1, label="exact")
+    fine = drawing_axes(fit)[0] if fit is not None else x
+    if len(fine) > len(x):
+        centre, spread = np.asarray(fit.predict_grid((fine,))), np.interp(fine, x, sd)
+        ax.fill_between(fine, centre - 2 * spread, centre + 2 * spread, color="C0", alpha=0.3,
+                        label="MAP ± 2 sd (sd from the test grid)")
+        ax.plot(fine, centre, "C0-", lw=0.8, label="MAP")
+        ax.plot(x, mean, "C0.", ms=2, label="posterior mean (test grid)")
+        exact = problem.exact((fine,))
+    else:
+        ax.fill_between(x, mean - 2 * sd, mean + 2 * sd, color="C0", alpha=0.3,
+                        label="mean ± 2 sd")
+        ax.plot(x, mean, "C0-", lw=1, label="posterior mean")
+        fine, exact = x, problem.exact_test
+    if exact is not None:
+        ax.plot(fine, exact, "k--", lw=1, label="exact")
     if problem.observations is not None:
         pts, vals, _ = problem.observations
         ax.plot(pts[:, 0], vals, "C3o", ms=4, label="observations")
@@ -174,7 +208,7 @@ def band_figure(problem, mean: np.ndarray, sd: np.ndarray, title: str) -> Figure
         ax.plot(*zip(*values), "C2s", ms=5, label="boundary data")
     ax.set_ylabel("u")
     ax.legend(loc="best", fontsize=8)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax_sd.semilogy(x, sd, "C0-", lw=1)  # a separate panel: a tight band vanishes above
     ax_sd.set_ylabel("posterior sd")
     ax_sd.set_xlabel(problem.variables[0])
@@ -192,8 +226,7 @@ def _band_images(problem, mean, sd, title):
     fig, axs = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
     for ax, (values, name, style) in zip(axs[0], panels):
         _image(ax, values, problem.test_axes, problem.variables, name, **style)
-    fig.suptitle(title)
-    fig.tight_layout()
+    _title(fig, title)
     return fig
 
 
@@ -212,20 +245,23 @@ def save_figure(fig: Figure | None, path: str | Path) -> None:
         plt.close(fig)
 
 
-def nuts_figures(problem, idata, out_dir: Path) -> list[str]:
-    """posterior.png (mean and sd of u_test over the draws) and trace.png (the unknowns)."""
+def nuts_figures(problem, idata, out_dir: Path, fit=None) -> list[str]:
+    """posterior.png (mean and sd of u_test over the draws; ``fit``: the MAP, as in
+    ``band_figure``) and trace.png (the unknowns)."""
     u = idata.posterior["u_test"]
     mean, sd = u.mean(("chain", "draw")).values, u.std(("chain", "draw")).values
-    save_figure(band_figure(problem, mean, sd, f"{problem.name}: NUTS posterior"),
+    save_figure(band_figure(problem, mean, sd, f"{problem.name}: NUTS posterior", fit),
                 out_dir / "posterior.png")
     names = scalar_names(problem, idata)
     save_figure(trace_figure(idata, names), out_dir / "trace.png")
     return ["posterior.png"] + (["trace.png"] if names else [])
 
 
-def gaussian_figures(problem, mean: np.ndarray, sd: np.ndarray, out_dir: Path) -> list[str]:
-    """posterior.png of the Gaussian posterior (mean and sd on the test grid)."""
-    save_figure(band_figure(problem, mean, sd, f"{problem.name}: Gaussian posterior"),
+def gaussian_figures(problem, mean: np.ndarray, sd: np.ndarray, out_dir: Path,
+                     fit=None) -> list[str]:
+    """posterior.png of the Gaussian posterior (mean and sd on the test grid; ``fit``:
+    the MAP, as in ``band_figure``)."""
+    save_figure(band_figure(problem, mean, sd, f"{problem.name}: Gaussian posterior", fit),
                 out_dir / "posterior.png")
     return ["posterior.png"]
 
@@ -252,11 +288,14 @@ def posterior_figures(folder: Path, problem) -> list[str]:
     if not (folder / "posterior.nc").exists():
         return []
     method = json.loads((folder / "summary.json").read_text()).get("method")
+    fit = (load_fit(folder / "map", problem) if (folder / "map" / "result.nc").exists()
+           else None)
+    problem = fit.problem if fit is not None else problem  # the kernel the MAP kept
     if method == "gaussian":
         with xr.open_dataset(folder / "posterior.nc", engine="h5netcdf") as ds:
             names = gaussian_figures(problem, ds["u_test_mean"].values,
-                                     ds["u_test_sd"].values, folder)
+                                     ds["u_test_sd"].values, folder, fit)
     else:
         idata = import_arviz().from_netcdf(str(folder / "posterior.nc"))
-        names = nuts_figures(problem, idata, folder)
+        names = nuts_figures(problem, idata, folder, fit)
     return [folder / n for n in names]
