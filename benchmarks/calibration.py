@@ -30,12 +30,13 @@ TRUE_K = 20.0
 
 def interval(problem, fit, method: str, seed: int) -> tuple:
     """(mean, sd, 5% and 95% points) of k under the method's posterior."""
-    if method == "gaussian":
-        k = posterior.unknown_summary(posterior.gaussian_posterior(problem, fit))["k"]
-        return k["mean"], k["sd"], *k["interval_90"]
-    result = nuts.sample_nuts(problem, fit, chains=2, warmup=300, draws=300, seed=seed,
-                              progress=False)
-    k = result.samples["k"].ravel()
+    if method == "gaussian":  # the draws of posterior.nc
+        idata = posterior.to_arviz(posterior.gaussian_posterior(problem, fit), seed=seed)
+        k = idata.posterior["k"].values.ravel()
+    else:
+        result = nuts.sample_nuts(problem, fit, chains=2, warmup=300, draws=300, seed=seed,
+                                  progress=False)
+        k = result.samples["k"].ravel()
     return float(k.mean()), float(k.std()), *np.quantile(k, [0.05, 0.95])
 
 

@@ -6,8 +6,8 @@ The truth is c = 2 with u = sin(2 pi (x - 2 t)) on [0, 1] x [0, 0.5]; the model 
 the inflow (x = 0) and initial (t = 0) data, 40 interior observations with noise sd
 0.01, and a normal prior on c (mean 1, sd 2). The MAP is the one `gpbayes sample`
 starts from (`map_recipe_of`: jitter 1e-6, the equation precision held out on the cell
-midpoints), then the Gaussian (Laplace) posterior of U and c jointly. Prints c's 90%
-interval and how much of u's 90% band covers the exact solution; draws both.
+midpoints), then the Gaussian (Laplace) posterior of U and c jointly. Prints c's 94%
+HDI and how much of u's 90% band covers the exact solution; draws both.
 """
 
 from pathlib import Path
@@ -98,8 +98,8 @@ def draw(problem, post, c, file):
 if __name__ == "__main__":
     s = run()
     c = s["unknowns"]["c"]
-    print(f"true c = {TRUE_C}; c = {c['mean']:.5f} +- {c['sd']:.5f}, 90% interval "
-          f"[{c['interval_90'][0]:.5f}, {c['interval_90'][1]:.5f}]")
+    print(f"true c = {TRUE_C}; c = {c['mean']:.5f} +- {c['sd']:.5f}, 94% HDI "
+          f"[{c['hdi_3%']:.5f}, {c['hdi_97%']:.5f}]")
     print(f"u's 90% band covers the exact solution at {100 * s['coverage_90']:.0f}% of the "
           f"test points; MAP error {s['map_rel_l2_error']:.1e}")
     print("figures, posterior.nc and summary.json in runs/inverse_advection2d")

@@ -38,8 +38,8 @@ def _parser():
                             description="Posterior uncertainty: a MAP first, then NUTS (or the "
                                         "exact Gaussian posterior with --method gaussian).")
     sample.add_argument("model", help="model file (TOML)")
-    sample.add_argument("--inference", metavar="RECIPE", default="nuts",
-                        help=f"sampling {RECIPE_HELP}; default nuts")
+    sample.add_argument("--inference", metavar="RECIPE", default=None,
+                        help=f"sampling {RECIPE_HELP}; default: that of --method (nuts)")
     sample.add_argument("--method", choices=("nuts", "gaussian"),
                         help="override the recipe's method")
     sample.add_argument("--out", metavar="DIR", help="output folder (default runs/<name>-<method>)")
@@ -138,7 +138,8 @@ def _sample(args):
     from gpbayes.infer import nuts, posterior
 
     problem = gb.load_model(args.model)
-    recipe = _announce(gb.load_inference(args.inference))
+    # the recipe of the method asked for, unless one is named
+    recipe = _announce(gb.load_inference(args.inference or args.method or "nuts"))
     method = args.method or recipe.method
     if method not in ("nuts", "gaussian"):
         raise SpecError("expected method = \"nuts\" or \"gaussian\"", recipe.source, "method")
@@ -165,8 +166,8 @@ def _sample(args):
                 problem, fit, recipe.solver, recipe.samples, recipe.seed, recipe.cg_tolerance,
                 recipe.cg_max_iterations, progress=sys.stderr.isatty())
             summary = posterior.save(post, fit, out, recipe.source)
-            plots.posterior_figures(out, problem)
-            print(json.dumps(summary, indent=2))
+            written = plots.posterior_figures(out, problem)
+            _print_gaussian(summary, out, written)
             if post.cg is not None and not post.cg["converged"]:
                 print(f"gpbayes: CG stopped at cg_max_iterations = {recipe.cg_max_iterations} "
                       f"before cg_tolerance; the sd in {out} is not reliable", file=sys.stderr)
@@ -195,6 +196,18 @@ def _sample(args):
         print(f"gpbayes: warning: {result.stop_reason}", file=sys.stderr)
         return 1
     return _converged(summary) or trusted
+
+
+def _print_gaussian(s: dict, out: Path, figures: list) -> None:
+    """One compact block: the unknowns (natural units, 94% HDI), u's sd, the files."""
+    for name, u in s["unknowns"].items():
+        print(f"{name:>10} = {u['mean']:.6g} ± {u['sd']:.3g}  (94% HDI "
+              f"[{u['hdi_3%']:.6g}, {u['hdi_97%']:.6g}])")
+    solver = s["solver"] + (f", {s['samples']} draws" if s["solver"] == "cg" else "")
+    print(f"{s['name']}: Gaussian posterior ({solver}); u's sd on the test grid "
+          f"{s['u_test_sd_min']:.2e} to {s['u_test_sd_max']:.2e}")
+    print(f"wrote {out}/posterior.nc, summary.json, "
+          + ", ".join(Path(f).name for f in figures) + f"; the MAP in {out}/map")
 
 
 def _converged(summary: dict) -> int:

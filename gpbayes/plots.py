@@ -258,12 +258,20 @@ def nuts_figures(problem, idata, out_dir: Path, fit=None) -> list[str]:
 
 
 def gaussian_figures(problem, mean: np.ndarray, sd: np.ndarray, out_dir: Path,
-                     fit=None) -> list[str]:
+                     fit=None, idata=None) -> list[str]:
     """posterior.png of the Gaussian posterior (mean and sd on the test grid; ``fit``:
-    the MAP, as in ``band_figure``)."""
+    the MAP, as in ``band_figure``) and, with unknowns, posterior_unknowns.png (their
+    densities from the draws in ``idata``, 94% HDI)."""
     save_figure(band_figure(problem, mean, sd, f"{problem.name}: Gaussian posterior", fit),
                 out_dir / "posterior.png")
-    return ["posterior.png"]
+    names = scalar_names(problem, idata) if idata is not None and "posterior" in idata else []
+    if not names:
+        return ["posterior.png"]
+    axes = import_arviz().plot_posterior(idata, var_names=names, hdi_prob=0.94, round_to=4)
+    fig = np.asarray(axes).ravel()[0].figure
+    _title(fig, f"{problem.name}: unknowns, Gaussian (Laplace) posterior")
+    save_figure(fig, out_dir / "posterior_unknowns.png")
+    return ["posterior.png", "posterior_unknowns.png"]
 
 
 def redraw(folder: Path, problem) -> list[str]:
@@ -283,19 +291,17 @@ def posterior_figures(folder: Path, problem) -> list[str]:
     Gaussian posterior; none if there is none); returns the paths written."""
     import json
 
-    import xarray as xr
-
     if not (folder / "posterior.nc").exists():
         return []
     method = json.loads((folder / "summary.json").read_text()).get("method")
     fit = (load_fit(folder / "map", problem) if (folder / "map" / "result.nc").exists()
            else None)
     problem = fit.problem if fit is not None else problem  # the kernel the MAP kept
+    idata = import_arviz().from_netcdf(str(folder / "posterior.nc"))
     if method == "gaussian":
-        with xr.open_dataset(folder / "posterior.nc", engine="h5netcdf") as ds:
-            names = gaussian_figures(problem, ds["u_test_mean"].values,
-                                     ds["u_test_sd"].values, folder, fit)
+        ds = idata.posterior_moments
+        names = gaussian_figures(problem, ds["u_test_mean"].values, ds["u_test_sd"].values,
+                                 folder, fit, idata)
     else:
-        idata = import_arviz().from_netcdf(str(folder / "posterior.nc"))
         names = nuts_figures(problem, idata, folder, fit)
     return [folder / n for n in names]

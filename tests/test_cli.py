@@ -196,7 +196,7 @@ def test_sample_holds_tau_e_out_on_an_inverse_problem(root, tmp_path):
     fit = json.loads((out / "map" / "summary.json").read_text())
     assert fit["start"]["chosen"].endswith("tau_e held out")
     k = json.loads((out / "summary.json").read_text())["unknowns"]["k"]
-    assert k["interval_90"][0] < 20.0 < k["interval_90"][1] and k["sd"] < 0.5
+    assert k["hdi_3%"] < 20.0 < k["hdi_97%"] and k["sd"] < 0.5
     r = run("sample", str(model), "--inference", "gaussian", "--out", str(out), "--resume",
             str(out), cwd=root)
     assert r.returncode == 0, r.stderr

@@ -4,6 +4,7 @@ Laplace approximation otherwise): dense QR, or PCG with perturbation-optimisatio
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -17,9 +18,12 @@ from gpbayes.conditional import Conditional, with_factors
 from gpbayes.errors import SpecError
 from gpbayes.infer.diagnostics import laplace_failures
 from gpbayes.infer.solvers import MAX_DENSE, dense_gauss_newton
-from gpbayes.io import write_atomic, write_json
+from gpbayes.io import import_arviz, write_atomic, write_json
 from gpbayes.problem import Problem
 from gpbayes.results import MapFit, grid_coords
+
+if TYPE_CHECKING:
+    import arviz
 
 BLOCK = 16  # perturbation-optimisation draws solved together
 
@@ -92,6 +96,7 @@ class GaussianPosterior:
     cg: dict = None
     unknowns: dict = None  # {name: {"site", "mean", "sd"}}: the unknowns' Laplace marginals
     failures: tuple = ()  # ``diagnostics.laplace_failures`` of the precision's factor
+    unknown_cov: np.ndarray = None  # the unknowns' covariance, in their sites' coordinates
 
     @property
     def converged(self) -> bool:
@@ -136,15 +141,18 @@ def gaussian_posterior(problem: Problem, fit: MapFit, solver: str = "auto", samp
     n = problem.size  # U = A Z; the test-grid map from Z, one column per grid point
     c = cond.predict_grid(jnp.eye(n).reshape((n,) + problem.grid), problem.test_axes,
                           "z").reshape(n, -1).T
-    unknowns = {name: {"site": site, "mean": float(latent[site]),
-                       "sd": float(sd(embed(jnp.ones((1, 1)), site))[0])}
-                for name, site in problem.unknown_sites.items()}
+    rows = [embed(jnp.ones((1, 1)), site) for site in sites]
+    w = (solve_triangular(r, jnp.concatenate(rows).T, trans=1, lower=False) if rows
+         else jnp.zeros((0, 0)))
+    cov = w.T @ w  # the unknowns' covariance (R^T R)^{-1} restricted to their sites
+    unknowns = {name: {"site": site, "mean": float(latent[site]), "sd": float(jnp.sqrt(cov[i, i]))}
+                for i, (name, site) in enumerate(problem.unknown_sites.items())}
     return GaussianPosterior(
         problem, np.asarray(cond.to_grid(z, "z")),
         np.asarray(sd(embed(_dense_kron(cond.trils)))).reshape(problem.grid),
         np.asarray(cond.predict_grid(z, problem.test_axes, "z")),
         np.asarray(sd(embed(c))).reshape(problem.test_grid), unknowns=unknowns,
-        failures=tuple(laplace_failures(np.diag(np.asarray(r)))))
+        failures=tuple(laplace_failures(np.diag(np.asarray(r)))), unknown_cov=np.asarray(cov))
 
 
 def structured_posterior(problem: Problem, fit: MapFit, samples: int = 64, seed: int = 0,
@@ -225,41 +233,68 @@ def structured_posterior(problem: Problem, fit: MapFit, samples: int = 64, seed:
     return GaussianPosterior(problem, np.asarray(u), np.sqrt(np.asarray(var) / n),
                              np.asarray(test_mean), np.sqrt(np.asarray(test_var) / n),
                              solver="cg", samples=n, cg=cg, unknowns=unknowns,
-                             failures=tuple(failures))
+                             failures=tuple(failures),
+                             unknown_cov=np.asarray(cov) if sites else np.zeros((0, 0)))
 
 
-def unknown_summary(post: "GaussianPosterior") -> dict:
-    """Per unknown: its site's mean and sd and the 90% interval of the unknown itself."""
-    out, z = {}, float(jax.scipy.stats.norm.ppf(0.95))
-    for name, u in (post.unknowns or {}).items():
-        lo, hi = u["mean"] - z * u["sd"], u["mean"] + z * u["sd"]
-        if u["site"] != name:  # lognormal: the site is log(name)
-            lo, hi = float(np.exp(lo)), float(np.exp(hi))
-        out[name] = {**u, "interval_90": [lo, hi]}
-    return out
+DRAWS = 4000  # draws of the unknowns from their Gaussian, for posterior.nc and the summary
 
 
-def save(post: "GaussianPosterior", fit: MapFit, out_dir: str | Path, recipe: str = "") -> dict:
-    """posterior.nc (mean and sd on the grid and the test grid) and summary.json
-    (``recipe``: the sampling recipe's file, stated in the summary)."""
+def to_arviz(post: "GaussianPosterior", seed: int = 0) -> "arviz.InferenceData":
+    """The Gaussian posterior as InferenceData: ``posterior`` holds DRAWS draws (one chain)
+    of each unknown in its natural units (drawn in its site's coordinates from the
+    Laplace Gaussian, then exp for a lognormal prior), ``posterior_moments`` the exact
+    mean and sd of u on the grid and the test grid."""
     import xarray as xr
 
     p = post.problem
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     dims, coords = grid_coords(p)
     grid, test = dims["u"], dims["u_test"]
-    ds = xr.Dataset({"u_mean": (grid, post.mean), "u_sd": (grid, post.sd),
-                     "u_test_mean": (test, post.test_mean), "u_test_sd": (test, post.test_sd)},
-                    coords=coords,
-                    attrs={"name": p.name, "method": "gaussian", "solver": post.solver})
-    write_atomic(out / "posterior.nc", lambda f: ds.to_netcdf(str(f), engine="h5netcdf"))
+    moments = xr.Dataset({"u_mean": (grid, post.mean), "u_sd": (grid, post.sd),
+                          "u_test_mean": (test, post.test_mean),
+                          "u_test_sd": (test, post.test_sd)},
+                         coords=coords, attrs={"name": p.name, "method": "gaussian",
+                                               "solver": post.solver})
+    groups = {"posterior_moments": moments}
+    if post.unknowns:
+        mean = np.array([u["mean"] for u in post.unknowns.values()])
+        root = np.linalg.cholesky(post.unknown_cov + 1e-300 * np.eye(len(mean)))
+        site = mean + np.random.default_rng(seed).standard_normal((DRAWS, len(mean))) @ root.T
+        draws = {name: (["chain", "draw"], (site[:, i] if u["site"] == name
+                                            else np.exp(site[:, i]))[None])
+                 for i, (name, u) in enumerate(post.unknowns.items())}
+        groups["posterior"] = xr.Dataset(draws, attrs={"method": "gaussian"})
+    return import_arviz().InferenceData(**groups)
+
+
+def unknown_summary(post: "GaussianPosterior", idata=None) -> dict:
+    """Per unknown, in its natural units: ``az.summary``'s mean, sd and 94% HDI of the
+    draws in ``idata`` (``to_arviz``; the level NUTS reports), and its site's Gaussian
+    (``site``, ``site_mean``, ``site_sd``)."""
+    if not post.unknowns:
+        return {}
+    idata = idata if idata is not None else to_arviz(post)
+    table = import_arviz().summary(idata, var_names=list(post.unknowns), kind="stats",
+                                   round_to="none")
+    return {name: {**{k: float(v) for k, v in table.loc[name].items()}, "site": u["site"],
+                   "site_mean": u["mean"], "site_sd": u["sd"]}
+            for name, u in post.unknowns.items()}
+
+
+def save(post: "GaussianPosterior", fit: MapFit, out_dir: str | Path, recipe: str = "") -> dict:
+    """posterior.nc (InferenceData: ``to_arviz``) and summary.json (``recipe``: the
+    sampling recipe's file, stated in the summary)."""
+    p = post.problem
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    idata = to_arviz(post)
+    write_atomic(out / "posterior.nc", lambda f: idata.to_netcdf(str(f)))
     summary = {"name": p.name, "method": "gaussian", "solver": post.solver,
                "map_rel_l2_error": fit.rel_l2_error, "map_check_passed": fit.check["passed"],
                "recipe": recipe,
                "u_test_sd_min": float(post.test_sd.min()),
                "u_test_sd_max": float(post.test_sd.max()),
-               "unknowns": unknown_summary(post),
+               "unknowns": unknown_summary(post, idata),
                "converged": post.converged, "failures": list(post.failures)}
     if post.solver == "cg":
         summary.update(samples=post.samples, cg_iterations=post.cg["iterations"],

@@ -234,12 +234,12 @@ def test_gaussian_posterior_of_the_unknowns():
 @pytest.mark.slow
 def test_2d_inverse_example_intervals_cover(root, tmp_path):
     """examples/inverse_advection2d.py (40^2, the sampling MAP with tau_e held out, the
-    Laplace posterior): c's 90% interval covers the truth and u's 90% band the exact
+    Laplace posterior): c's 94% HDI covers the truth and u's 90% band the exact
     solution at most test points (measured: c = 2.00020 +- 0.00022, band 94%; another
     run 2.00013 +- 0.00093, 95%)."""
     example = load_example(root, "inverse_advection2d")
     s = example.run(out=str(tmp_path / "inv2d"))
-    lo, hi = s["unknowns"]["c"]["interval_90"]
+    lo, hi = s["unknowns"]["c"]["hdi_3%"], s["unknowns"]["c"]["hdi_97%"]
     assert lo < example.TRUE_C < hi and hi - lo < 0.01
     assert 0.8 < s["coverage_90"] and s["map_rel_l2_error"] < 1e-3
     assert (tmp_path / "inv2d" / "inverse_advection2d.png").stat().st_size > 1000
@@ -260,3 +260,31 @@ def test_unknowns_intervals_are_calibrated(root, method):
     spec.loader.exec_module(module)
     assert 16 <= module.coverage(20, method, log=lambda line: None) <= 19
 
+
+
+def test_gaussian_posterior_file_is_inference_data_in_natural_units(tmp_path):
+    """posterior.nc opens in ArviZ with the unknowns' draws (one chain, natural units:
+    exp of the Gaussian site for a lognormal prior) and the moments of u; summary.json
+    gives az.summary's mean, sd and 94% HDI of k itself, and its site's Gaussian."""
+    from gpbayes.infer import posterior
+    from gpbayes.io import import_arviz
+
+    p = replace(unknown_k_problem(), unknowns={"k": ("lognormal", 0.0, 1.0)})
+    assert p.unknown_sites == {"k": "log_k"}
+    fit = gb.fit_map(p, gb.load_inference(optimizer="profile", init="spectrum"), progress=False)
+    g = gaussian_posterior(p, fit, solver="dense")
+    assert g.unknown_cov[0, 0] == pytest.approx(g.unknowns["k"]["sd"] ** 2, rel=1e-12)
+    summary = posterior.save(g, fit, tmp_path)
+    idata = import_arviz().from_netcdf(str(tmp_path / "posterior.nc"))
+    assert {"posterior", "posterior_moments"} <= set(idata.groups())
+    k = idata.posterior["k"].values
+    assert k.shape == (1, posterior.DRAWS) and np.all(k > 0)
+    np.testing.assert_allclose(idata.posterior_moments["u_test_sd"], g.test_sd)
+    s = summary["unknowns"]["k"]
+    m, sd = s["site_mean"], s["site_sd"]
+    assert s["site"] == "log_k" and m == pytest.approx(float(fit.params["log_k"]), abs=sd)
+    lognormal_mean = np.exp(m + sd**2 / 2)
+    assert s["mean"] == pytest.approx(lognormal_mean, rel=4 * sd / np.sqrt(posterior.DRAWS))
+    assert 0 < s["hdi_3%"] < np.exp(m) < s["hdi_97%"]
+    # the 94% HDI of a near-Gaussian k: about mean +- 1.88 sd
+    assert (s["hdi_97%"] - s["hdi_3%"]) == pytest.approx(2 * 1.88 * s["sd"], rel=0.1)
