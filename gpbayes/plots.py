@@ -299,7 +299,12 @@ def posterior_figures(folder: Path, problem) -> list[str]:
     problem = fit.problem if fit is not None else problem  # the kernel the MAP kept
     idata = import_arviz().from_netcdf(str(folder / "posterior.nc"))
     if method == "gaussian":
-        ds = idata.posterior_moments
+        if "posterior_moments" in idata.groups():
+            ds = idata.posterior_moments
+        else:  # a file of before 2026-12-05: the moments at the file's root
+            import xarray as xr
+
+            ds, idata = xr.load_dataset(folder / "posterior.nc", engine="h5netcdf"), None
         names = gaussian_figures(problem, ds["u_test_mean"].values, ds["u_test_sd"].values,
                                  folder, fit, idata)
     else:

@@ -54,3 +54,20 @@ def test_spectrum_of_one_plain_component_is_drawn_around_it():
     lo, hi = ax.get_xlim()
     assert ax.get_xscale() == "log" and lo < x / 2 and hi > 2 * x
     assert ax.get_ylim()[0] < y < ax.get_ylim()[1]
+
+
+def test_a_gaussian_posterior_folder_of_the_old_layout_redraws(tmp_path):
+    """posterior.nc as written before it was InferenceData (the moments at the root)."""
+    import json
+
+    import xarray as xr
+
+    p = small_problem()
+    dims = [f"{p.variables[0]}_test_index"]
+    n = p.test_grid[0]
+    old = xr.Dataset({"u_test_mean": (dims, np.zeros(n)), "u_test_sd": (dims, np.full(n, 0.1))})
+    old.to_netcdf(tmp_path / "posterior.nc", engine="h5netcdf")
+    (tmp_path / "summary.json").write_text(json.dumps({"method": "gaussian"}))
+    written = plots.posterior_figures(tmp_path, p)
+    assert [w.name for w in written] == ["posterior.png"]
+    assert (tmp_path / "posterior.png").stat().st_size > 1000
