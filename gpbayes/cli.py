@@ -166,7 +166,7 @@ def _sample(args):
                 problem, fit, recipe.solver, recipe.samples, recipe.seed, recipe.cg_tolerance,
                 recipe.cg_max_iterations, progress=sys.stderr.isatty())
             summary = posterior.save(post, fit, out, recipe.source)
-            written = plots.posterior_figures(out, problem)
+            written = plots.posterior_figures(out, problem, fit)
             _print_gaussian(summary, out, written)
             if post.cg is not None and not post.cg["converged"]:
                 print(f"gpbayes: CG stopped at cg_max_iterations = {recipe.cg_max_iterations} "
@@ -178,7 +178,7 @@ def _sample(args):
                                   progress=sys.stderr.isatty(), interrupt=interrupt,
                                   sample_hyper=recipe.sample_hyper)
         summary, table = nuts.save(result, out, recipe.source)
-        plots.posterior_figures(out, problem)
+        plots.posterior_figures(out, problem, fit)
     if result.interrupted:
         print(f"gpbayes: {result.stop_reason}; wrote the partial posterior to {out} and the "
               f"MAP to {out}/map (gpbayes sample MODEL --resume {out} samples again from it)",
@@ -284,8 +284,8 @@ def story(s: dict) -> list[str]:
         out.append(f"  start                 {start['chosen']}: the largest log joint of the "
                    f"{start['passed']} of {start['finished']} finished starts that pass the "
                    "check")
-    why = s.get("kernel_why") or ("adam" if s["kernel_learned"] else "off")
-    out.append(f"  kernel                {s['family']}, {KERNEL_WORDS[why]}; live components "
+    out.append(f"  kernel                {s['family']}, {KERNEL_WORDS[s['kernel_why']]}; "
+               "live components "
                + ", ".join(f"{v} {n}" for v, n in s["live_components"].items()))
     out.append(f"  stop                  {s['stop_reason']}")
     return out

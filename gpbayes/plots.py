@@ -233,10 +233,14 @@ def _band_images(problem, mean, sd, title):
 def trace_figure(idata, var_names: list[str]) -> Figure | None:
     if not var_names:
         return None
-    axes = import_arviz().plot_trace(idata, var_names=var_names, compact=True)
-    fig = np.asarray(axes).ravel()[0].figure
+    fig = _figure_of(import_arviz().plot_trace(idata, var_names=var_names, compact=True))
     fig.tight_layout()
     return fig
+
+
+def _figure_of(axes) -> Figure:
+    """The figure of the axes an ArviZ plot returns (one or an array)."""
+    return np.asarray(axes).ravel()[0].figure
 
 
 def save_figure(fig: Figure | None, path: str | Path) -> None:
@@ -267,8 +271,8 @@ def gaussian_figures(problem, mean: np.ndarray, sd: np.ndarray, out_dir: Path,
     names = scalar_names(problem, idata) if idata is not None and "posterior" in idata else []
     if not names:
         return ["posterior.png"]
-    axes = import_arviz().plot_posterior(idata, var_names=names, hdi_prob=0.94, round_to=4)
-    fig = np.asarray(axes).ravel()[0].figure
+    fig = _figure_of(import_arviz().plot_posterior(idata, var_names=names, hdi_prob=0.94,
+                                                   round_to=4))
     _title(fig, f"{problem.name}: unknowns, Gaussian (Laplace) posterior")
     save_figure(fig, out_dir / "posterior_unknowns.png")
     return ["posterior.png", "posterior_unknowns.png"]
@@ -286,16 +290,17 @@ def redraw(folder: Path, problem) -> list[str]:
     return written
 
 
-def posterior_figures(folder: Path, problem) -> list[str]:
+def posterior_figures(folder: Path, problem, fit=None) -> list[str]:
     """The figures of the posterior saved in ``folder`` (posterior.nc of NUTS or of the
-    Gaussian posterior; none if there is none); returns the paths written."""
+    Gaussian posterior; none if there is none), drawn about its MAP (``fit``, else the
+    one in folder/map); returns the paths written."""
     import json
 
     if not (folder / "posterior.nc").exists():
         return []
     method = json.loads((folder / "summary.json").read_text()).get("method")
-    fit = (load_fit(folder / "map", problem) if (folder / "map" / "result.nc").exists()
-           else None)
+    if fit is None and (folder / "map" / "result.nc").exists():
+        fit = load_fit(folder / "map", problem)
     problem = fit.problem if fit is not None else problem  # the kernel the MAP kept
     idata = import_arviz().from_netcdf(str(folder / "posterior.nc"))
     if method == "gaussian":

@@ -52,10 +52,15 @@ class MapFit:
     objective: float = None  # minus the log joint at params, as the fitter tracked it
     jitter_retries: list = field(default_factory=list)  # [{"step", "jitter"}] after failures
     opt_state: list = None  # optimiser state leaves (Adam), for checkpoints
-    kernel_learned: bool = True  # False when the kernel parameters were held at their start
     candidates: list = field(default_factory=list)  # profile: every start, its check, objective
-    kernel_why: str = "adam"  # why the kernel was learned or held: a KERNEL_WHY code
+    kernel_why: str = "adam"  # why the kernel was learned or held: a KERNEL_WHY code ("": a
+    # profile run before the choice, its kernel held)
     start: dict = field(default_factory=dict)  # profile: {"chosen", "passed", "finished"}
+
+    @property
+    def kernel_learned(self) -> bool:
+        """Whether the kernel parameters were learned (else held at their start)."""
+        return self.kernel_why in ("adam", "learned")
 
     @property
     def failed(self) -> bool:
@@ -282,8 +287,9 @@ def load_fit(out_dir: str | Path, problem, recipe=None) -> MapFit:
     return MapFit(problem=problem, params=params, recipe=recipe, steps=summary["steps"],
                   wall_time_s=summary["wall_time_s"], stop_reason=summary["stop_reason"],
                   converged=summary["converged"], objective=summary["objective"],
-                  kernel_learned=summary["kernel_learned"], candidates=summary["candidates"],
-                  kernel_why=summary.get("kernel_why", ""), start=summary.get("start", {}))
+                  candidates=summary["candidates"], start=summary.get("start", {}),
+                  kernel_why=(summary.get("kernel_why")  # older files: the flag alone
+                              or ("adam" if summary["kernel_learned"] else "off")))
 
 
 @partial(jax.jit, static_argnums=(0, 1))

@@ -48,7 +48,7 @@ def test_spectrum_of_one_plain_component_is_drawn_around_it():
 
     p = small_problem().with_kernel("se", 1)
     f = MapFit(p, {**plain_params(p, 0.25), "U": np.zeros(p.grid)}, gb.load_inference(), 0,
-               0.0, "", False, kernel_learned=False)
+               0.0, "", False, kernel_why="passed")
     ax = plots.spectrum_figure(f).axes[0]
     (x,), (y,) = ax.lines[0].get_xdata(), ax.lines[0].get_ydata()  # the live point
     lo, hi = ax.get_xlim()

@@ -258,7 +258,8 @@ def to_arviz(post: "GaussianPosterior", seed: int = 0) -> "arviz.InferenceData":
     groups = {"posterior_moments": moments}
     if post.unknowns:
         mean = np.array([u["mean"] for u in post.unknowns.values()])
-        root = np.linalg.cholesky(post.unknown_cov + 1e-300 * np.eye(len(mean)))
+        lam, vec = np.linalg.eigh(post.unknown_cov)  # a root that a failed (not positive
+        root = vec * np.sqrt(np.clip(lam, 0.0, None))  # definite) precision leaves finite
         site = mean + np.random.default_rng(seed).standard_normal((DRAWS, len(mean))) @ root.T
         draws = {name: (["chain", "draw"], (site[:, i] if u["site"] == name
                                             else np.exp(site[:, i]))[None])

@@ -182,7 +182,7 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
                 runs.race(todo[len(own):], interrupt)
         else:
             runs.ladder(todo, interrupt)
-        finished = [x for x in runs.starts if id(x[1]) not in runs.cut] or runs.starts
+        finished = runs.finished() or runs.starts
         best, chosen, passed, held = choose(finished, problem)
         stopped = interrupt() if interrupt else None
         best, chosen, why = runs.refine(best, chosen, held, stopped)
@@ -301,7 +301,8 @@ class Starts:
         fit = MapFit(problem=prob, params=as_params(theta, u, log_tau), recipe=recipe,
                      steps=0, wall_time_s=0.0, stop_reason=reason,
                      converged=reason.startswith(("log joint converged", "check minimum")),
-                     history=self.history, objective=objective, kernel_learned=learning)
+                     history=self.history, objective=objective,
+                     kernel_why="learned" if learning else "")
         self.carry[id(fit)] = (lowest, previous)
         return fit
 
@@ -353,10 +354,14 @@ class Starts:
                 rose = fit.objective is not None and fit.objective < ladder.get(rung, np.inf)
                 ladder[rung] = fit.objective if rose else None
 
+    def finished(self) -> list:
+        """The runs not cut short by the race: (check score, fit, label)."""
+        return [x for x in self.starts if id(x[1]) not in self.cut]
+
     def resolved(self) -> bool:
         """A finished start's check is at or below ``recipe.refine_above``."""
-        done = [s for s, f, _ in self.starts if id(f) not in self.cut]
-        return bool(done) and min(done) <= self.recipe.refine_above
+        done = self.finished()
+        return bool(done) and min(s for s, _, _ in done) <= self.recipe.refine_above
 
     def refine(self, best: MapFit, chosen: str, held: float, stopped: str | None) -> tuple:
         """(fit, its label, why its kernel is learned or held: a ``results.KERNEL_WHY``
@@ -366,15 +371,16 @@ class Starts:
         why = ("interrupted" if stopped else "off" if not recipe.learn_iterations
                else "passed" if held <= recipe.refine_above
                else "large" if self.problem.size > recipe.learn_max_points
-               else "worse" if best.objective is not None else "failed")
-        if why == "worse":
+               else "failed" if best.objective is None else None)  # None: learning runs
+        if why is None:
             fit, score = self.run_from(best, f"{chosen}, kernel learned", learning=True)
-            if fit.objective is not None and fit.objective <= best.objective and score <= held:
-                best, chosen, why = fit, f"{chosen}, kernel learned", "learned"
+            kept = fit.objective is not None and fit.objective <= best.objective and score <= held
+            best, chosen, why = ((fit, f"{chosen}, kernel learned", "learned") if kept
+                                 else (best, chosen, "worse"))
         cap_e = held_out_cap(best) if recipe.calibrate_tau_e and not stopped else None
         if cap_e is not None and best.params["log_tau_e"] > cap_e:
             fit, _ = self.run_from(best, f"{chosen}, tau_e held out", cap_e=cap_e)
-            fit.kernel_learned = best.kernel_learned
+            fit.kernel_why = best.kernel_why
             if fit.objective is not None:
                 best, chosen = fit, f"{chosen}, tau_e held out"
         return best, chosen, why
