@@ -97,8 +97,10 @@ class Conditional:
 
     def cross(self, j: int, points, m: int = 0) -> Array:
         """k_j^(m)(points, x_j): from the grid axis j to any points on that axis."""
-        return kernels.cross(self.problem.family, self.kernel[j], jnp.asarray(points),
-                             jnp.asarray(self.problem.axes[j]), m)
+        if not isinstance(points, np.ndarray):
+            points = jnp.asarray(points)
+        return kernels.cross(self.problem.family, self.kernel[j], points,
+                             np.asarray(self.problem.axes[j]), m)
 
     @cached_property
     def trils(self) -> list:

@@ -135,5 +135,24 @@ def toeplitz(family: str, params: dict, x: ArrayLike, order: int = 0) -> Array:
 
 
 def cross(family: str, params: dict, xa: ArrayLike, xb: ArrayLike, order: int = 0) -> Array:
-    """The len(xa) x len(xb) matrix d^order k(xa_i - xb_j)/dxa^order (any points)."""
-    return evaluate(family, params, xa[:, None] - xb[None, :], order)
+    """The len(xa) x len(xb) matrix d^order k(xa_i - xb_j)/dxa^order (any points). Where
+    both are concrete uniform axes of one spacing (a grid axis and its cell midpoints) the
+    differences take len(xa) + len(xb) - 1 values: the kernel is evaluated on those only,
+    then gathered (a mixture's cross matrix costs Q exponentials per entry otherwise)."""
+    h = _common_spacing(xa, xb)
+    if h is None:
+        return evaluate(family, params, jnp.asarray(xa)[:, None] - jnp.asarray(xb)[None, :],
+                        order)
+    na, nb = len(xa), len(xb)
+    r = (xa[0] - xb[0]) + h * np.arange(-(nb - 1), na)
+    idx = np.arange(na)[:, None] - np.arange(nb)[None, :] + (nb - 1)
+    return evaluate(family, params, r, order)[idx]
+
+
+def _common_spacing(xa, xb) -> float | None:
+    """The spacing h when xa and xb are concrete (numpy) uniform axes of spacing h, else None."""
+    if not (isinstance(xa, np.ndarray) and isinstance(xb, np.ndarray)) or min(len(xa), len(xb)) < 2:
+        return None
+    h = float(xb[1] - xb[0])
+    uniform = [np.allclose(np.diff(x), h, rtol=1e-12, atol=0.0) for x in (xa, xb)]
+    return h if all(uniform) and h > 0 else None

@@ -108,9 +108,8 @@ class MapFit:
     @cached_property
     def _checks(self) -> dict:
         p = self.problem
-        mid = tuple(0.5 * (x[1:] + x[:-1]) for x in p.domain_axes)
-        return {k: float(v) for k, v in _check_values(p, self.recipe.jitter, self.params, mid,
-                                                p.source_on(mid)).items()}
+        return {k: float(v) for k, v in _check_values(p, self.recipe.jitter, self.params,
+                                                p.source_on(midpoints(p))).items()}
 
     @property
     def equation_residual_rms(self) -> float:
@@ -292,15 +291,22 @@ def load_fit(out_dir: str | Path, problem, recipe=None) -> MapFit:
                               or ("adam" if summary["kernel_learned"] else "off")))
 
 
+def midpoints(problem) -> tuple:
+    """Per axis, the cell midpoints of the domain's grid axis (numpy: concrete, so the
+    kernel's cross matrices there take the lag path, ``kernels.cross``)."""
+    return tuple(0.5 * (x[1:] + x[:-1]) for x in map(np.asarray, problem.domain_axes))
+
+
 @partial(jax.jit, static_argnums=(0, 1))
 def _predict_grid(problem, jitter: float, params: dict, axes: tuple) -> jax.Array:
     return Conditional(problem, params, jitter).predict_grid(params["U"], axes)
 
 
 @partial(jax.jit, static_argnums=(0, 1))
-def _check_values(problem, jitter: float, params: dict, mid: tuple, f_mid) -> dict:
+def _check_values(problem, jitter: float, params: dict, f_mid) -> dict:
     """The fit's residual checks in one compiled call (eager, each small op compiles on
     its own: seconds per start)."""
+    mid = midpoints(problem)
     cond = Conditional(problem, params, jitter)
     u = params["U"]
     fields = cond.fields_on(u, mid)

@@ -45,6 +45,20 @@ def test_toeplitz_equals_pairwise(order):
                                rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("family", kernels.FAMILIES)
+@pytest.mark.parametrize("order", [0, 1, 2])
+def test_cross_on_one_spacing_takes_the_lags_and_equals_pairwise(family, order):
+    p = params()
+    x = np.linspace(-1.0, 2.0, 17)
+    mid = 0.5 * (x[1:] + x[:-1])  # numpy, uniform, the grid's spacing: the lag path
+    assert kernels._common_spacing(mid, x) is not None
+    assert kernels._common_spacing(jnp.asarray(mid), x) is None  # traced-like: pairwise
+    assert kernels._common_spacing(np.sort(np.r_[mid, 0.3]), x) is None  # not uniform
+    pairwise = kernels.cross(family, p, jnp.asarray(mid), jnp.asarray(x), order)
+    np.testing.assert_allclose(kernels.cross(family, p, mid, x, order), pairwise,
+                               rtol=1e-12, atol=1e-12)
+
+
 def test_first_derivative_is_odd_and_gram_symmetric():
     p = params()
     x = jnp.linspace(0, 1, 9)
