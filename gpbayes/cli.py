@@ -13,8 +13,8 @@ from gpbayes.io import write_atomic
 UNTRUSTED = 3  # exit code: the result was written but fails its trust check (gpbayes.trust)
 NOT_CONVERGED = 3  # exit code: the posterior was written but fails its convergence checks
 DEFAULT_RECIPE = "map"  # the packaged default (inference/map.toml is its copy)
-RECIPE_HELP = ("inference recipe: a TOML file, or a packaged recipe by name (map, map-adam, "
-               "nuts, gaussian: the files in the repository's inference/)")
+RECIPE_HELP = ("inference recipe: a TOML file, or a packaged recipe by name (map, precise, "
+               "map-adam, nuts, gaussian: the files in the repository's inference/)")
 
 
 def _parser():

@@ -442,11 +442,11 @@ def _check_memory(points, path):
 
 def load_inference(path: str | Path | None = None, **overrides) -> Recipe:
     """Read an inference recipe into a Recipe: a file, a packaged recipe by name ("map" is
-    the command line's default, "map-adam" the paper's Adam protocol, "nuts", "gaussian"),
-    or, when path is None, the built-in defaults (the paper's Adam protocol)."""
+    the command line's default, "precise" map with each CG solve to its tolerance,
+    "map-adam" the paper's Adam protocol, "nuts", "gaussian"), or, when path is None, the
+    built-in defaults (the paper's Adam protocol)."""
     path = None if path is None else recipe_file(path)
-    data = {} if path is None else _read(path)
-    _check_keys(data, set(_RECIPE_TYPES), path, "")
+    data = {} if path is None else _recipe_data(path)
     values = {k: _get(data, k, t, path, k) for k, t in _RECIPE_TYPES.items() if k in data}
     values.update({k: v for k, v in overrides.items() if v is not None})
     recipe = Recipe(**values, source="" if path is None else str(path))
@@ -488,6 +488,23 @@ def load_inference(path: str | Path | None = None, **overrides) -> Recipe:
         if getattr(recipe, key) < 1:
             raise SpecError("expected a whole number >= 1", path, key)
     return recipe
+
+
+def _recipe_data(path: Path, seen: tuple = ()) -> dict:
+    """A recipe file's keys; ``extends = "other.toml"`` (beside it, or a packaged recipe by
+    name) takes the other's keys first, this file's over them."""
+    data = _read(path)
+    _check_keys(data, set(_RECIPE_TYPES) | {"extends"}, path, "")
+    if "extends" not in data:
+        return data
+    name = _get(data, "extends", str, path, "extends")
+    base = recipe_file(name) if name in PACKAGED else path.parent / name
+    if base.resolve() in seen + (path.resolve(),):
+        raise SpecError(f"{name} extends itself (a cycle)", path, "extends")
+    if not base.is_file():
+        raise SpecError(f"no recipe {name} beside this file or packaged", path, "extends")
+    return {**_recipe_data(base, seen + (path.resolve(),)),
+            **{k: v for k, v in data.items() if k != "extends"}}
 
 
 def map_recipe_of(recipe: Recipe) -> Recipe:

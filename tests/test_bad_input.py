@@ -133,6 +133,10 @@ CASES = [
      "solver: unknown solver 'lanczos' (choose from auto, dense, cg)"),
     ("recipe-zero-samples", "recipe", ("steps = 10", "steps = 10\nsamples = 0"),
      "samples: expected a whole number >= 1"),
+    ("recipe-extends-missing", "recipe", ("steps = 10", 'steps = 10\nextends = "nope.toml"'),
+     "extends: no recipe nope.toml beside this file or packaged"),
+    ("recipe-extends-itself", "recipe", ("steps = 10", 'steps = 10\nextends = "recipe.toml"'),
+     "extends: recipe.toml extends itself (a cycle)"),
 ]
 
 

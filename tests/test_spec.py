@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -73,6 +75,16 @@ def test_recipes_load(root):
         assert (start.method, start.jitter, start.calibrate_tau_e) == ("map", 1e-6, True)
         assert start.source == str(root / "inference/map.toml")
     assert not default.calibrate_tau_e
+
+
+def test_a_recipe_extends_another_with_its_own_keys_over_it(root, tmp_path):
+    precise = gb.load_inference("precise")
+    assert precise == replace(gb.load_inference("map"), cg_max_iterations=20000,
+                              description=precise.description, source=precise.source)
+    (tmp_path / "base.toml").write_text('extends = "map"\nsweeps = 3\n')
+    (tmp_path / "mine.toml").write_text('extends = "base.toml"\nsweeps = 4\nseed = 9\n')
+    mine = gb.load_inference(tmp_path / "mine.toml")
+    assert (mine.sweeps, mine.seed, mine.screen_sweeps) == (4, 9, 2)  # the last from map
 
 
 def test_packaged_recipes_are_the_documented_copies(root):

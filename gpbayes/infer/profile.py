@@ -268,6 +268,14 @@ class Starts:
                 log_tau, trail = jumped, []  # the jump did not raise the log joint: undo it
                 continue
             failure = failed_sweep(obj, k, i, recipe, objective is not None)
+            if failure and k >= recipe.cg_max_iterations and not learning:
+                # CG at its cap: the unconverged solve competes by the check with the lowest
+                state = (new_theta, new_u, solved_at, float(held))
+                capped = (self.score(prob, state), state)
+                theta, u, log_tau, objective = min(lowest, capped, key=lambda x: x[0])[1]
+                reason = (f"CG budget (sweep {i + 1} needed more than cg_max_iterations: the "
+                          "precisions' climb ends there; kept the sweep of the lowest check)")
+                break
             if failure or previous <= obj <= previous + ROUNDING * recipe.tolerance * abs(obj):
                 # each sweep raises the log joint in exact arithmetic: a small fall is rounding
                 reason = failure or (f"log joint converged (stopped rising at sweep {i + 1}: "
@@ -280,8 +288,7 @@ class Starts:
                                  **{n: float(v) for n, v in new_tau.items()}})
             if not learning:  # the check holds out the precisions' climb (module docstring)
                 state = (theta, u, solved_at, float(held))
-                score = check_score(MapFit(prob, as_params(*state[:3]), recipe, 0, 0.0, "",
-                                           False, objective=state[3]))
+                score = self.score(prob, state)
                 if score > CHECK_RISE * lowest[0]:
                     theta, u, log_tau, objective = lowest[1]
                     reason = (f"check minimum (the check rose {CHECK_RISE}x at sweep {i + 1}; "
@@ -300,11 +307,18 @@ class Starts:
                 log_tau = {**log_tau, **{n: jnp.float64(v) for n, v in jump.items()}}
         fit = MapFit(problem=prob, params=as_params(theta, u, log_tau), recipe=recipe,
                      steps=0, wall_time_s=0.0, stop_reason=reason,
-                     converged=reason.startswith(("log joint converged", "check minimum")),
+                     converged=reason.startswith(("log joint converged", "check minimum",
+                                                   "CG budget")),
                      history=self.history, objective=objective,
                      kernel_why="learned" if learning else "")
         self.carry[id(fit)] = (lowest, previous)
         return fit
+
+    def score(self, prob: Problem, state: tuple) -> float:
+        """The check score of a sweep's state (theta, U, the precisions U was solved at,
+        minus the log joint there)."""
+        return check_score(MapFit(prob, as_params(*state[:3]), self.recipe, 0, 0.0, "", False,
+                                  objective=state[3]))
 
     def run(self, label: str, prob: Problem, init: dict, **kwargs) -> tuple:
         """(fit, check score) of one run (``run_start``), recorded in ``starts``; a run
