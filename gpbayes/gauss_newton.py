@@ -18,11 +18,11 @@ def axis_bases(cond) -> list:
     """Per axis (E_j, E_j^{-1}, K_j^{-1} E_j) with E_j = Q_j Lambda_j^{1/2} R_j from the
     eigendecomposition of K_j = L_j L_j^T (no gradient flows here).
 
-    R_j is orthogonal (the prior of s stays N(0, I)) and block-diagonal over the decades
-    of Lambda_j: within each decade it diagonalises the Gram of the axis's highest
-    derivative operator (``decade_rotation``), whose eigenvectors there are near
-    arbitrary (the kernel's eigenvalues cluster); rotated, the operator is near-diagonal
-    too (benchmarks/journal.md: the preconditioner).
+    R_j is orthogonal (the prior of s stays N(0, I)) and block-diagonal over blocks of
+    Lambda_j spanning DECADES orders of magnitude: within each it diagonalises the Gram of
+    the axis's highest derivative operator (``decade_rotation``), whose eigenvectors there
+    are near arbitrary (the kernel's eigenvalues cluster); rotated, the operator is
+    near-diagonal too (benchmarks/journal.md: the preconditioner).
     """
     out = []
     for j, l in enumerate(cond.trils):
@@ -39,13 +39,17 @@ def axis_bases(cond) -> list:
     return out
 
 
+DECADES = 2.0  # orders of magnitude of the kernel's eigenvalues per block of the rotation
+
+
 def decade_rotation(lam: Array, gram: Array) -> Array:
-    """The orthogonal R, block-diagonal over the decades of the ascending ``lam``, whose
-    blocks are the eigenvectors of ``gram``'s diagonal blocks (on the host: the decades
-    are data-dependent)."""
+    """The orthogonal R, block-diagonal over blocks of DECADES decades of the ascending
+    ``lam``, whose blocks are the eigenvectors of ``gram``'s diagonal blocks (on the host:
+    the blocks are data-dependent). Wider blocks diagonalize more of ``gram`` and less of
+    diag(lam): the preconditioner's iterations have a minimum between."""
 
     def rotation(lam, gram):
-        decade = np.floor(np.log10(lam))
+        decade = np.floor(np.log10(lam) / DECADES)
         out = np.eye(len(lam))
         for d in np.unique(decade):
             ix = np.flatnonzero(decade == d)
