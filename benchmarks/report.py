@@ -6,7 +6,8 @@ Prints markdown: a header line (commit, date, machine, whether it was shared: th
 average beside this run), then one table per group (the paper's cases, the suite in
 ../shared/suite with its targets, the condition models). `make bench-report` runs it.
 
-    python benchmarks/report.py [--group paper|suite|conditions ...] [--gpbayes PATH]
+    python benchmarks/report.py [--group paper|suite|conditions ...] [--case NAME ...]
+                                [--inference RECIPE] [--gpbayes PATH]
 """
 
 import argparse
@@ -41,14 +42,15 @@ def suite_targets() -> dict:
     return out
 
 
-def solve(gpbayes: str, model: Path) -> dict:
+def solve(gpbayes: str, model: Path, recipe: str = "map") -> dict:
     """One case end to end: {"error", "seconds", "trusted", "exit"}."""
     env = dict(os.environ, XLA_FLAGS="--xla_cpu_multi_thread_eigen=false",
                OPENBLAS_NUM_THREADS="1")
     with tempfile.TemporaryDirectory() as out:
         t = time.perf_counter()
-        r = subprocess.run([gpbayes, "solve", str(model), "--json", "--no-figures", "--out",
-                            out], capture_output=True, text=True, env=env)
+        r = subprocess.run([gpbayes, "solve", str(model), "--inference", recipe, "--json",
+                            "--no-figures", "--out", out], capture_output=True, text=True,
+                           env=env)
         seconds = time.perf_counter() - t
     try:
         s = json.loads(r.stdout)
@@ -73,6 +75,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--group", nargs="*", choices=("paper", "suite", "conditions"),
                         default=["paper", "suite", "conditions"])
+    parser.add_argument("--case", nargs="*", help="only these cases (names)")
+    parser.add_argument("--inference", default="map", help="the recipe (default map)")
     parser.add_argument("--gpbayes", default=str(ROOT / ".venv" / "bin" / "gpbayes"))
     args = parser.parse_args()
     from gpbayes.bench import PAPER as PAPER_ERRORS
@@ -81,7 +85,7 @@ def main():
                             text=True, cwd=ROOT).stdout.strip()
     load = os.getloadavg()[0]
     print(f"commit {commit}, {date.today()}, {platform.machine()} with {os.cpu_count()} "
-          f"cores, load average {load:.1f} at the start", flush=True)
+          f"cores, load average {load:.1f} at the start, recipe {args.inference}", flush=True)
     groups = {"paper": ([(n, ROOT / "models" / f"{n}.toml", PAPER_ERRORS[n][0])
                          for n in PAPER], "paper GP-HM-StM"),
               "suite": ([(n, SUITE / f"{n}.toml", t) for n, t in suite_targets().items()],
@@ -91,9 +95,12 @@ def main():
     loads = [load]
     for group in args.group:
         cases, target_name = groups[group]
+        cases = [c for c in cases if not args.case or c[0] in args.case]
+        if not cases:
+            continue
         rows = []
         for name, path, target in cases:
-            rows.append((name, target, solve(args.gpbayes, path)))
+            rows.append((name, target, solve(args.gpbayes, path, args.inference)))
             loads.append(os.getloadavg()[0])
             print(f"  {name}: {rows[-1]}", file=sys.stderr, flush=True)
         print(f"\n### {group}\n\n{table(rows, target_name)}", flush=True)
