@@ -172,11 +172,12 @@ def band_figure(problem, mean: np.ndarray, sd: np.ndarray, title: str,
                 fit=None) -> Figure | None:
     """Posterior mean +- 2 sd on the test grid (1-D), with the exact solution and the data;
     in 2-D: images of the mean, the sd and (with an exact solution) |error| / sd. With the
-    MAP ``fit`` of a 1-D problem whose test grid is coarser than ``drawing_axes`` (a line
-    through too few points per cycle shows false beats), the band is drawn about the MAP
-    on the solution figure's points, the sd interpolated from the test grid."""
+    MAP ``fit`` of a problem whose test grid is coarser than ``drawing_axes`` (a line or
+    image through too few points per cycle shows false beats), the band (1-D) or the first
+    image (2-D) is drawn from the MAP on the solution figure's points, the sd from the
+    test grid."""
     if problem.ndim == 2:
-        return _band_images(problem, mean, sd, title)
+        return _band_images(problem, mean, sd, title, fit)
     if problem.ndim != 1:
         return None
     x = problem.test_axes[0]
@@ -216,16 +217,26 @@ def band_figure(problem, mean: np.ndarray, sd: np.ndarray, title: str,
     return fig
 
 
-def _band_images(problem, mean, sd, title):
-    panels = [(mean, "posterior mean", {}), (sd, "posterior sd", {"cmap": "viridis"})]
+def _band_images(problem, mean, sd, title, fit=None):
+    """2-D: the mean (the MAP on the solution figure's points where the test grid is
+    coarser: an image of sin(100x) on too few points shows false beats), the sd and
+    |error| / sd on the test grid."""
+    test = problem.test_axes
+    fine = drawing_axes(fit) if fit is not None else test
+    if any(len(f) > len(t) for f, t in zip(fine, test)):
+        first = (np.asarray(fit.predict_grid(fine)), "MAP (the solution figure's points)",
+                 fine, {})
+    else:
+        first = (mean, "posterior mean", test, {})
+    panels = [first, (sd, "posterior sd", test, {"cmap": "viridis"})]
     if problem.exact_test is not None:
         z = np.abs(mean - problem.exact_test) / sd
         inside = np.mean(z <= 1.645)
-        panels.append((z, f"|mean - exact| / sd ({inside:.0%} within the 90% band)",
+        panels.append((z, f"|mean - exact| / sd ({inside:.0%} within the 90% band)", test,
                        {"cmap": "viridis", "vmin": 0.0, "vmax": 3.0}))
     fig, axs = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
-    for ax, (values, name, style) in zip(axs[0], panels):
-        _image(ax, values, problem.test_axes, problem.variables, name, **style)
+    for ax, (values, name, axes, style) in zip(axs[0], panels):
+        _image(ax, values, axes, problem.variables, name, **style)
     _title(fig, title)
     return fig
 

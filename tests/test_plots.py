@@ -71,3 +71,20 @@ def test_a_gaussian_posterior_folder_of_the_old_layout_redraws(tmp_path):
     written = plots.posterior_figures(tmp_path, p)
     assert [w.name for w in written] == ["posterior.png"]
     assert (tmp_path / "posterior.png").stat().st_size > 1000
+
+
+def test_2d_posterior_mean_image_is_drawn_on_the_solution_figures_points():
+    """A 9 x 9 test grid is coarser than the drawing axes of a kernel with frequency 2: the
+    first image is the MAP on those axes, the sd and the error ratio on the test grid."""
+    from conftest import small_2d_problem
+
+    p, fit = small_2d_problem()
+    fine = plots.drawing_axes(fit)
+    assert len(fine[0]) > len(p.test_axes[0])
+    sd = np.full(tuple(len(t) for t in p.test_axes), 0.1)
+    fig = plots.band_figure(p, fit.test_prediction, sd, "t", fit=fit)
+    images = [ax.images[0] for ax in fig.axes if ax.images]
+    assert images[0].get_array().shape == tuple(len(f) for f in fine)
+    assert fig.axes[0].get_title().startswith("MAP")
+    assert images[1].get_array().shape == sd.shape
+    np.testing.assert_allclose(images[0].get_array(), np.asarray(fit.predict_grid(fine)))
