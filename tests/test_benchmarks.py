@@ -22,3 +22,32 @@ def test_benchmark_script_imports(script):
     r = subprocess.run([sys.executable, "-c", LOAD, str(script)], capture_output=True,
                        text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_posterior_reference_solves_the_model_file_and_integrates():
+    """The reference's finite-difference solve reproduces the model file's solution at the
+    true k, and the quadrature's sd is near the Fisher width (the posterior is near
+    Gaussian here, the prior N(10, 10^2) weak)."""
+    import importlib.util
+
+    import numpy as np
+
+    import gpbayes as gb
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("reference",
+                                                  root / "benchmarks/posterior_reference.py")
+    ref = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ref)
+    p = gb.load_model(root / "benchmarks/problems/inverse-helmholtz1d.toml")
+    x = np.linspace(0.0, 1.0, 2001)
+    u = ref.solve(p, x, {"k": 20.0}, tuple(p.exact((np.array([0.0, 1.0]),))))
+    np.testing.assert_allclose(u, p.exact((x,)), atol=2e-5)
+    out = ref.reference(p, 2001)
+    obs_x, _, noise = p.observations
+    eps = 1e-4
+    du = (np.interp(obs_x[:, 0], x, ref.solve(p, x, {"k": out["mean"] + eps}, (u[0], u[-1])))
+          - np.interp(obs_x[:, 0], x, ref.solve(p, x, {"k": out["mean"] - eps}, (u[0], u[-1]))))
+    fisher_sd = noise / np.linalg.norm(du / (2 * eps))
+    assert out["sd"] == pytest.approx(fisher_sd, rel=0.05)
+    assert out["q05"] < out["mean"] < out["q95"]
