@@ -97,8 +97,6 @@ class Conditional:
 
     def cross(self, j: int, points, m: int = 0) -> Array:
         """k_j^(m)(points, x_j): from the grid axis j to any points on that axis."""
-        if not isinstance(points, np.ndarray):
-            points = jnp.asarray(points)
         return kernels.cross(self.problem.family, self.kernel[j], points,
                              np.asarray(self.problem.axes[j]), m)
 

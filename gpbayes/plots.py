@@ -183,9 +183,10 @@ def band_figure(problem, mean: np.ndarray, sd: np.ndarray, title: str,
     x = problem.test_axes[0]
     fig, (ax, ax_sd) = plt.subplots(2, 1, figsize=(8, 5.6), sharex=True,
                                     gridspec_kw={"height_ratios": [2, 1]})
-    fine = drawing_axes(fit)[0] if fit is not None else x
-    if len(fine) > len(x):
-        centre, spread = np.asarray(fit.predict_grid((fine,))), np.interp(fine, x, sd)
+    finer = _finer_map(problem, fit)
+    if finer is not None:
+        (fine,), centre = finer
+        spread = np.interp(fine, x, sd)
         ax.fill_between(fine, centre - 2 * spread, centre + 2 * spread, color="C0", alpha=0.3,
                         label="MAP ± 2 sd (sd from the test grid)")
         ax.plot(fine, centre, "C0-", lw=0.8, label="MAP")
@@ -217,17 +218,25 @@ def band_figure(problem, mean: np.ndarray, sd: np.ndarray, title: str,
     return fig
 
 
+def _finer_map(problem, fit) -> tuple | None:
+    """(``drawing_axes``, the MAP on them) where the MAP ``fit`` is given and those axes
+    are finer than the test grid along some axis, else None."""
+    if fit is None:
+        return None
+    fine = drawing_axes(fit)
+    if not any(len(f) > len(t) for f, t in zip(fine, problem.test_axes)):
+        return None
+    return fine, np.asarray(fit.predict_grid(fine))
+
+
 def _band_images(problem, mean, sd, title, fit=None):
     """2-D: the mean (the MAP on the solution figure's points where the test grid is
     coarser: an image of sin(100x) on too few points shows false beats), the sd and
     |error| / sd on the test grid."""
     test = problem.test_axes
-    fine = drawing_axes(fit) if fit is not None else test
-    if any(len(f) > len(t) for f, t in zip(fine, test)):
-        first = (np.asarray(fit.predict_grid(fine)), "MAP (the solution figure's points)",
-                 fine, {})
-    else:
-        first = (mean, "posterior mean", test, {})
+    finer = _finer_map(problem, fit)
+    first = ((finer[1], "MAP (the solution figure's points)", finer[0], {}) if finer
+             else (mean, "posterior mean", test, {}))
     panels = [first, (sd, "posterior sd", test, {"cmap": "viridis"})]
     if problem.exact_test is not None:
         z = np.abs(mean - problem.exact_test) / sd

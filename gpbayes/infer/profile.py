@@ -267,14 +267,12 @@ class Starts:
             if jumped is not None and not (obj < previous and k < recipe.cg_max_iterations):
                 log_tau, trail = jumped, []  # the jump did not raise the log joint: undo it
                 continue
-            failure = failed_sweep(obj, k, i, recipe, objective is not None)
-            if failure and k >= recipe.cg_max_iterations and not learning:
-                # CG at its cap: the unconverged solve competes by the check with the lowest
+            failure = failed_sweep(obj, k, i, recipe, objective is not None, learning)
+            if failure.startswith(BUDGET):  # the unconverged solve competes by the check
                 state = (new_theta, new_u, solved_at, float(held))
                 capped = (self.score(prob, state), state)
                 theta, u, log_tau, objective = min(lowest, capped, key=lambda x: x[0])[1]
-                reason = (f"CG budget (sweep {i + 1} needed more than cg_max_iterations: the "
-                          "precisions' climb ends there; kept the sweep of the lowest check)")
+                reason = failure
                 break
             if failure or previous <= obj <= previous + ROUNDING * recipe.tolerance * abs(obj):
                 # each sweep raises the log joint in exact arithmetic: a small fall is rounding
@@ -308,7 +306,7 @@ class Starts:
         fit = MapFit(problem=prob, params=as_params(theta, u, log_tau), recipe=recipe,
                      steps=0, wall_time_s=0.0, stop_reason=reason,
                      converged=reason.startswith(("log joint converged", "check minimum",
-                                                   "CG budget")),
+                                                   BUDGET)),
                      history=self.history, objective=objective,
                      kernel_why="learned" if learning else "")
         self.carry[id(fit)] = (lowest, previous)
@@ -400,15 +398,24 @@ class Starts:
         return best, chosen, why
 
 
-def failed_sweep(obj: float, k: int, i: int, recipe: Recipe, any_kept: bool) -> str:
-    """The stop reason of a sweep that cannot be kept (a non-finite objective, or CG at
-    its cap once a state is kept), else ''."""
+BUDGET = "CG budget"  # the stop reason's start where a solve needed more than the budget
+
+
+def failed_sweep(obj: float, k: int, i: int, recipe: Recipe, any_kept: bool,
+                 learning: bool = False) -> str:
+    """The stop reason of a sweep that ends its run, else '': a non-finite objective, or
+    CG at ``cg_max_iterations`` once a state is kept (the budget: the precisions' climb
+    ends there and the unconverged state competes by the check; in a learning run, which
+    has no check, the last converged state is kept)."""
     if not np.isfinite(obj):
         return (f"non-finite objective at sweep {i + 1}; kept the last finite state. "
                 "Try a larger jitter or a smaller tau_max.")
-    if k >= recipe.cg_max_iterations and any_kept:
+    if k < recipe.cg_max_iterations or not any_kept:
+        return ""
+    if learning:
         return f"CG reached cg_max_iterations at sweep {i + 1}; kept the last converged state"
-    return ""
+    return (f"{BUDGET} (sweep {i + 1} needed more than cg_max_iterations: the precisions' "
+            "climb ends there; kept the sweep of the lowest check)")
 
 
 def make_sweep(prob: Problem, recipe: Recipe, solve, trial, learning: bool, cap: float):
