@@ -14,6 +14,7 @@ from jax.scipy.linalg import solve_triangular
 
 from gpbayes import gauss_newton, kernels, kron
 from gpbayes.boundary import is_affine
+from gpbayes.infer.solvers import least_squares
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -368,6 +369,57 @@ class Conditional:
         z = self.whiten(u)
         r = self.data_residual(u)
         return self.log_constant - 0.5 * jnp.sum(z**2) - 0.5 * jnp.sum(r**2)
+
+    def u_given_rest(self, evidence: bool = True) -> tuple[Array, Array, Array]:
+        """U's Gaussian given every other site where the data terms are affine in U (a
+        linear PDE): z ~ N(z*, (R^T R)^{-1}) in whitened coordinates, z* minimising
+        |z|^2/2 + |r(z)|^2/2 (``data_residual``) by dense QR; returns (z*, R, r(z*)),
+        r(z*) from the Jacobian (J z* - d: evaluated through the fields instead, the
+        equation rows' cancellation leaves |r|^2 noisy by O(10) at tau_e ~ 1e11).
+        ``evidence=False``: given the PDE's rows alone (``evidence_rows`` zeroed).
+        Dense: O(N^3) for N grid points."""
+        n = self.problem.size
+        jac, rhs = self._affine_system
+        if not evidence:
+            keep = np.concatenate([~self.evidence_rows, np.ones(n, bool)])
+            jac, rhs = jac * keep[:, None], rhs * keep
+        x, r = least_squares(jac, rhs)
+        return x.reshape(self.problem.grid), r, (jac @ x - rhs)[:-n]
+
+    @cached_property
+    def _affine_system(self) -> tuple[Array, Array]:
+        """(J, d): [data_residual(z); z] = J z - d, its Jacobian at z = 0 (exact where
+        the data terms are affine in z)."""
+        grid, n = self.problem.grid, self.problem.size
+
+        def residual(x):
+            return jnp.concatenate([self.data_residual(x.reshape(grid), "z"), x])
+
+        return jax.jacfwd(residual)(jnp.zeros(n)), -residual(jnp.zeros(n))
+
+    @property
+    def evidence_rows(self) -> np.ndarray:
+        """Which rows of ``data_residual`` are measurements (the observations, boundary
+        rows with a noise sd) rather than the PDE's own data (the equation's source, the
+        exact boundary rows)."""
+        p = self.problem
+        parts = [~p.tempered_rows if p.conditions else np.zeros(0, bool),
+                 np.zeros(p.size, bool)]
+        if p.observations is not None:
+            parts.append(np.ones(len(p.observations[1]), bool))
+        return np.concatenate(parts)
+
+    def split_data_residual(self, r: Array) -> tuple[Array, Array, Array | None]:
+        """``data_residual``'s parts, unweighted: (boundary_difference, residual on the
+        grid, the prediction at the observation points or None)."""
+        p = self.problem
+        nb = int(p.boundary_values.size) if p.conditions else 0
+        gap = r[:nb] / self.boundary_scale if nb else jnp.zeros(0)
+        eq = (r[nb:nb + p.size] * self.equation_sd).reshape(p.grid)
+        if p.observations is None:
+            return gap, eq, None
+        _, data, noise = p.observations
+        return gap, eq, r[nb + p.size:] * noise + jnp.asarray(data)
 
     # -- prediction -----------------------------------------------------------------------
 

@@ -508,10 +508,13 @@ def _recipe_data(path: Path, seen: tuple = ()) -> dict:
 
 
 def map_recipe_of(recipe: Recipe) -> Recipe:
-    """The MAP recipe a sampling recipe starts from: its ``map`` file (beside it), with
-    its ``map_jitter`` and ``calibrate_tau_e``."""
+    """The MAP recipe a sampling recipe starts from: its ``map`` file (beside it, else
+    the packaged one of that name), with its ``map_jitter`` and ``calibrate_tau_e``."""
     base = Path(recipe.source).parent if recipe.source else RECIPES
-    out = load_inference(base / recipe.map)
+    path = base / recipe.map
+    if not path.is_file() and Path(recipe.map).stem in PACKAGED:
+        path = recipe_file(Path(recipe.map).stem)
+    out = load_inference(path)
     if recipe.map_jitter:
         out = replace(out, jitter=recipe.map_jitter)
     return replace(out, calibrate_tau_e=True) if recipe.calibrate_tau_e else out

@@ -113,3 +113,35 @@ def load_example(root, name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def marginal_moments(fit, site, draws, evidence=True):
+    """Mean and sd of an unknown's posterior by quadrature of the marginal model's
+    density (``pde_model(..., marginal=True)``, U integrated out) on a grid around
+    ``draws``; ``evidence=False``: without its ``pde_evidence`` factor (the joint
+    model's marginal, the source counted as evidence)."""
+    import jax
+    import jax.numpy as jnp
+    from numpyro.infer.util import log_density
+
+    from gpbayes.conditional import with_factors
+    from gpbayes.infer.posterior import fixed_sites
+    from gpbayes.model import pde_model
+
+    held = with_factors(fit.problem, fixed_sites(fit), fit.recipe.jitter)
+    rest = fixed_sites(fit, (site,))
+
+    def log_p(v):
+        lp, trace = log_density(pde_model, (fit.problem,), {
+            "jitter": fit.recipe.jitter, "held": held, "marginal": True}, {**rest, site: v})
+        if not evidence and "pde_evidence" in trace:
+            lp = lp - trace["pde_evidence"]["fn"].log_factor
+        return lp
+
+    draws = np.asarray(draws).ravel()
+    grid = draws.mean() + np.linspace(-10, 10, 401) * draws.std()
+    lp = np.asarray(jax.lax.map(jax.jit(log_p), jnp.asarray(grid)))
+    w = np.exp(lp - lp.max())
+    w /= w.sum()
+    mean = np.sum(w * grid)
+    return mean, np.sqrt(np.sum(w * (grid - mean) ** 2))

@@ -204,6 +204,27 @@ def test_sample_holds_tau_e_out_on_an_inverse_problem(root, tmp_path):
     assert again["sd"] == pytest.approx(k["sd"], rel=1e-9)
 
 
+def test_sample_nuts_integrates_u_out_on_a_linear_inverse_problem(root, tmp_path):
+    """`gpbayes sample` (NUTS) on a linear 1-D model file with an unknown: U integrated
+    out, k's draws agree with a quadrature of the model's marginal density of k (the
+    same MAP's hyperparameters), and the run converges (exit 0)."""
+    import gpbayes as gb
+    from conftest import inverse_model, marginal_moments
+    from gpbayes.results import load_fit
+
+    model, out = inverse_model(tmp_path, 1, n=60), tmp_path / "out"
+    recipe = tmp_path / "quick.toml"
+    recipe.write_text('extends = "nuts"\nchains = 2\nwarmup = 300\ndraws = 600\n')
+    r = run("sample", str(model), "--inference", str(recipe), "--out", str(out), cwd=root)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert "U integrated out" in summary["stop_reason"] and summary["converged"]
+    k = import_arviz().from_netcdf(str(out / "posterior.nc")).posterior["k"].values
+    fit = load_fit(out / "map", gb.load_model(out / "map" / "model.toml"))
+    mean, sd = marginal_moments(fit, "k", k)
+    assert abs(k.mean() - mean) < 0.15 * sd and 0.85 < k.std() / sd < 1.15
+
+
 @pytest.mark.slow
 def test_sample_after_a_plain_family_map_and_resume(root, tmp_path):
     """The default MAP may keep a plain family on a smooth problem: sampling and --resume

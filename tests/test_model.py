@@ -79,3 +79,51 @@ def test_families_have_their_sites(family):
     p = small_problem(family=family)
     _, trace = gb.log_density(p, model.initial_params(p))
     assert ("mu_x" in trace) == (family == "gaussian-mixture")
+
+
+@pytest.mark.parametrize("measured", [True, False])
+def test_marginal_model_is_the_joint_integrated_over_u(measured):
+    """``marginal=True``: the log density is the joint integrated over U divided by the
+    same integral of the PDE's rows alone (where there are measurements), each computed
+    apart here in data space: the data terms are affine in U, r(u) = M u - d, so the
+    integral of N(u; 0, K) exp(-|r|^2/2) is N(d; 0, I + M K M^T) (2 pi)^(m/2) times the
+    rows' normalising constants. 6 x 6 grid, an unknown c; with observations and noisy
+    boundary rows, or with neither (tempered boundary rows, no evidence factor)."""
+    from conftest import small_inverse_problem
+    from gpbayes.conditional import Conditional
+    from gpbayes.infer.posterior import fixed_sites
+
+    p, fit = small_inverse_problem(n=6)
+    if not measured:
+        p = replace(p, observations=None, boundary_noise=None)
+        fit.params["log_tau_b"] = jnp.asarray(3.0)
+    rest = {k: v for k, v in {**fixed_sites(fit), "c": jnp.asarray(1.3)}.items()
+            if k in model.initial_params(p)}
+    lp = _log_density(model.pde_model, (p,), {"marginal": True}, rest)[0]
+    cond = Conditional(p, rest, 1e-6)
+    zero = jnp.zeros(p.grid)
+    m_mat = jax.jacfwd(lambda u: cond.data_residual(u.reshape(p.grid)))(zero.reshape(-1))
+    d = -cond.data_residual(zero)
+    k = jnp.ones((1, 1))
+    for l in cond.trils:
+        k = jnp.kron(k, l @ l.T)
+
+    def log_gauss(rows):  # log N(d; 0, I + M K M^T) on ``rows``
+        m = m_mat[rows]
+        s = jnp.eye(len(m)) + m @ k @ m.T
+        return jax.scipy.stats.multivariate_normal.logpdf(d[rows], jnp.zeros(len(m)), s)
+
+    e = cond.evidence_rows
+    assert e.any() == measured
+    prior = jax.scipy.stats.norm.logpdf(1.3, 1.0, 2.0)
+    if measured:  # the measurements' rows' constants (their weights) stay in the ratio
+        w = jnp.concatenate([cond.boundary_scale, jnp.ones(p.size) / cond.equation_sd,
+                             jnp.ones(len(p.observations[1])) / p.observations[2]])
+        expected = prior + jnp.sum(jnp.log(w[e])) + log_gauss(np.ones(len(d), bool)) \
+            - log_gauss(~e)
+    else:
+        joint_at_zero = _log_density(model.pde_model, (p,), {"whiten": True},
+                                     {**rest, "Z": zero})[0]
+        constant = joint_at_zero + 0.5 * p.size * np.log(2 * np.pi) + 0.5 * jnp.sum(d**2)
+        expected = constant + 0.5 * len(d) * np.log(2 * np.pi) + log_gauss(~e)
+    np.testing.assert_allclose(lp, expected, rtol=1e-10)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
@@ -153,6 +154,9 @@ def sample_nuts(problem: Problem, init: MapFit, chains: int = 4, warmup: int = 5
     if sample_hyper:
         return _sample_with_hyper(problem, init, chains, warmup, draws, seed, progress,
                                   chain_method)
+    if integrates_u(problem, init):
+        return _sample_marginal(problem, init, chains, warmup, draws, seed, progress,
+                                chain_method, chunk, interrupt)
     if problem.size > MAX_DENSE:
         return _sample_matrix_free(problem, init, chains, warmup, draws, seed, progress,
                                    chain_method, chunk, interrupt)
@@ -179,6 +183,68 @@ def sample_nuts(problem: Problem, init: MapFit, chains: int = 4, warmup: int = 5
     samples["U"], u_test = map(np.asarray, grid_and_test(z))  # one compiled call
     return NutsResult(problem, init, samples, u_test, extra, wall, chains,
                       _step_note(stop, extra))
+
+
+MARGINAL_MAX = 500  # grid points: U is integrated out densely, O(N^3) per leapfrog step
+
+
+def integrates_u(problem: Problem, fit: MapFit) -> bool:
+    """Whether NUTS samples the unknowns alone, U integrated out (``pde_model(...,
+    marginal=True)``): there are unknowns, the PDE is linear in U at their MAP values
+    (so the integral is exact) and the grid has at most MARGINAL_MAX points."""
+    if not problem.unknowns or problem.size > MARGINAL_MAX:
+        return False
+    return Conditional(problem, fixed_sites(fit), fit.recipe.jitter).is_linear()
+
+
+def _sample_marginal(problem, init, chains, warmup, draws, seed, progress, chain_method,
+                     chunk, interrupt) -> "NutsResult":
+    """NUTS on the unknowns' exact marginal (U integrated out, the kernel and precisions
+    held at the MAP), then one exact draw of U from its Gaussian given each draw of the
+    unknowns. The dense mass matrix starts at the inverse Hessian of the potential at
+    the MAP and adapts in warm-up."""
+    sites = tuple(problem.unknown_sites.values())
+    jitter = init.recipe.jitter
+    held = with_factors(problem, fixed_sites(init), jitter)
+    model = condition(partial(pde_model, problem, jitter=jitter, held=held, marginal=True),
+                      data=fixed_sites(init, sites))
+    potential = jax.jit(partial(potential_energy, model, (), {}))
+    theta = {k: jnp.asarray(init.params[k]) for k in sites}
+    flat, unravel = jax.flatten_util.ravel_pytree(theta)
+    hessian = jax.hessian(lambda x: potential(unravel(x)))(flat)
+    inverse_mass = jnp.linalg.inv(hessian)
+    if not bool(jnp.all(jnp.isfinite(jnp.linalg.cholesky(inverse_mass)))):
+        inverse_mass = jnp.eye(len(flat))  # not positive definite at the MAP: adapt from I
+    kernel = NUTS(potential_fn=potential, dense_mass=True, inverse_mass_matrix=inverse_mass,
+                  target_accept_prob=0.8, max_tree_depth=TREE_DEPTH)
+    # one chain after another: a vmapped QR (vectorized chains) is far slower on the CPU
+    mcmc = _mcmc(kernel, chains, warmup, chain_method, progress, draws=draws)
+    start = {k: jnp.broadcast_to(v, ((chains,) if chains > 1 else ()) + v.shape)
+             for k, v in theta.items()}
+    samples, extra, stop, wall = _run_in_chunks(mcmc, jax.random.PRNGKey(seed), draws, chunk,
+                                                interrupt, init_params=start)
+    shape = (chains, len(extra.get("diverging", np.zeros((chains, 0)))[0]))
+
+    def draw(x):  # z ~ N(z*, (R^T R)^{-1}) given the unknowns
+        cond = held.with_values(x["theta"])
+        mode, r, _ = cond.u_given_rest()
+        z = mode + jax.scipy.linalg.solve_triangular(r, x["xi"], lower=False).reshape(
+            problem.grid)
+        return cond.to_grid(z, "z"), held.predict_grid(z, problem.test_axes, "z")
+
+    u, u_test = np.zeros(shape + problem.grid), np.zeros(shape + problem.test_grid)
+    if shape[1]:
+        start_draws = time.perf_counter()
+        xs = {"theta": {k: jnp.asarray(samples[k]).reshape(-1) for k in sites},
+              "xi": jax.random.normal(jax.random.PRNGKey(seed + 1),
+                                      (shape[0] * shape[1], problem.size))}
+        u, u_test = (np.asarray(a).reshape(shape + a.shape[1:])
+                     for a in jax.lax.map(jax.jit(draw), xs))
+        wall += time.perf_counter() - start_draws
+    samples["U"] = u
+    return NutsResult(problem, init, samples, u_test, extra, wall, chains,
+                      _step_note(stop + "; U integrated out (exact given the unknowns)",
+                                 extra))
 
 
 def _sample_matrix_free(problem, init, chains, warmup, draws, seed, progress, chain_method,

@@ -28,15 +28,21 @@ def dense_gauss_newton(residual: Callable[[Array], Array], x: Array, steps: int,
     r = None
     for _ in range(steps):
         jac = jax.jacfwd(residual)(x)
-        q, r = jnp.linalg.qr(jac)
         r_x = residual(x)
-        new = solve_triangular(r, q.T @ (jac @ x - r_x), lower=False)
+        new, r = least_squares(jac, jac @ x - r_x)
         if safeguard:
             d = new - x
             t = backtrack(lambda t, x=x, d=d: jnp.sum(residual(x + t * d) ** 2), jnp.sum(r_x**2))
             new = x + t * d
         x = new
     return x, r
+
+
+def least_squares(a: Array, b: Array) -> tuple[Array, Array]:
+    """argmin_x |a x - b| for a tall a of full column rank by Householder QR; returns
+    (x, R), R^T R = a^T a."""
+    q, r = jnp.linalg.qr(a)
+    return solve_triangular(r, q.T @ b, lower=False), r
 
 
 def backtrack(f: Callable[[Array], Array], f0: Array, halvings: int = 30) -> Array:
