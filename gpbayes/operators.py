@@ -59,9 +59,11 @@ class Expression:
         return _eval(self.tree.body, env)
 
     def derivatives(self, variables) -> dict:
-        """{name: orders} of the u-derivatives this expression uses."""
+        """{name: orders} of the u-derivatives this expression uses, by name (``names``
+        is a set, in an order that changes with PYTHONHASHSEED: the order of the sums
+        over the terms, and with it a MAP's rounding, would change run to run)."""
         out = {}
-        for n in self.names:
+        for n in sorted(self.names):
             orders = derivative_orders(n, variables)
             if orders is not None:
                 out[n] = orders
