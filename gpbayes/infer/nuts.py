@@ -1,5 +1,7 @@
-"""NUTS (numpyro.infer) on the PDE model in whitened coordinates, started at the MAP with
-the Laplace mass matrix; kernel parameters held at the MAP or (``sample_hyper``) sampled.
+"""NUTS (numpyro.infer) on the PDE model, started at the MAP; kernel parameters held at the
+MAP or (``sample_hyper``) sampled. The unknowns of a linear PDE on small grids alone, U
+integrated out (``integrates_u``); else U in whitened coordinates with the unknowns and
+the Laplace mass matrix (dense, or matrix-free beyond MAX_DENSE grid points).
 """
 
 import time
