@@ -91,20 +91,19 @@ def pde_model(problem: Problem, jitter: float = 1e-6, whiten: bool = False,
     t = problem.tempered_rows  # the other rows are noisy observations
     if marginal:
         z, (gap, residual, mean) = _integrate_u(cond)
-    elif whiten:
-        z = numpyro.sample("Z", dist.Normal(0.0, 1.0).expand(problem.grid)
-                           .to_event(problem.ndim))
     else:
-        u = numpyro.sample("U", kron.KroneckerNormal(cond.trils))
-    # from z where it is the coordinate (U's rounding through L z and back shows in
-    # the equation rows, weighted by tau_e^(1/2) ~ 1e6)
-    c, coords = (z, "z") if marginal or whiten else (u, "u")
-    if marginal or whiten:
-        numpyro.deterministic("U", cond.to_grid(z, "z"))
-    if not marginal:
+        if whiten:  # the terms from z: U's rounding through L z and back shows in the
+            # equation rows, weighted by tau_e^(1/2) ~ 1e6
+            z = c = numpyro.sample("Z", dist.Normal(0.0, 1.0).expand(problem.grid)
+                                   .to_event(problem.ndim))
+        else:
+            c = numpyro.sample("U", kron.KroneckerNormal(cond.trils))
+        coords = "z" if whiten else "u"
         residual, gap = cond.residual(c, coords), cond.boundary_difference(c, coords)
         mean = cond.predict(c, problem.observations[0], coords) if problem.observations \
             else None
+    if marginal or whiten:
+        numpyro.deterministic("U", cond.to_grid(z, "z"))
     r = numpyro.deterministic("residual", residual)
     b = numpyro.deterministic("boundary_gap", gap)
     equation, boundary = pde_terms(cond, b, r)

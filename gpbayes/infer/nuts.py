@@ -175,8 +175,7 @@ def sample_nuts(problem: Problem, init: MapFit, chains: int = 4, warmup: int = 5
     kernel = NUTS(potential_fn=potential, dense_mass=True, inverse_mass_matrix=inverse_mass,
                   adapt_mass_matrix=False, target_accept_prob=0.8, max_tree_depth=TREE_DEPTH)
     mcmc = _mcmc(kernel, chains, warmup, chain_method, progress, "vectorized", draws)
-    start = {k: jnp.broadcast_to(v, ((chains,) if chains > 1 else ()) + v.shape)
-             for k, v in latent.items()}
+    start = _chain_start(latent, chains)
     samples, extra, stop, wall = _run_in_chunks(mcmc, jax.random.PRNGKey(seed), draws, chunk,
                                                 interrupt, init_params=start)
     z = jnp.asarray(samples.get("Z", np.zeros((chains, 0, *problem.grid))))
@@ -185,6 +184,12 @@ def sample_nuts(problem: Problem, init: MapFit, chains: int = 4, warmup: int = 5
     samples["U"], u_test = map(np.asarray, grid_and_test(z))  # one compiled call
     return NutsResult(problem, init, samples, u_test, extra, wall, chains,
                       _step_note(stop, extra))
+
+
+def _chain_start(values: dict, chains: int) -> dict:
+    """numpyro's init_params: the same values for each chain (no chain axis for one)."""
+    return {k: jnp.broadcast_to(v, ((chains,) if chains > 1 else ()) + v.shape)
+            for k, v in values.items()}
 
 
 MARGINAL_MAX = 500  # grid points: U is integrated out densely, O(N^3) per leapfrog step
@@ -221,8 +226,7 @@ def _sample_marginal(problem, init, chains, warmup, draws, seed, progress, chain
                   target_accept_prob=0.8, max_tree_depth=TREE_DEPTH)
     # one chain after another: a vmapped QR (vectorized chains) is far slower on the CPU
     mcmc = _mcmc(kernel, chains, warmup, chain_method, progress, draws=draws)
-    start = {k: jnp.broadcast_to(v, ((chains,) if chains > 1 else ()) + v.shape)
-             for k, v in theta.items()}
+    start = _chain_start(theta, chains)
     samples, extra, stop, wall = _run_in_chunks(mcmc, jax.random.PRNGKey(seed), draws, chunk,
                                                 interrupt, init_params=start)
     shape = (chains, len(extra.get("diverging", np.zeros((chains, 0)))[0]))
