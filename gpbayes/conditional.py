@@ -196,10 +196,10 @@ class Conditional:
         """L[u] - f on every grid point."""
         return self.operator(self.fields(c, coords)) - self.problem.source_values
 
-    def fields_on(self, u: Array, axes) -> dict:
+    def fields_on(self, c: Array, axes, coords: str = "u") -> dict:
         """u and the equation's derivatives by name on the tensor grid spanned by ``axes``,
         from the conditional mean."""
-        return {name: self.predict_grid(u, axes, orders=orders)
+        return {name: self.predict_grid(c, axes, coords, orders=orders)
                 for name, orders in self.problem.derivatives.items()}
 
     def residual_on(self, u: Array, axes, source: Array | None = None) -> Array:

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
+from jax.scipy.linalg import solve_triangular
 
 from gpbayes import kron
 from gpbayes.infer import solvers
@@ -279,6 +280,13 @@ class GaussNewton:
         """U = (E_1 kron ... E_d) s (on the last d axes)."""
         return kron.kron_apply(self.basis, s)
 
+    def whitened(self, s: Array) -> Array:
+        """z = L^{-1} U from s, by the per-axis orthogonal L_j^{-1} E_j: the conditional
+        mean off the grid from z keeps the digits that K^{-1} U (a 3-D grid's
+        ill-conditioned K) loses (``results.MapFit.z``)."""
+        return kron.kron_apply([solve_triangular(l, e, lower=True)
+                                for l, e in zip(self.cond.trils, self.basis)], s)
+
     def vjp(self, v: Array) -> Array:
         return self._transpose(v)[0]
 
@@ -302,10 +310,10 @@ class GaussNewton:
         return solvers.pcg(self.mv, b, self.preconditioner, tol, maxiter, self.ndim)
 
     def step(self, tol: float, maxiter: int) -> tuple:
-        """One Gauss-Newton step on U (exact for a linear PDE): (U, CG iterations,
-        recomputed relative residual)."""
+        """One Gauss-Newton step on U (exact for a linear PDE): (s, CG iterations,
+        recomputed relative residual); U = ``to_grid(s)``, z = ``whitened(s)``."""
         ds, k, res = self.solve(-self.gradient, tol, maxiter)
-        return self.to_grid(self.s0 + ds), k, res
+        return self.s0 + ds, k, res
 
     def unknown_columns(self) -> tuple:
         """The unknowns' part of the Jacobian at s0: (sites, their values th0, J_theta of
@@ -339,7 +347,7 @@ class GaussNewton:
 
     def joint_step(self, tol: float, maxiter: int) -> tuple:
         """One Gauss-Newton step on U and the unknowns together, halved until the log
-        joint does not fall: (U, {site: value}, CG iterations). The unknowns' few columns
+        joint does not fall: (s, {site: value}, CG iterations). The unknowns' few columns
         are eliminated by their Schur complement (``eliminate_unknowns``)."""
         columns = self.unknown_columns()
         sites, th0, j_t, j_p, cols = columns
@@ -353,4 +361,4 @@ class GaussNewton:
 
         t = solvers.backtrack(objective, objective(jnp.zeros(())))
         th = th0 + t * d_th
-        return self.to_grid(self.s0 + t * d_s), dict(zip(sites, th)), k
+        return self.s0 + t * d_s, dict(zip(sites, th)), k

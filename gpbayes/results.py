@@ -30,6 +30,8 @@ def live_components(problem, params: dict) -> dict:
     return out
 
 
+Z_AXES = 3  # ``MapFit.latent``: predict from z on grids of this many axes or more
+
 KERNEL_WHY = ("adam", "learned", "off", "passed", "large", "worse", "interrupted", "failed")
 """Why a fit's kernel was learned or held (``MapFit.kernel_why``; the command line words
 each): Adam learns it with the rest; the profile solver learned it from the chosen start;
@@ -56,6 +58,8 @@ class MapFit:
     kernel_why: str = "adam"  # why the kernel was learned or held: a KERNEL_WHY code ("": a
     # profile run before the choice, its kernel held)
     start: dict = field(default_factory=dict)  # profile: {"chosen", "passed", "finished"}
+    z: object = None  # U whitened at the fit's kernel (U = L z) as the solver computed it, or
+    # None: the mean off the grid from K^{-1} U loses digits on 3-D grids, from z it does not
 
     @property
     def kernel_learned(self) -> bool:
@@ -79,15 +83,34 @@ class MapFit:
     def u(self) -> jax.Array:
         return jnp.asarray(self.params["U"])
 
+    @property
+    def latent(self) -> tuple:
+        """(coordinates, their kind) that the conditional mean off the grid is computed
+        from: z (``z``) on grids of Z_AXES axes or more, where the solver gave it, else U.
+        One mean in exact arithmetic; in floating point K^{-1} U ruins it on 3-D grids
+        (three ill-conditioned axes), while on 1-D and 2-D grids z lost 40-100x in
+        accuracy against U (benchmarks/journal.md, 2026-12-06, 3-D)."""
+        if self.z is None or self.problem.ndim < Z_AXES:
+            return self.u, "u"
+        return jnp.asarray(self.z), "z"
+
+    def _checks_from(self, c, coords: str) -> dict:
+        p = self.problem
+        return {k: float(v) for k, v in _check_values(p, self.recipe.jitter, coords, self.params,
+                                                c, p.source_on(midpoints(p))).items()}
+
     def predict_grid(self, axes) -> np.ndarray:
         """The conditional mean on the tensor grid spanned by ``axes`` (one array per axis)."""
         axes = tuple(jnp.asarray(x, dtype=jnp.float64) for x in axes)
-        return np.asarray(_predict_grid(self.problem, self.recipe.jitter, self.params, axes))
+        c, coords = self.latent
+        return np.asarray(_predict_grid(self.problem, self.recipe.jitter, coords, self.params, c,
+                                        axes))
 
     def predict(self, points) -> np.ndarray:
         """The conditional mean at scattered points (M, d), or (M,) in 1-D: shape (M,)."""
         points = np.asarray(points, dtype=float).reshape(len(points), -1)
-        return np.asarray(self.conditional.predict(self.u, points))
+        c, coords = self.latent
+        return np.asarray(self.conditional.predict(c, points, coords))
 
     @cached_property
     def test_prediction(self) -> np.ndarray:
@@ -107,9 +130,7 @@ class MapFit:
 
     @cached_property
     def _checks(self) -> dict:
-        p = self.problem
-        return {k: float(v) for k, v in _check_values(p, self.recipe.jitter, self.params,
-                                                p.source_on(midpoints(p))).items()}
+        return self._checks_from(*self.latent)
 
     @property
     def equation_residual_rms(self) -> float:
@@ -225,6 +246,8 @@ class MapFit:
         dims, coords = grid_coords(p)
         point = {"u": (dims["u"], np.asarray(self.params["U"])),
                  "u_test": (dims["u_test"], self.test_prediction)}
+        if self.z is not None:  # the predictions' coordinates (``latent``): reloads exactly
+            point["u_whitened"] = (dims["u"], np.asarray(self.z))
         for name in ("log_tau_e", "log_tau_b", *p.unknown_sites.values()):
             if name in self.params:
                 point[name] = ((), np.asarray(self.params[name]))
@@ -279,6 +302,7 @@ def load_fit(out_dir: str | Path, problem, recipe=None) -> MapFit:
         point = idata.posterior.isel(chain=0, draw=0)
     params = {("U" if k == "u" else k): np.asarray(v) for k, v in point.data_vars.items()
               if k != "u_test"}
+    z = params.pop("u_whitened", None)
     components = len(params[f"log_w_{problem.variables[0]}"])
     if (summary["family"], components) != (problem.family, problem.components):
         problem = problem.with_kernel(summary["family"], components)
@@ -288,7 +312,7 @@ def load_fit(out_dir: str | Path, problem, recipe=None) -> MapFit:
                   converged=summary["converged"], objective=summary["objective"],
                   candidates=summary["candidates"], start=summary.get("start", {}),
                   kernel_why=(summary.get("kernel_why")  # older files: the flag alone
-                              or ("adam" if summary["kernel_learned"] else "off")))
+                              or ("adam" if summary["kernel_learned"] else "off")), z=z)
 
 
 def midpoints(problem) -> tuple:
@@ -297,19 +321,19 @@ def midpoints(problem) -> tuple:
     return tuple(0.5 * (x[1:] + x[:-1]) for x in map(np.asarray, problem.domain_axes))
 
 
-@partial(jax.jit, static_argnums=(0, 1))
-def _predict_grid(problem, jitter: float, params: dict, axes: tuple) -> jax.Array:
-    return Conditional(problem, params, jitter).predict_grid(params["U"], axes)
+@partial(jax.jit, static_argnums=(0, 1, 2))
+def _predict_grid(problem, jitter: float, coords: str, params: dict, c, axes: tuple) -> jax.Array:
+    return Conditional(problem, params, jitter).predict_grid(c, axes, coords)
 
 
-@partial(jax.jit, static_argnums=(0, 1))
-def _check_values(problem, jitter: float, params: dict, f_mid) -> dict:
+@partial(jax.jit, static_argnums=(0, 1, 2))
+def _check_values(problem, jitter: float, coords: str, params: dict, c, f_mid) -> dict:
     """The fit's residual checks in one compiled call (eager, each small op compiles on
-    its own: seconds per start)."""
+    its own: seconds per start), from the coordinates c (``MapFit.latent``)."""
     mid = midpoints(problem)
     cond = Conditional(problem, params, jitter)
     u = params["U"]
-    fields = cond.fields_on(u, mid)
+    fields = cond.fields_on(c, mid, coords)
     res = cond.operator(fields, mid) - f_mid
     r_mid = jnp.sqrt(jnp.mean(res**2))
     f_rms = jnp.sqrt(jnp.mean(f_mid**2))

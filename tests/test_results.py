@@ -1,5 +1,6 @@
 import json
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -51,6 +52,24 @@ def test_arviz_round_trip(fit, tmp_path):
     for k, v in fit.params.items():
         np.testing.assert_allclose(back.params[k], v)
     assert back.check == fit.check and back.rel_l2_error == fit.rel_l2_error
+
+
+def test_profile_fit_predicts_from_its_whitened_coordinates(tmp_path):
+    """The profile solver keeps U's whitened coordinates (``MapFit.z``, U = L z), which
+    reload with the fit (3-D grids predict from them)."""
+    from conftest import small_2d_problem
+    from gpbayes.conditional import Conditional
+
+    p, _ = small_2d_problem(n=9)
+    fit = gb.fit_map(p, gb.load_inference("map"), progress=False)
+    assert fit.z is not None and fit.latent[1] == "u"  # 2-D: from U (``Z_AXES``)
+    cond = Conditional(fit.problem, fit.params, fit.recipe.jitter)
+    np.testing.assert_allclose(cond.to_grid(jnp.asarray(fit.z), "z"), fit.params["U"],
+                               rtol=1e-8, atol=1e-10)
+    fit.save(tmp_path)
+    back = load_fit(tmp_path, fit.problem)
+    np.testing.assert_allclose(back.z, fit.z)
+    np.testing.assert_allclose(back.test_prediction, fit.test_prediction, rtol=1e-12)
 
 
 def test_predict_2d_scattered_matches_grid():

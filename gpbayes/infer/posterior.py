@@ -181,9 +181,10 @@ def structured_posterior(problem: Problem, fit: MapFit, samples: int = 64, seed:
     def newton(u, values):  # to the mode: U alone, or U and the unknowns jointly
         gn = Conditional(problem, values, fit.recipe.jitter).gauss_newton(u)
         if not sites:
-            return *gn.step(tolerance, max_iterations), values
-        u, theta, k = gn.joint_step(tolerance, max_iterations)
-        return u, k, jnp.zeros(()), {**values, **theta}
+            s, k, res = gn.step(tolerance, max_iterations)
+            return gn.to_grid(s), k, res, values
+        s, theta, k = gn.joint_step(tolerance, max_iterations)
+        return gn.to_grid(s), k, jnp.zeros(()), {**values, **theta}
 
     u = jnp.asarray(fit.params["U"])
     linear = conditional().is_linear() and not sites

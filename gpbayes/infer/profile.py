@@ -48,7 +48,7 @@ def boundary_start(problem: Problem, recipe: Recipe) -> float:
 
 
 def dense_u_solver(gn_steps: int, joint: bool = True):
-    """(conditional, U0) -> (U, {unknown site: value}, 0): U (and the unknowns, if any)
+    """(conditional, U0) -> (U, z, {unknown site: value}, 0): U (and the unknowns, if any)
     maximising the log joint at the conditional's other hyperparameters, by dense QR in
     whitened coordinates z (the 0 stands for CG iterations). From z the fields need one
     triangular solve, not K^{-1}: exact to rounding in one step where K is
@@ -72,31 +72,32 @@ def dense_u_solver(gn_steps: int, joint: bool = True):
                              + [jnp.reshape(cond.values[s], 1) for s in sites])
         x, _ = dense_gauss_newton(residual, x0, gn_steps, safeguard=bool(sites))
         z, theta = split(x)
-        return cond.to_grid(z, "z"), theta, 0
+        return cond.to_grid(z, "z"), z, theta, 0
 
     return solve
 
 
 def cg_u_solver(gn_steps: int, tol: float, maxiter: int, joint: bool = True):
-    """(conditional, U0) -> (U, {unknown site: value}, most CG iterations of a step): the
-    same conditional MAP by Gauss-Newton steps, each solved matrix-free
+    """(conditional, U0) -> (U, z, {unknown site: value}, most CG iterations of a step):
+    the same conditional MAP by Gauss-Newton steps, each solved matrix-free
     (``GaussNewton.step``, or ``joint_step`` with the unknowns unless ``joint=False``)."""
 
     def solve(cond, u):
         sites = list(cond.problem.unknown_sites.values()) if joint else []
 
         def step(_, carry):  # a loop, not unrolled: one compiled step
-            u, theta, most = carry
+            u, z, theta, most = carry
             gn = cond.with_values(theta).gauss_newton(u)
             if sites:
-                u, theta, k = gn.joint_step(tol, maxiter)
+                s, theta, k = gn.joint_step(tol, maxiter)
             else:
-                u, k, _ = gn.step(tol, maxiter)
-            return u, theta, jnp.maximum(most, k)
+                s, k, _ = gn.step(tol, maxiter)
+            return gn.to_grid(s), gn.whitened(s), theta, jnp.maximum(most, k)
 
         theta = {s: jnp.asarray(cond.values[s], jnp.float64) for s in sites}
         _ = cond.bases  # the kernel's factors and bases, computed once outside the loop
-        return jax.lax.fori_loop(0, gn_steps, step, (u, theta, jnp.zeros((), jnp.int32)))
+        return jax.lax.fori_loop(0, gn_steps, step,
+                                 (u, jnp.zeros_like(u), theta, jnp.zeros((), jnp.int32)))
 
     return solve
 
@@ -226,7 +227,7 @@ class Starts:
 
     def sweep_of(self, prob: Problem, learning: bool):
         """The compiled sweep of ``prob``'s kernel family: (theta, U, log tau, cap_e) ->
-        (theta, U, log tau, objective, (CG iterations, objective where U was solved))."""
+        (theta, U, log tau, objective, (CG iterations, objective where U was solved, z))."""
         key = (prob.family, prob.components, learning)
         if key not in self.sweeps:
             self.sweeps[key] = make_sweep(prob, self.recipe, self.solve, self.trial,
@@ -253,6 +254,7 @@ class Starts:
         recipe, cap_e = self.recipe, self.cap if cap_e is None else cap_e
         sweep = self.sweep_of(prob, learning)
         theta, u, log_tau = self.state(prob, init, learning, fresh)
+        z = None if resume is None else resume.z
         budget = budget or (recipe.learn_sweeps if learning else recipe.sweeps)
         reason, objective = f"sweep budget ({budget}) reached", None
         trail, before_jump = [], None  # accepted precisions; the state a jump left
@@ -260,8 +262,8 @@ class Starts:
         lowest, previous = self.carry.get(id(resume), ((np.inf, None), np.inf))
         for i in range(budget):
             solved_at = log_tau
-            new_theta, new_u, new_tau, obj, (k, held) = sweep(theta, u, log_tau,
-                                                              jnp.float64(cap_e))
+            new_theta, new_u, new_tau, obj, (k, held, new_z) = sweep(theta, u, log_tau,
+                                                                     jnp.float64(cap_e))
             obj, k = float(obj), int(k)
             jumped, before_jump = before_jump, None
             if jumped is not None and not (obj < previous and k < recipe.cg_max_iterations):
@@ -269,9 +271,9 @@ class Starts:
                 continue
             failure = failed_sweep(obj, k, i, recipe, objective is not None, learning)
             if failure.startswith(BUDGET):  # the unconverged solve competes by the check
-                state = (new_theta, new_u, solved_at, float(held))
+                state = (new_theta, new_u, solved_at, float(held), new_z)
                 capped = (self.score(prob, state), state)
-                theta, u, log_tau, objective = min(lowest, capped, key=lambda x: x[0])[1]
+                theta, u, log_tau, objective, z = min(lowest, capped, key=lambda x: x[0])[1]
                 reason = failure
                 break
             if failure or previous <= obj <= previous + ROUNDING * recipe.tolerance * abs(obj):
@@ -279,16 +281,16 @@ class Starts:
                 reason = failure or (f"log joint converged (stopped rising at sweep {i + 1}: "
                                      "rounding level; kept the sweep before)")
                 break
-            theta, u, log_tau, objective = new_theta, new_u, new_tau, obj
+            theta, u, log_tau, objective, z = new_theta, new_u, new_tau, obj, new_z
             self.history.append({"step": len(self.history) + 1, "start": label,
                                  "objective": obj, "cg_iterations": k,
                                  "time_s": time.perf_counter() - self.start,
                                  **{n: float(v) for n, v in new_tau.items()}})
             if not learning:  # the check holds out the precisions' climb (module docstring)
-                state = (theta, u, solved_at, float(held))
+                state = (theta, u, solved_at, float(held), z)
                 score = self.score(prob, state)
                 if score > CHECK_RISE * lowest[0]:
-                    theta, u, log_tau, objective = lowest[1]
+                    theta, u, log_tau, objective, z = lowest[1]
                     reason = (f"check minimum (the check rose {CHECK_RISE}x at sweep {i + 1}; "
                               "kept the sweep of its lowest, its U and the precisions it was "
                               "solved at)")
@@ -308,15 +310,16 @@ class Starts:
                      converged=reason.startswith(("log joint converged", "check minimum",
                                                    BUDGET)),
                      history=self.history, objective=objective,
-                     kernel_why="learned" if learning else "")
+                     kernel_why="learned" if learning else "",
+                     z=None if z is None else np.asarray(z))
         self.carry[id(fit)] = (lowest, previous)
         return fit
 
     def score(self, prob: Problem, state: tuple) -> float:
         """The check score of a sweep's state (theta, U, the precisions U was solved at,
-        minus the log joint there)."""
+        minus the log joint there, z)."""
         return check_score(MapFit(prob, as_params(*state[:3]), self.recipe, 0, 0.0, "", False,
-                                  objective=state[3]))
+                                  objective=state[3], z=state[4]))
 
     def run(self, label: str, prob: Problem, init: dict, **kwargs) -> tuple:
         """(fit, check score) of one run (``run_start``), recorded in ``starts``; a run
@@ -420,7 +423,8 @@ def failed_sweep(obj: float, k: int, i: int, recipe: Recipe, any_kept: bool,
 
 def make_sweep(prob: Problem, recipe: Recipe, solve, trial, learning: bool, cap: float):
     """One compiled sweep: (kernel learned by variable projection, if ``learning``), U
-    solved (``solve``), then the precisions in closed form."""
+    solved (``solve``), then the precisions in closed form. Returns (theta, U, log tau,
+    objective, (CG iterations, the objective where U was solved, z))."""
 
     @jax.jit
     def sweep(theta, u, log_tau, cap_e):
@@ -431,11 +435,11 @@ def make_sweep(prob: Problem, recipe: Recipe, solve, trial, learning: bool, cap:
             theta, log_tau, u = learn.update(prob, theta, log_tau, solve_u, recipe.jitter,
                                              cap, recipe.learn_iterations)
         cond = Conditional(prob, {**theta, **log_tau}, recipe.jitter)
-        u, unknowns, k = solve(cond, u)
+        u, z, unknowns, k = solve(cond, u)
         theta, cond = {**theta, **unknowns}, cond.with_values(unknowns)
         held = -cond.log_joint(u)  # at the precisions U was solved at
         log_tau = closed_form_log_tau(cond, u, cap, cap_e)
         objective = -cond.with_values(log_tau).log_joint(u)  # same factors
-        return theta, u, log_tau, objective, (k, held)
+        return theta, u, log_tau, objective, (k, held, z)
 
     return sweep
