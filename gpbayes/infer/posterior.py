@@ -163,9 +163,9 @@ def structured_posterior(problem: Problem, fit: MapFit, samples: int = 64, seed:
     In eigen-whitened coordinates z (``pcg``) the posterior precision is H = I + J^T J.
     The mean is one Gauss-Newton step from the MAP, H dz = -(z + J^T r), solved by
     preconditioned CG (Gauss-Newton steps repeat for a nonlinear PDE or with unknowns,
-    then joint steps: the Laplace approximation). The sd comes from perturbation-
-    optimisation draws: with xi ~ N(0, I) of the residual's length and eta ~ N(0, I) on the grid,
-    dz = H^{-1} (eta + J^T xi) ~ N(0, H^{-1}) exactly, up to the CG tolerance. The
+    then joint steps: the Laplace approximation). The sd comes from perturbation-optimisation
+    draws: xi, eta ~ N(0, I) (the residual's length, the grid's), dz = H^{-1} (eta + J^T xi)
+    ~ N(0, H^{-1}) exactly, up to the CG tolerance. The
     unknowns theta join by their Schur complement S (``eliminate_unknowns``): theta's sd
     is sqrt(diag S^{-1}), and each draw adds -H^{-1}C d_theta, d_theta ~ N(0, S^{-1}).
     """
@@ -174,17 +174,16 @@ def structured_posterior(problem: Problem, fit: MapFit, samples: int = 64, seed:
 
     def conditional():  # built inside each compiled function (its parts are cached)
         return Conditional(problem, fixed, fit.recipe.jitter)
-
     sites = list(problem.unknown_sites.values())
 
     @jax.jit
     def newton(u, values):  # to the mode: U alone, or U and the unknowns jointly
         gn = Conditional(problem, values, fit.recipe.jitter).gauss_newton(u)
-        if not sites:
-            s, k, res = gn.step(tolerance, max_iterations)
-            return gn.to_grid(s), k, res, values
-        s, theta, k = gn.joint_step(tolerance, max_iterations)
-        return gn.to_grid(s), k, jnp.zeros(()), {**values, **theta}
+        if sites:
+            s, theta, k = gn.joint_step(tolerance, max_iterations)
+            return gn.to_grid(s), k, jnp.zeros(()), {**values, **theta}
+        s, k, res = gn.step(tolerance, max_iterations)
+        return gn.to_grid(s), k, res, values
 
     u = jnp.asarray(fit.params["U"])
     linear = conditional().is_linear() and not sites
