@@ -266,3 +266,27 @@ def test_woodbury_root_squares_to_the_inverse_preconditioner(n):
     f = gauss_newton.woodbury_root(cond, inner)(eye).reshape(p.size, p.size)  # rows: F^T
     p_inv = gauss_newton.woodbury_preconditioner(cond, inner)(eye).reshape(p.size, p.size)
     np.testing.assert_allclose(f.T @ f, p_inv, rtol=1e-7, atol=1e-9 * np.abs(p_inv).max())
+
+
+def test_whitened_coordinates_agree_and_a_3d_fit_predicts_from_them():
+    """``GaussNewton.whitened`` is z = L^{-1} U of ``to_grid``'s U (per axis the orthogonal
+    L_j^{-1} E_j), and a 3-D fit that carries z predicts from it (``MapFit.latent``): the
+    same mean as from U where K is well conditioned (jitter 1e-6 here)."""
+    import dataclasses
+
+    import gpbayes as gb
+    from gpbayes.results import MapFit
+
+    p, cond, gn = _gn_3d_with_derivative_conditions()
+    s = jnp.asarray(np.random.default_rng(3).normal(size=p.grid))
+    z = gn.whitened(s)
+    np.testing.assert_allclose(z, cond.whiten(gn.to_grid(s)), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(jnp.sum(z**2), jnp.sum(s**2), rtol=1e-10)  # orthogonal
+    params = {**{k: np.asarray(v) for k, v in cond.values.items()},
+              "U": np.asarray(gn.to_grid(s))}
+    fit = MapFit(p, params, gb.load_inference(jitter=1e-6), 0, 0.0, "", True, z=np.asarray(z))
+    assert fit.latent[1] == "z"
+    from_u = dataclasses.replace(fit, z=None)
+    assert from_u.latent[1] == "u"
+    np.testing.assert_allclose(fit.test_prediction, from_u.test_prediction, rtol=1e-6,
+                               atol=1e-8 * np.abs(from_u.test_prediction).max())
