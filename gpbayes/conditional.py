@@ -131,6 +131,12 @@ class Conditional:
             return solve_triangular(self.trils[0], u, lower=True)
         return kron.kron_whiten(self.trils, u)
 
+    def z_from_s(self, s: Array) -> Array:
+        """z from s by the per-axis orthogonal L_j^{-1} E_j, without passing through U: the
+        mean off a 3-D grid from z keeps the digits that K^{-1} U loses (``MapFit.z``)."""
+        return kron.kron_apply([solve_triangular(l, b[0], lower=True)
+                                for l, b in zip(self.trils, self.bases)], s)
+
     def to_grid(self, c: Array, coords: str = "u") -> Array:
         """The grid values U from coordinates ``c`` (on the last d axes). One 1-D grid
         vector is mapped as L z: at jitter 3e-11 the 1-D dense solve's error sits at the

@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
-from jax.scipy.linalg import solve_triangular
 
 from gpbayes import kron
 from gpbayes.infer import solvers
@@ -280,13 +279,6 @@ class GaussNewton:
         """U = (E_1 kron ... E_d) s (on the last d axes)."""
         return kron.kron_apply(self.basis, s)
 
-    def whitened(self, s: Array) -> Array:
-        """z = L^{-1} U from s, by the per-axis orthogonal L_j^{-1} E_j: the conditional
-        mean off the grid from z keeps the digits that K^{-1} U (a 3-D grid's
-        ill-conditioned K) loses (``results.MapFit.z``)."""
-        return kron.kron_apply([solve_triangular(l, e, lower=True)
-                                for l, e in zip(self.cond.trils, self.basis)], s)
-
     def vjp(self, v: Array) -> Array:
         return self._transpose(v)[0]
 
@@ -311,7 +303,7 @@ class GaussNewton:
 
     def step(self, tol: float, maxiter: int) -> tuple:
         """One Gauss-Newton step on U (exact for a linear PDE): (s, CG iterations,
-        recomputed relative residual); U = ``to_grid(s)``, z = ``whitened(s)``."""
+        recomputed relative residual); U = ``to_grid(s)``."""
         ds, k, res = self.solve(-self.gradient, tol, maxiter)
         return self.s0 + ds, k, res
 

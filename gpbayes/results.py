@@ -94,11 +94,6 @@ class MapFit:
             return self.u, "u"
         return jnp.asarray(self.z), "z"
 
-    def _checks_from(self, c, coords: str) -> dict:
-        p = self.problem
-        return {k: float(v) for k, v in _check_values(p, self.recipe.jitter, coords, self.params,
-                                                c, p.source_on(midpoints(p))).items()}
-
     def predict_grid(self, axes) -> np.ndarray:
         """The conditional mean on the tensor grid spanned by ``axes`` (one array per axis)."""
         axes = tuple(jnp.asarray(x, dtype=jnp.float64) for x in axes)
@@ -130,7 +125,10 @@ class MapFit:
 
     @cached_property
     def _checks(self) -> dict:
-        return self._checks_from(*self.latent)
+        p = self.problem
+        c, coords = self.latent
+        return {k: float(v) for k, v in _check_values(p, self.recipe.jitter, coords, self.params,
+                                                c, p.source_on(midpoints(p))).items()}
 
     @property
     def equation_residual_rms(self) -> float:

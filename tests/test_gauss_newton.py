@@ -269,7 +269,7 @@ def test_woodbury_root_squares_to_the_inverse_preconditioner(n):
 
 
 def test_whitened_coordinates_agree_and_a_3d_fit_predicts_from_them():
-    """``GaussNewton.whitened`` is z = L^{-1} U of ``to_grid``'s U (per axis the orthogonal
+    """``Conditional.z_from_s`` is z = L^{-1} U of ``to_grid``'s U (per axis the orthogonal
     L_j^{-1} E_j), and a 3-D fit that carries z predicts from it (``MapFit.latent``): the
     same mean as from U where K is well conditioned (jitter 1e-6 here)."""
     import dataclasses
@@ -279,7 +279,7 @@ def test_whitened_coordinates_agree_and_a_3d_fit_predicts_from_them():
 
     p, cond, gn = _gn_3d_with_derivative_conditions()
     s = jnp.asarray(np.random.default_rng(3).normal(size=p.grid))
-    z = gn.whitened(s)
+    z = cond.z_from_s(s)
     np.testing.assert_allclose(z, cond.whiten(gn.to_grid(s)), rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(jnp.sum(z**2), jnp.sum(s**2), rtol=1e-10)  # orthogonal
     params = {**{k: np.asarray(v) for k, v in cond.values.items()},

@@ -86,18 +86,19 @@ def cg_u_solver(gn_steps: int, tol: float, maxiter: int, joint: bool = True):
         sites = list(cond.problem.unknown_sites.values()) if joint else []
 
         def step(_, carry):  # a loop, not unrolled: one compiled step
-            u, z, theta, most = carry
+            u, _, theta, most = carry
             gn = cond.with_values(theta).gauss_newton(u)
             if sites:
                 s, theta, k = gn.joint_step(tol, maxiter)
             else:
                 s, k, _ = gn.step(tol, maxiter)
-            return gn.to_grid(s), gn.whitened(s), theta, jnp.maximum(most, k)
+            return gn.to_grid(s), s, theta, jnp.maximum(most, k)
 
         theta = {s: jnp.asarray(cond.values[s], jnp.float64) for s in sites}
         _ = cond.bases  # the kernel's factors and bases, computed once outside the loop
-        return jax.lax.fori_loop(0, gn_steps, step,
-                                 (u, jnp.zeros_like(u), theta, jnp.zeros((), jnp.int32)))
+        u, s, theta, most = jax.lax.fori_loop(
+            0, gn_steps, step, (u, jnp.zeros_like(u), theta, jnp.zeros((), jnp.int32)))
+        return u, cond.z_from_s(s), theta, most  # the unknowns leave the bases as they are
 
     return solve
 
