@@ -84,7 +84,7 @@ def test_boundary_rows_of_every_condition_kind(kind):
                                rtol=1e-9, atol=1e-9 * np.abs(b.T @ y).max())
     w_inner = np.random.default_rng(4).uniform(0.5, 2.0, size=p.grid)  # the Gram from structure
     gram = b @ (w_inner.reshape(-1)[:, None] * b.T)
-    np.testing.assert_allclose(gauss_newton.gram_2d(rows, jnp.asarray(w_inner)), gram,
+    np.testing.assert_allclose(gauss_newton.gram_kron(rows, jnp.asarray(w_inner)), gram,
                                rtol=1e-9, atol=1e-9 * np.abs(gram).max())
     h = dense_hessian(gn.mv, p.grid)
     np.testing.assert_allclose(np.diag(h), np.asarray(gn.diagonal).reshape(-1), rtol=1e-7)
@@ -202,11 +202,16 @@ def test_3d_diagonal_with_derivative_conditions():
 def test_3d_preconditioner_takes_the_boundary_rows_exactly():
     """In 3-D the face rows (Dirichlet, Neumann, Robin) enter the preconditioner exactly,
     by the Woodbury identity, as in 1-D and 2-D: P = D + B^T S^2 B, D the diagonal of the
-    other terms."""
+    other terms; the capacitance's Gram B diag(w) B^T comes from the rows' structure."""
     p, cond, gn = _gn_3d_with_derivative_conditions()
     assert gauss_newton.exact_boundary_rows(p)
     h = dense_hessian(gn.mv, p.grid)
-    b = np.asarray(gauss_newton.BoundaryRows(cond).apply(jnp.eye(p.size).reshape((-1,) + p.grid))).T
+    rows = gauss_newton.BoundaryRows(cond)
+    b = np.asarray(rows.apply(jnp.eye(p.size).reshape((-1,) + p.grid))).T
+    w = np.random.default_rng(4).uniform(0.5, 2.0, size=p.grid)
+    gram = b @ (w.reshape(-1)[:, None] * b.T)
+    np.testing.assert_allclose(gauss_newton.gram_kron(rows, jnp.asarray(w)), gram, rtol=1e-9,
+                               atol=1e-9 * np.abs(gram).max())
     m = reference_preconditioner(h, np.asarray(cond.boundary_scale)[:, None] * b)
     v = np.random.default_rng(2).normal(size=p.size)
     got = np.asarray(gn.preconditioner(jnp.asarray(v).reshape(p.grid))).reshape(-1)
