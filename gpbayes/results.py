@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gpbayes.conditional import Conditional, axis_params
-from gpbayes.io import import_arviz, write_atomic, write_json
+from gpbayes.io import import_arviz, write_atomic, write_groups, write_json
 
 if TYPE_CHECKING:
     import arviz
@@ -237,9 +237,12 @@ class MapFit:
         """ArviZ InferenceData: the MAP in a ``map`` group (a point estimate: no chain or
         draw dims, so no ``az.summary`` of one draw), the source and exact solution in
         ``constant_data``; dims and coordinates as in ``grid_coords``."""
+        return import_arviz().InferenceData(**self.groups())
+
+    def groups(self) -> dict:
+        """``to_arviz``'s groups as xarray Datasets: {"map": ..., "constant_data": ...}."""
         import xarray as xr
 
-        az = import_arviz()
         p = self.problem
         dims, coords = grid_coords(p)
         point = {"u": (dims["u"], np.asarray(self.params["U"])),
@@ -257,8 +260,8 @@ class MapFit:
             constant["u_exact_test"] = (dims["u_test"], p.exact_test)
         attrs = {"name": p.name, "method": "map", "summary": json.dumps(self.summary())}
         coords = {**coords, "component": np.arange(p.components)}
-        return az.InferenceData(map=xr.Dataset(point, coords=coords, attrs=attrs),
-                                constant_data=xr.Dataset(constant, coords=coords))
+        return {"map": xr.Dataset(point, coords=coords, attrs=attrs),
+                "constant_data": xr.Dataset(constant, coords=coords)}
 
     def save(self, out_dir: str | Path) -> dict:
         """Write summary.json and result.nc into out_dir (atomically each); the figures
@@ -267,8 +270,8 @@ class MapFit:
         out.mkdir(parents=True, exist_ok=True)
         summary = self.summary()
         write_json(out / "summary.json", summary)
-        idata = self.to_arviz()
-        write_atomic(out / "result.nc", lambda f: idata.to_netcdf(str(f)))
+        groups = self.groups()
+        write_atomic(out / "result.nc", lambda f: write_groups(f, groups))
         return summary
 
 
