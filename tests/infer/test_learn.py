@@ -64,13 +64,12 @@ def test_learned_objective_is_the_models_log_density(learned_fit):
 def test_jeffreys_prior_prunes_unneeded_components():
     """u = f (the operator is the identity: the kernel meets the data only through the
     prior) with one frequency: from the spectral start (8 components, equal weights)
-    four rounds of learning leave the weight on one component at the true frequency;
-    the seven others fall below 5% of it. Measured with the mean's values (2026-12-03):
-    at most 0.37 of it after two rounds, 0.062 after three, 5e-4 after four, all but one
-    at 0 after five (with U's values, 2026-12-02: at most 2.1e-2 after two). (With a
-    differential operator extra components also
-    sharpen the collocation residual, which is worth more than the prior's
-    log-determinant, so more stay live: benchmarks/journal.md.)"""
+    rounds of learning leave the weight on one component at the true frequency, the
+    seven others below 5% of it. How many rounds that takes depends on rounding in the
+    L-BFGS path (4 to 6 here: benchmarks/journal.md), so the rounds stop once at most
+    five components are live, at most eight. (With a differential operator extra
+    components also sharpen the collocation residual, worth more than the prior's
+    log-determinant, so more stay live.)"""
     from gpbayes.infer.init import spectral_params
     from gpbayes.plots import spectrum_figure
     from gpbayes.results import MapFit
@@ -85,8 +84,10 @@ def test_jeffreys_prior_prunes_unneeded_components():
     def solve_u(values):
         return solve(Conditional(p, values, 1e-6), jnp.zeros(p.grid))[0]
 
-    for _ in range(4):
+    for _ in range(8):
         theta, log_tau, u = learn.update(p, theta, log_tau, solve_u, 1e-6, np.log(1e12), 30)
+        if live_components(p, theta)["x"] <= 5:
+            break
     params = {**theta, **log_tau, "U": u}
     w, mu = np.exp(theta["log_w_x"]), np.asarray(theta["mu_x"])
     top = np.argmax(w)
