@@ -67,7 +67,8 @@ def pcg(p, values, log_tau_e: float) -> dict:
     @jax.jit
     def solve(values):
         gn = Conditional(p, values, JITTER).gauss_newton(jnp.zeros(p.grid))
-        return gn.step(1e-8, 20000)
+        s, k, res = gn.step(1e-8, 20000)
+        return gn.to_grid(s), k, res
 
     jax.block_until_ready(solve(values))  # compile
     t = time.perf_counter()

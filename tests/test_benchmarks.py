@@ -51,3 +51,18 @@ def test_posterior_reference_solves_the_model_file_and_integrates():
     fisher_sd = noise / np.linalg.norm(du / (2 * eps))
     assert out["sd"] == pytest.approx(fisher_sd, rel=0.05)
     assert out["q05"] < out["mean"] < out["q95"]
+
+
+def test_u_solve_benchmark_solves_both_systems():
+    """benchmarks/u_solve.py's two solves give U on the grid (its 100^2 case): each error
+    is the solution's, not a coordinate mix-up (its PCG once reported U's rotated
+    coordinates s and errors of O(1))."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("u_solve", root / "benchmarks/u_solve.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    p, values = bench.setup(str(root / "models/poisson2d-sin6cos20.toml"), (100, 100))
+    assert bench.direct(p, values)["error"] < 1e-3
+    assert bench.pcg(p, values, 6.0 * 2.302585)["error"] < 1e-3
