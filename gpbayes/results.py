@@ -4,7 +4,7 @@ at its parameters), ArviZ conversion and files.
 
 import json
 from dataclasses import dataclass, field, replace
-from functools import cached_property, partial
+from functools import cached_property, lru_cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -128,7 +128,7 @@ class MapFit:
         p = self.problem
         c, coords = self.latent
         return {k: float(v) for k, v in _check_values(p, self.recipe.jitter, coords, self.params,
-                                                c, p.source_on(midpoints(p))).items()}
+                                                c, midpoint_source(p)).items()}
 
     @property
     def equation_residual_rms(self) -> float:
@@ -314,6 +314,13 @@ def load_fit(out_dir: str | Path, problem, recipe=None) -> MapFit:
                   candidates=summary["candidates"], start=summary.get("start", {}),
                   kernel_why=(summary.get("kernel_why")  # older files: the flag alone
                               or ("adam" if summary["kernel_learned"] else "off")), z=z)
+
+
+@lru_cache(maxsize=16)
+def midpoint_source(problem) -> np.ndarray:
+    """f at the cell midpoints, once per problem (by identity): the check needs it every
+    sweep, and f from a model file's solution is the equation applied to it, tens of ms."""
+    return problem.source_on(midpoints(problem))
 
 
 def midpoints(problem) -> tuple:

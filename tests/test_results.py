@@ -7,7 +7,7 @@ import pytest
 import gpbayes as gb
 from conftest import small_problem
 from gpbayes.io import import_arviz
-from gpbayes.results import load_fit
+from gpbayes.results import MapFit, load_fit
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +105,17 @@ def test_independent_fraction_of_a_residual_field():
     assert float(_independent_fraction(jnp.asarray(x))) == pytest.approx(0.1 / 1.9, rel=0.1)
     field = np.outer(x[:300], np.ones(40))
     assert float(_independent_fraction(jnp.asarray(field))) < 0.01  # constant along axis 1
+
+
+def test_midpoint_source_is_computed_once_per_problem(fit):
+    """The check's source at the cell midpoints is the problem's, computed once: a second
+    fit of the same problem reads it from the cache."""
+    from gpbayes.results import midpoint_source, midpoints
+
+    midpoint_source.cache_clear()
+    first = midpoint_source(fit.problem)
+    again = MapFit(problem=fit.problem, params=fit.params, recipe=fit.recipe, steps=0,
+                   wall_time_s=0.0, stop_reason="", converged=True)
+    assert again.midpoint_residual == fit.midpoint_residual
+    assert midpoint_source.cache_info().hits >= 1
+    np.testing.assert_array_equal(first, fit.problem.source_on(midpoints(fit.problem)))
