@@ -226,6 +226,18 @@ class Problem:
         key = "pde.source" if self.source is not None else "pde.solution"
         return _finite(np.asarray(values), self.origin, key, self.has_ghosts)
 
+    @cached_property
+    def midpoints(self) -> tuple:
+        """Per axis, the cell midpoints of the domain's grid axis (numpy: concrete, so the
+        kernel's cross matrices there take the lag path, ``kernels.cross``)."""
+        return tuple(0.5 * (x[1:] + x[:-1]) for x in map(np.asarray, self.domain_axes))
+
+    @cached_property
+    def midpoint_source(self) -> np.ndarray:
+        """f at the cell midpoints, where the check reads the PDE residual every sweep
+        (shared with ``with_kernel``'s variants, like ``source_values``)."""
+        return self.source_on(self.midpoints)
+
     def source_on(self, axes) -> np.ndarray:
         """f on the grid spanned by ``axes`` (any points)."""
         if self.source is not None:

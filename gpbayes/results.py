@@ -4,7 +4,7 @@ at its parameters), ArviZ conversion and files.
 
 import json
 from dataclasses import dataclass, field, replace
-from functools import cached_property, lru_cache, partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -128,7 +128,7 @@ class MapFit:
         p = self.problem
         c, coords = self.latent
         return {k: float(v) for k, v in _check_values(p, self.recipe.jitter, coords, self.params,
-                                                c, midpoint_source(p)).items()}
+                                                c, p.midpoint_source).items()}
 
     @property
     def equation_residual_rms(self) -> float:
@@ -316,19 +316,6 @@ def load_fit(out_dir: str | Path, problem, recipe=None) -> MapFit:
                               or ("adam" if summary["kernel_learned"] else "off")), z=z)
 
 
-@lru_cache(maxsize=16)
-def midpoint_source(problem) -> np.ndarray:
-    """f at the cell midpoints, once per problem (by identity): the check needs it every
-    sweep, and f from a model file's solution is the equation applied to it, tens of ms."""
-    return problem.source_on(midpoints(problem))
-
-
-def midpoints(problem) -> tuple:
-    """Per axis, the cell midpoints of the domain's grid axis (numpy: concrete, so the
-    kernel's cross matrices there take the lag path, ``kernels.cross``)."""
-    return tuple(0.5 * (x[1:] + x[:-1]) for x in map(np.asarray, problem.domain_axes))
-
-
 @partial(jax.jit, static_argnums=(0, 1, 2))
 def _predict_grid(problem, jitter: float, coords: str, params: dict, c, axes: tuple) -> jax.Array:
     return Conditional(problem, params, jitter).predict_grid(c, axes, coords)
@@ -338,7 +325,7 @@ def _predict_grid(problem, jitter: float, coords: str, params: dict, c, axes: tu
 def _check_values(problem, jitter: float, coords: str, params: dict, c, f_mid) -> dict:
     """The fit's residual checks in one compiled call (eager, each small op compiles on
     its own: seconds per start), from the coordinates c (``MapFit.latent``)."""
-    mid = midpoints(problem)
+    mid = problem.midpoints
     cond = Conditional(problem, params, jitter)
     u = params["U"]
     fields = cond.fields_on(c, mid, coords)

@@ -39,13 +39,10 @@ def dense_gauss_newton(residual: Callable[[Array], Array], x: Array, steps: int,
 
 
 def least_squares(a: Array, b: Array) -> tuple[Array, Array]:
-    """argmin_x |a x - b| for a tall a of full column rank by Householder QR; returns
+    """argmin_x |a x - b| for a (m >= n) of full column rank by Householder QR; returns
     (x, R), R^T R = a^T a. The QR of [a | b] gives R and Q^T b in its last column, without
     forming Q (half the cost of a QR that forms it)."""
     n = a.shape[1]
-    if a.shape[0] <= n:  # square: no room for b's column in R
-        q, r = jnp.linalg.qr(a)
-        return solve_triangular(r, q.T @ b, lower=False), r
     r = jnp.linalg.qr(jnp.concatenate([a, b[:, None]], axis=1), mode="r")
     return solve_triangular(r[:n, :n], r[:n, n], lower=False), r[:n, :n]
 
