@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import gpbayes as gb
-from gpbayes.results import load_fit, midpoints
+from gpbayes.results import load_fit
 
 
 def rms(a) -> float:
@@ -31,7 +31,7 @@ def main():
     p = gb.load_model(args.model)
     fit = load_fit(args.out_dir, p)
     cond = fit.conditional
-    inner = midpoints(p)
+    inner = p.midpoints
     print(f"{args.model}: error {fit.rel_l2_error:.3g}, "
           f"residual at all cell midpoints (rms) {rms(cond.residual_on(fit.u, inner)):.3g}")
     for c, face in p.boundary_parts:
