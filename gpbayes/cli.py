@@ -137,9 +137,10 @@ def _sample(args):
     from gpbayes import checkpoint, plots, spec
     from gpbayes.infer import nuts, posterior
 
-    problem = gb.load_model(args.model)
     # the recipe of the method asked for, unless one is named
     recipe = _announce(gb.load_inference(args.inference or args.method or "nuts"))
+    _device_per_chain(recipe.chains)  # before the model's first JAX computation
+    problem = gb.load_model(args.model)
     method = args.method or recipe.method
     if method not in ("nuts", "gaussian"):
         raise SpecError("expected method = \"nuts\" or \"gaussian\"", recipe.source, "method")
@@ -196,6 +197,16 @@ def _sample(args):
         print(f"gpbayes: warning: {result.stop_reason}", file=sys.stderr)
         return 1
     return _converged(summary) or trusted
+
+
+def _device_per_chain(chains: int) -> None:
+    """One CPU device per chain, so NUTS runs the chains in parallel threads (numpyro's
+    chain_method "parallel": 1.6x faster than one after another on 2 cores, measured in
+    benchmarks/journal.md); possible only before JAX's first computation."""
+    import jax
+
+    with contextlib.suppress(RuntimeError):  # a backend already running keeps its devices
+        jax.config.update("jax_num_cpu_devices", max(chains, jax.config.jax_num_cpu_devices))
 
 
 def _print_gaussian(s: dict, out: Path, figures: list) -> None:

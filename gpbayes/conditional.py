@@ -15,6 +15,7 @@ from jax.scipy.linalg import solve_triangular
 from gpbayes import gauss_newton, kernels, kron
 from gpbayes.boundary import is_affine
 from gpbayes.infer.solvers import least_squares
+from gpbayes.linalg import predictive
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -376,21 +377,33 @@ class Conditional:
         r = self.data_residual(u)
         return self.log_constant - 0.5 * jnp.sum(z**2) - 0.5 * jnp.sum(r**2)
 
-    def u_given_rest(self, evidence: bool = True) -> tuple[Array, Array, Array]:
+    def u_given_rest(self) -> tuple[Array, Array, Array]:
         """U's Gaussian given every other site where the data terms are affine in U (a
         linear PDE): z ~ N(z*, (R^T R)^{-1}) in whitened coordinates, z* minimising
         |z|^2/2 + |r(z)|^2/2 (``data_residual``) by dense QR; returns (z*, R, r(z*)),
         r(z*) from the Jacobian (J z* - d: evaluated through the fields instead, the
         equation rows' cancellation leaves |r|^2 noisy by O(10) at tau_e ~ 1e11).
-        ``evidence=False``: given the PDE's rows alone (``evidence_rows`` zeroed).
         Dense: O(N^3) for N grid points."""
         n = self.problem.size
         jac, rhs = self._affine_system
-        if not evidence:
-            keep = np.concatenate([~self.evidence_rows, np.ones(n, bool)])
-            jac, rhs = jac * keep[:, None], rhs * keep
         x, r = least_squares(jac, rhs)
         return x.reshape(self.problem.grid), r, (jac @ x - rhs)[:-n]
+
+    def evidence_given_pde(self) -> tuple[Array, Array, Array]:
+        """The measurements' (``evidence_rows``) Gaussian predictive given the PDE's own
+        rows, where the data terms are affine in U: returns (z*, r(z*), log density of the
+        measurements in data units), z* U's mode given all rows (as ``u_given_rest``).
+        One QR of the PDE's rows (``linalg.predictive``) instead of one of all rows and
+        one of the PDE's: the ratio of the two marginals, better conditioned."""
+        p, n = self.problem, self.problem.size
+        jac, rhs = self._affine_system
+        e = np.concatenate([self.evidence_rows, np.zeros(n, bool)])
+        rows = (jac[~e], rhs[~e], jac[e], rhs[e])
+        x = predictive.mode(*rows)
+        units = np.sum(np.log(p.row_noise[~p.tempered_rows]))
+        if p.observations is not None:  # the rows are (prediction - data) / noise
+            units += len(p.observations[1]) * math.log(p.observations[2])
+        return x.reshape(p.grid), (jac @ x - rhs)[:-n], predictive.log_density(*rows) - units
 
     @cached_property
     def _affine_system(self) -> tuple[Array, Array]:

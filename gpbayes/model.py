@@ -55,17 +55,15 @@ def pde_model(problem: Problem, jitter: float = 1e-6, whiten: bool = False,
     ``sample_hyper=True`` puts the proper priors of ``hyper_prior`` on the kernel
     parameters and log precisions instead of the flat ones (for sampling them).
     ``held``: a Conditional at the kernel's values, its factors computed once outside
-    (``sample_nuts`` with the kernel held); the sites must then be conditioned
-    on those values.
+    (``sample_nuts`` with the kernel held); the sites must be conditioned on them.
     ``marginal=True`` integrates U out: no U site; a factor adds the log of the Gaussian
     integral over Z around U's conditional mode (``Conditional.u_given_rest``), which is
     then the deterministic U, so the log density is the exact log marginal of the other
     sites where the PDE is linear in U (and the Laplace approximation of it elsewhere).
-    Where there are measurements (observations, boundary rows with a noise sd), a
-    ``pde_evidence`` factor divides by the marginal of the PDE's own rows: the unknowns'
-    posterior is then given the measurements with the PDE as a constraint; the GP's
-    prior predictive of the source would otherwise pin them (on inverse-helmholtz1d
-    the source alone gives k = 19.53 +- 0.14, the observations 20.02 +- 0.07).
+    With measurements (observations, noisy boundary rows) the factor is instead their
+    predictive given the PDE's own rows (``Conditional.evidence_given_pde``): the PDE a
+    constraint, not evidence; the GP's prior predictive of the source would otherwise
+    pin the unknowns (inverse-helmholtz1d: the source alone gives k = 19.53 +- 0.14).
     """
 
     def prior(name, shape):
@@ -90,7 +88,10 @@ def pde_model(problem: Problem, jitter: float = 1e-6, whiten: bool = False,
                                  if k.startswith("log_tau") or k in problem.unknown_sites.values()})
     t = problem.tempered_rows  # the other rows are noisy observations
     if marginal:
-        z, (gap, residual, mean) = _integrate_u(cond)
+        z, parts = _integrate_u(cond)
+        if parts is None:  # the measurements' predictive given the PDE: nothing more
+            return
+        gap, residual, mean = parts
     else:
         if whiten:  # the terms from z: U's rounding through L z and back shows in the
             # equation rows, weighted by tau_e^(1/2) ~ 1e6
@@ -119,15 +120,20 @@ def pde_model(problem: Problem, jitter: float = 1e-6, whiten: bool = False,
 
 
 def _integrate_u(cond: Conditional) -> tuple:
-    """The factors of ``pde_model(..., marginal=True)``; returns U's conditional mode z*
-    and the data terms' parts there (``split_data_residual``)."""
-    z, root, r_star = cond.u_given_rest()
-    numpyro.factor("U_integrated_out", gaussian_volume(z, root))
-    if cond.evidence_rows.any():  # the PDE is a constraint, the measurements evidence
-        z_c, root_c, r_c = cond.u_given_rest(evidence=False)
-        numpyro.factor("pde_evidence", -gaussian_volume(z_c, root_c)
-                       - sum(pde_terms(cond, *cond.split_data_residual(r_c)[:2])))
-    return z, cond.split_data_residual(r_star)
+    """The factor of ``pde_model(..., marginal=True)``; returns U's conditional mode z*
+    and the data terms' parts there (``split_data_residual``), or None for the parts
+    where the factor is the measurements' predictive (whose sites it then records)."""
+    if not cond.evidence_rows.any():
+        z, root, r = cond.u_given_rest()
+        numpyro.factor("U_integrated_out", gaussian_volume(z, root))
+        return z, cond.split_data_residual(r)
+    z, r, log_p = cond.evidence_given_pde()
+    numpyro.factor("evidence", log_p)
+    gap, residual, _ = cond.split_data_residual(r)
+    numpyro.deterministic("U", cond.to_grid(z, "z"))
+    numpyro.deterministic("residual", residual)
+    numpyro.deterministic("boundary_gap", gap)
+    return z, None
 
 
 def gaussian_volume(z: Array, root: Array) -> Array:

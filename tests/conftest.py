@@ -118,25 +118,26 @@ def load_example(root, name):
 def marginal_moments(fit, site, draws, evidence=True):
     """Mean and sd of an unknown's posterior by quadrature of the marginal model's
     density (``pde_model(..., marginal=True)``, U integrated out) on a grid around
-    ``draws``; ``evidence=False``: without its ``pde_evidence`` factor (the joint
-    model's marginal, the source counted as evidence)."""
+    ``draws``; ``evidence=False``: the joint model's marginal instead (U integrated out
+    of the whole model, the source counted as evidence)."""
     import jax
     import jax.numpy as jnp
     from numpyro.infer.util import log_density
 
     from gpbayes.conditional import with_factors
     from gpbayes.infer.posterior import fixed_sites
-    from gpbayes.model import pde_model
+    from gpbayes.model import gaussian_volume, pde_model
 
     held = with_factors(fit.problem, fixed_sites(fit), fit.recipe.jitter)
     rest = fixed_sites(fit, (site,))
 
     def log_p(v):
-        lp, trace = log_density(pde_model, (fit.problem,), {
-            "jitter": fit.recipe.jitter, "held": held, "marginal": True}, {**rest, site: v})
-        if not evidence and "pde_evidence" in trace:
-            lp = lp - trace["pde_evidence"]["fn"].log_factor
-        return lp
+        if not evidence:  # the joint's marginal up to a constant
+            cond = held.with_values({site: v})
+            z, root, r = cond.u_given_rest()
+            return gaussian_volume(z, root) - 0.5 * (r @ r + jnp.sum(cond.prior_residual**2))
+        return log_density(pde_model, (fit.problem,), {
+            "jitter": fit.recipe.jitter, "held": held, "marginal": True}, {**rest, site: v})[0]
 
     draws = np.asarray(draws).ravel()
     grid = draws.mean() + np.linspace(-10, 10, 401) * draws.std()

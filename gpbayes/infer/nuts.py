@@ -245,12 +245,23 @@ def _sample_marginal(problem, init, chains, warmup, draws, seed, progress, chain
               "xi": jax.random.normal(jax.random.PRNGKey(seed + 1),
                                       (shape[0] * shape[1], problem.size))}
         u, u_test = (np.asarray(a).reshape(shape + a.shape[1:])
-                     for a in jax.lax.map(jax.jit(draw), xs))
+                     for a in _map_on_devices(draw, xs))
         wall += time.perf_counter() - start_draws
     samples["U"] = u
     return NutsResult(problem, init, samples, u_test, extra, wall, chains,
                       _step_note(stop + "; U integrated out (exact given the unknowns)",
                                  extra))
+
+
+def _map_on_devices(f: Callable, xs):
+    """``lax.map(f, xs)`` over the leading axis, split across the local devices (one per
+    chain where ``gpbayes sample`` set them up) when they divide it."""
+    devices, n = jax.local_device_count(), len(jax.tree.leaves(xs)[0])
+    if devices == 1 or n % devices:
+        return jax.lax.map(jax.jit(f), xs)
+    split = jax.tree.map(lambda a: a.reshape(devices, n // devices, *a.shape[1:]), xs)
+    out = jax.pmap(lambda x: jax.lax.map(f, x))(split)
+    return jax.tree.map(lambda a: a.reshape(n, *a.shape[2:]), out)
 
 
 def _sample_matrix_free(problem, init, chains, warmup, draws, seed, progress, chain_method,

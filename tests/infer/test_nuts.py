@@ -238,3 +238,23 @@ def test_each_nuts_path_samples_its_marginal_of_the_unknown(monkeypatch):
         assert abs(c.mean() - mean) < 0.3 * sd and 0.8 < c.std() / sd < 1.25
     ratio = free.samples["U"][0].std(0) / marginal.samples["U"][0].std(0)
     assert 0.8 < ratio.mean() < 1.25
+
+
+def test_draws_map_on_one_device_per_chain():
+    """``gpbayes sample`` sets one CPU device per chain before JAX starts (the chains then
+    run in parallel); U's draws are split across those devices and equal ``lax.map``'s.
+    In a fresh process: this one's JAX is already running with its devices."""
+    script = (
+        "import jax, jax.numpy as jnp, numpy as np\n"
+        "from gpbayes import cli\n"
+        "cli._device_per_chain(4)\n"
+        "from gpbayes.infer.nuts import _map_on_devices\n"
+        "assert jax.local_device_count() == 4, jax.local_device_count()\n"
+        "xs = {'a': jnp.arange(24.0).reshape(8, 3), 'b': jnp.arange(8.0)}\n"
+        "f = lambda x: (jnp.linalg.qr(jnp.outer(x['a'], x['a']) + jnp.eye(3))[1], x['b'] ** 2)\n"
+        "for ours, plain in zip(_map_on_devices(f, xs), jax.lax.map(f, xs)):\n"
+        "    np.testing.assert_allclose(ours, plain, rtol=1e-12)\n"
+        "cli._device_per_chain(8)  # too late: kept as it is\n"
+        "assert jax.local_device_count() == 4\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
