@@ -1,12 +1,17 @@
-"""Coverage of the unknown's interval over replicated noisy data sets (issue 14, point 4).
+"""Coverage of the unknown's interval over replicated noisy data sets, each against its
+exact posterior (issue 39, point 4).
 
-    python benchmarks/calibration.py [--sets 20] [--method gaussian|nuts] [--held-map-tau]
+    python benchmarks/calibration.py [--sets 50] [--method nuts|gaussian] [--held-map-tau]
 
 inverse-helmholtz1d (``inverse_problems.helmholtz``: u_xx + k u = f, true k = 20, 15
 observations with noise sd 0.01, 200 points) with data sets from seeds 0, 1, ...; each
-goes through the sampling recipe's MAP (``spec.map_recipe_of``) and its posterior, as
-``gpbayes sample`` does. Prints one line per set and the count of 90% intervals that
-cover the truth. ``--held-map-tau``: without the held-out tau_e (calibrate_tau_e off).
+goes through the sampling recipe's MAP (``spec.map_recipe_of``) and its posterior with
+the recipe's chains and draws, as ``gpbayes sample`` does (one CPU device per chain).
+Each set's exact posterior of k (``posterior_reference``: finite differences on 4001
+points, quadrature) gives its own 90% interval and the yardstick of the model's: its
+mean's offset in exact sds and its sd ratio. Prints one line per set, then the counts of
+90% intervals (5% to 95% of the draws) that cover the truth. ``--held-map-tau``: without
+the held-out tau_e (calibrate_tau_e off).
 """
 
 import argparse
@@ -18,59 +23,93 @@ from pathlib import Path
 
 import numpy as np
 
-import gpbayes as gb
-from gpbayes.infer import nuts, posterior
-from gpbayes.spec import map_recipe_of
-
 sys.path.insert(0, str(Path(__file__).parent))
 from inverse_problems import helmholtz  # noqa: E402
+from posterior_reference import reference  # noqa: E402
 
 TRUE_K = 20.0
 
 
-def interval(problem, fit, method: str, seed: int) -> tuple:
-    """(mean, sd, 5% and 95% points) of k under the method's posterior."""
+def interval(problem, fit, method: str, seed: int, recipe) -> np.ndarray:
+    """k's draws under the method's posterior."""
+    from gpbayes.infer import nuts, posterior
+
     if method == "gaussian":  # the draws of posterior.nc
         idata = posterior.to_arviz(posterior.gaussian_posterior(problem, fit), seed=seed)
-        k = idata.posterior["k"].values.ravel()
-    else:
-        result = nuts.sample_nuts(problem, fit, chains=2, warmup=300, draws=300, seed=seed,
-                                  progress=False)
-        k = result.samples["k"].ravel()
-    return float(k.mean()), float(k.std()), *np.quantile(k, [0.05, 0.95])
+        return idata.posterior["k"].values.ravel()
+    result = nuts.sample_nuts(problem, fit, chains=recipe.chains, warmup=recipe.warmup,
+                              draws=recipe.draws, seed=seed, progress=False)
+    return result.samples["k"].ravel()
+
+
+def replicate(seed: int, method: str, calibrate: bool = True) -> dict:
+    """One data set (seed): k's mean, sd and 90% interval, the exact posterior's, and the
+    time of the MAP and posterior."""
+    import gpbayes as gb
+
+    recipe = gb.load_inference(method)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"set{seed}.toml"
+        path.write_text(helmholtz(np.random.default_rng(seed)))
+        problem = gb.load_model(path)
+    start = time.perf_counter()
+    fit = gb.fit_map(problem, replace(gb.map_recipe_of(recipe), calibrate_tau_e=calibrate),
+                     progress=False)
+    k = interval(fit.problem, fit, method, seed, recipe)
+    row = {"seed": seed, "mean": k.mean(), "sd": k.std(), "q05": np.quantile(k, 0.05),
+           "q95": np.quantile(k, 0.95), "seconds": time.perf_counter() - start,
+           "exact": reference(problem, 4001)}
+    row["z"] = (row["mean"] - row["exact"]["mean"]) / row["exact"]["sd"]
+    row["sd_ratio"] = row["sd"] / row["exact"]["sd"]
+    return row
+
+
+def covers(row: dict) -> bool:
+    return bool(row["q05"] <= TRUE_K <= row["q95"])
+
+
+def line(row: dict) -> str:
+    e = row["exact"]
+    exact_covers = e["q05"] <= TRUE_K <= e["q95"]
+    return (f"set {row['seed']:2d}: k = {row['mean']:.4f} +- {row['sd']:.4f}, 90% "
+            f"[{row['q05']:.4f}, {row['q95']:.4f}] {'covers' if covers(row) else 'misses'}; "
+            f"exact {e['mean']:.4f} +- {e['sd']:.4f} {'covers' if exact_covers else 'misses'}; "
+            f"{row['z']:+.2f} exact sd off, sd ratio {row['sd_ratio']:.2f}; "
+            f"{row['seconds']:.0f} s")
 
 
 def coverage(sets: int, method: str, calibrate: bool = True, log=print) -> int:
     """How many of ``sets`` replicated data sets (seeds 0, 1, ...) give a 90% interval
     of k that covers the truth."""
-    recipe = replace(map_recipe_of(gb.load_inference(method)), calibrate_tau_e=calibrate)
     covered = 0
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(sets):
-            path = Path(tmp) / f"set{seed}.toml"
-            path.write_text(helmholtz(np.random.default_rng(seed)))
-            problem = gb.load_model(path)
-            start = time.perf_counter()
-            fit = gb.fit_map(problem, recipe, progress=False)
-            mean, sd, lo, hi = interval(fit.problem, fit, method, seed)
-            hit = lo <= TRUE_K <= hi
-            covered += hit
-            log(f"set {seed:2d}: k = {mean:.4f} +- {sd:.4f}, 90% [{lo:.4f}, {hi:.4f}] "
-                f"{'covers' if hit else 'misses'}; tau_e {np.exp(fit.params['log_tau_e']):.3g}, "
-                f"error of u {fit.rel_l2_error:.2e}, {time.perf_counter() - start:.0f} s")
+    for seed in range(sets):
+        row = replicate(seed, method, calibrate)
+        covered += covers(row)
+        log(line(row))
     return covered
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sets", type=int, default=20)
-    ap.add_argument("--method", default="gaussian", choices=("gaussian", "nuts"))
+    ap.add_argument("--sets", type=int, default=50)
+    ap.add_argument("--method", default="nuts", choices=("nuts", "gaussian"))
     ap.add_argument("--held-map-tau", action="store_true")
     args = ap.parse_args()
-    covered = coverage(args.sets, args.method, not args.held_map_tau,
-                       lambda line: print(line, flush=True))
-    print(f"{covered} of {args.sets} intervals cover k = {TRUE_K} "
-          f"({args.method}, calibrate_tau_e {not args.held_map_tau})")
+    from gpbayes.threads import cpu_devices, limit_blas_threads
+
+    limit_blas_threads()  # as the command does
+    cpu_devices(4)  # before JAX starts: the chains in parallel
+    rows = []
+    for seed in range(args.sets):
+        rows.append(replicate(seed, args.method, not args.held_map_tau))
+        print(line(rows[-1]), flush=True)
+    exact = sum(r["exact"]["q05"] <= TRUE_K <= r["exact"]["q95"] for r in rows)
+    z, ratio = np.array([r["z"] for r in rows]), np.array([r["sd_ratio"] for r in rows])
+    print(f"{sum(map(covers, rows))} of {args.sets} intervals cover k = {TRUE_K} "
+          f"({args.method}, calibrate_tau_e {not args.held_map_tau}); the exact posteriors' "
+          f"{exact} of {args.sets}; offset from the exact mean |z| median {np.median(abs(z)):.2f}, "
+          f"max {abs(z).max():.2f}; sd ratio {ratio.min():.2f} to {ratio.max():.2f}; "
+          f"{np.median([r['seconds'] for r in rows]):.0f} s a set (median)")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""Write the two inverse problems of benchmarks/README.md (seeded noisy observations).
+"""Write the three inverse problems of benchmarks/README.md (seeded noisy observations).
 
     python benchmarks/inverse_problems.py [--seed N] [--points N] [--out DIR]
 
 inverse-helmholtz1d: u_xx + k u = f on [0, 1], u = sin 6x + 0.5 cos 11x, true k = 20,
   15 observations with noise sd 0.01, prior k ~ Normal(10, 10), 200 points.
+inverse-nonlinear1d: u_xx + a u (u^2 - 1) = f on [0, 1], u = sin 3x + 0.5 sin 8x, true
+  a = 5, 20 observations with noise sd 0.01, prior a ~ Normal(3, 3), 200 points.
 inverse-advection2d: u_t + c u_x = 0 on [0, 1] x [0, 0.5], u = sin(2 pi (x - 2t)),
   true c = 2, inflow (x = 0) and initial data, 40 observations with noise sd 0.01,
   prior c ~ Normal(1, 2), a 100 x 100 grid (--points).
@@ -36,6 +38,31 @@ values = {[float(v) for v in vals]}
 noise = 0.01
 [unknowns]
 k = {{ prior = "normal", loc = 10.0, scale = 10.0 }}
+'''
+
+
+def nonlinear(rng, n=200):
+    xs = np.sort(rng.uniform(0.05, 0.95, 20))
+    vals = np.sin(3 * xs) + 0.5 * np.sin(8 * xs) + 0.01 * rng.normal(size=20)
+    u = "(sin(3*x) + 0.5*sin(8*x))"
+    return f'''name = "inverse-nonlinear1d"
+[pde]
+variables = ["x"]
+domain = [[0, 1]]
+equation = "u_xx + a*u*(u**2 - 1)"
+source = "-9*sin(3*x) - 32*sin(8*x) + 5*{u}*({u}**2 - 1)"
+solution = "{u[1:-1]}"
+[pde.boundary]
+faces = "all"
+[grid]
+points = [{n}]
+test_points = [300]
+[[observations]]
+points = {[[float(x)] for x in xs]}
+values = {[float(v) for v in vals]}
+noise = 0.01
+[unknowns]
+a = {{ prior = "normal", loc = 3.0, scale = 3.0 }}
 '''
 
 
@@ -76,9 +103,11 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "inverse-helmholtz1d.toml").write_text(helmholtz(np.random.default_rng(args.seed)))
+    (out / "inverse-nonlinear1d.toml").write_text(nonlinear(np.random.default_rng(args.seed)))
     (out / "inverse-advection2d.toml").write_text(
         advection(np.random.default_rng(args.seed), args.points))
-    print(f"wrote {out}/inverse-helmholtz1d.toml, {out}/inverse-advection2d.toml")
+    print(f"wrote {out}/inverse-helmholtz1d.toml, inverse-nonlinear1d.toml, "
+          "inverse-advection2d.toml")
 
 
 if __name__ == "__main__":

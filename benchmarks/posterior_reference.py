@@ -1,9 +1,10 @@
-"""The exact posterior of the unknown of a 1-D linear model file, without a GP: u(theta)
-by second-order finite differences on a fine grid (the model file's equation, source,
-Dirichlet ends and observations; its expression environment, evaluated on unit fields
-for the coefficients), then the posterior of theta on a fine grid of its values by
-quadrature (its prior times the observations' Gaussian likelihood). What a calibrated
-posterior of theta is, to compare `gpbayes sample` with (``--compare`` an output folder).
+"""The exact posterior of the unknown of a 1-D model file, without a GP: u(theta) by
+second-order finite differences on a fine grid (the model file's equation, source,
+Dirichlet ends and observations, through its expression environment; Newton's method,
+continued from one theta to the next, where the equation is nonlinear), then the
+posterior of theta on a fine grid of its values by quadrature (its prior times the
+observations' Gaussian likelihood). What a calibrated posterior of theta is, to compare
+`gpbayes sample` with (``--compare`` an output folder).
 
     python benchmarks/posterior_reference.py [MODEL] [--points N] [--compare DIR]
 """
@@ -21,32 +22,46 @@ import gpbayes as gb
 FIELDS = ("u", "u_x", "u_xx")
 
 
-def coefficients(p, x: np.ndarray, theta: dict) -> dict:
-    """{field: c(x)} and the free term r(x) of the affine L[u] = sum c u^(m) + r."""
+def linearised(p, x: np.ndarray, theta: dict, u: np.ndarray) -> tuple:
+    """The equation at u by central differences, L[u] - f, and its derivative in each
+    field at u ({field: dL/dfield(x)}, by central differences in the field's value:
+    exact for an affine equation, to 1e-10 for a polynomial one)."""
     env = p.coordinates((x,))
-    zero = {n: np.zeros_like(x) for n in FIELDS}
+    h = x[1] - x[0]
+    fields = {"u": u, "u_x": np.gradient(u, h), "u_xx": np.zeros_like(u)}
+    fields["u_xx"][1:-1] = (u[2:] - 2 * u[1:-1] + u[:-2]) / h**2
 
-    def at(fields):
-        return np.broadcast_to(np.asarray(p.equation(p.environment(env, {**theta, **fields}))),
+    def at(values):
+        return np.broadcast_to(np.asarray(p.equation(p.environment(env, {**theta, **values}))),
                                x.shape)
 
-    r = at(zero)
-    return {n: at({**zero, n: np.ones_like(x)}) - r for n in FIELDS}, r
+    eps = 1e-6
+    slope = {n: (at({**fields, n: fields[n] + eps}) - at({**fields, n: fields[n] - eps}))
+             / (2 * eps) for n in FIELDS}
+    return at(fields) - p.source_on((x,)), slope
 
 
-def solve(p, x: np.ndarray, theta: dict, ends: tuple) -> np.ndarray:
-    """u on x: L[u] = f at the inner points (central differences), u = ends at both ends."""
+def solve(p, x: np.ndarray, theta: dict, ends: tuple, start=None) -> np.ndarray:
+    """u on x: L[u] = f at the inner points (central differences), u = ends at both ends;
+    Newton's method from ``start`` (default: the line between the ends), one step for a
+    linear equation; None where it does not converge."""
     h = x[1] - x[0]
-    c, r = coefficients(p, x, theta)
-    bands = np.zeros((3, len(x)))  # tridiagonal, row i: (i, i+1), (i, i), (i, i-1)
-    bands[0, 1:] = (c["u_xx"] / h**2 + c["u_x"] / (2 * h))[:-1]
-    bands[1] = -2 * c["u_xx"] / h**2 + c["u"]
-    bands[2, :-1] = (c["u_xx"] / h**2 - c["u_x"] / (2 * h))[1:]
-    bands[1, 0] = bands[1, -1] = 1.0  # the Dirichlet rows
-    bands[0, 1] = bands[2, -2] = 0.0
-    b = p.source_on((x,)) - r
-    b[0], b[-1] = ends
-    return solve_banded((1, 1), bands, b)
+    u = np.linspace(*ends, len(x)) if start is None else start.copy()
+    u[0], u[-1] = ends
+    for _ in range(50):
+        r, c = linearised(p, x, theta, u)
+        bands = np.zeros((3, len(x)))  # tridiagonal, row i: (i, i+1), (i, i), (i, i-1)
+        bands[0, 1:] = (c["u_xx"] / h**2 + c["u_x"] / (2 * h))[:-1]
+        bands[1] = -2 * c["u_xx"] / h**2 + c["u"]
+        bands[2, :-1] = (c["u_xx"] / h**2 - c["u_x"] / (2 * h))[1:]
+        bands[1, 0] = bands[1, -1] = 1.0  # the Dirichlet rows
+        bands[0, 1] = bands[2, -2] = 0.0
+        r[0] = r[-1] = 0.0
+        step = solve_banded((1, 1), bands, -r)
+        u += step
+        if np.max(np.abs(step)) <= 1e-10 * (1 + np.max(np.abs(u))):
+            return u
+    return None  # no convergence (near a resonance of a linear equation: singular)
 
 
 def log_prior(prior: tuple, t: np.ndarray) -> np.ndarray:
@@ -70,14 +85,21 @@ def reference(p, points: int) -> dict:
     x = np.linspace(lo, hi, points)
     obs_x, obs_y, noise = p.observations
 
-    def misfit(t):
-        u = solve(p, x, {name: t}, (ends["lo"], ends["hi"]))
-        return (np.interp(obs_x[:, 0], x, u) - obs_y) / noise
+    last = [None]  # continuation: each solve starts from the one before
+
+    def misfit(t, strict=True):
+        last[0] = solve(p, x, {name: t}, (ends["lo"], ends["hi"]), last[0])
+        if last[0] is None and strict:
+            raise SystemExit(f"Newton's method did not converge at {name} = {t}")
+        if last[0] is None:
+            return np.full(len(obs_y), np.inf)
+        return (np.interp(obs_x[:, 0], x, last[0]) - obs_y) / noise
 
     coarse = np.linspace(prior[1] - 3 * prior[2], prior[1] + 3 * prior[2], 241)
     if prior[0] == "lognormal":
         coarse = np.exp(coarse)
-    t = coarse[np.argmin([np.sum(misfit(v) ** 2) for v in coarse])]
+    t = coarse[np.argmin([np.sum(misfit(v, strict=False) ** 2) for v in coarse])]
+    last[0] = None
     for _ in range(10):  # Gauss-Newton on the misfit: the centre and width of the grid
         eps = 1e-6 * max(1.0, abs(t))
         jac = (misfit(t + eps) - misfit(t - eps)) / (2 * eps)

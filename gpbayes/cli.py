@@ -9,6 +9,7 @@ from pathlib import Path
 
 from gpbayes.errors import SpecError
 from gpbayes.io import write_atomic
+from gpbayes.threads import cpu_devices
 
 UNTRUSTED = 3  # exit code: the result was written but fails its trust check (gpbayes.trust)
 NOT_CONVERGED = 3  # exit code: the posterior was written but fails its convergence checks
@@ -139,7 +140,7 @@ def _sample(args):
 
     # the recipe of the method asked for, unless one is named
     recipe = _announce(gb.load_inference(args.inference or args.method or "nuts"))
-    _device_per_chain(recipe.chains)  # before the model's first JAX computation
+    cpu_devices(recipe.chains)  # one per chain, before the first JAX computation
     problem = gb.load_model(args.model)
     method = args.method or recipe.method
     if method not in ("nuts", "gaussian"):
@@ -197,16 +198,6 @@ def _sample(args):
         print(f"gpbayes: warning: {result.stop_reason}", file=sys.stderr)
         return 1
     return _converged(summary) or trusted
-
-
-def _device_per_chain(chains: int) -> None:
-    """One CPU device per chain, so NUTS runs the chains in parallel threads (numpyro's
-    chain_method "parallel": 1.6x faster than one after another on 2 cores, measured in
-    benchmarks/journal.md); possible only before JAX's first computation."""
-    import jax
-
-    with contextlib.suppress(RuntimeError):  # a backend already running keeps its devices
-        jax.config.update("jax_num_cpu_devices", max(chains, jax.config.jax_num_cpu_devices))
 
 
 def _print_gaussian(s: dict, out: Path, figures: list) -> None:

@@ -14,7 +14,7 @@ from jax.scipy.linalg import solve_triangular
 
 from gpbayes import gauss_newton, kernels, kron
 from gpbayes.boundary import is_affine
-from gpbayes.infer.solvers import least_squares
+from gpbayes.infer.solvers import dense_gauss_newton, least_squares
 from gpbayes.linalg import predictive
 
 LOG_2PI = math.log(2 * math.pi)
@@ -377,27 +377,29 @@ class Conditional:
         r = self.data_residual(u)
         return self.log_constant - 0.5 * jnp.sum(z**2) - 0.5 * jnp.sum(r**2)
 
-    def u_given_rest(self) -> tuple[Array, Array, Array]:
+    def u_given_rest(self, at: Array | None = None) -> tuple[Array, Array, Array]:
         """U's Gaussian given every other site where the data terms are affine in U (a
         linear PDE): z ~ N(z*, (R^T R)^{-1}) in whitened coordinates, z* minimising
         |z|^2/2 + |r(z)|^2/2 (``data_residual``) by dense QR; returns (z*, R, r(z*)),
         r(z*) from the Jacobian (J z* - d: evaluated through the fields instead, the
         equation rows' cancellation leaves |r|^2 noisy by O(10) at tau_e ~ 1e11).
-        Dense: O(N^3) for N grid points."""
+        ``at`` (whitened U): the same for the data terms linearised there (a Laplace
+        approximation where they are not affine). Dense: O(N^3) for N grid points."""
         n = self.problem.size
-        jac, rhs = self._affine_system
+        jac, rhs = self.linear_system(at)
         x, r = least_squares(jac, rhs)
         return x.reshape(self.problem.grid), r, (jac @ x - rhs)[:-n]
 
-    def evidence_given_pde(self) -> tuple[Array, Array, Array]:
+    def evidence_given_pde(self, at: Array | None = None) -> tuple[Array, Array, Array]:
         """The measurements' (``evidence_rows``) Gaussian predictive given the PDE's own
-        rows, where the data terms are affine in U: returns (z*, r(z*), log density of the
-        measurements in data units), z* U's mode given all rows (as ``u_given_rest``).
+        rows, where the data terms are affine in U (else linearised ``at``, as in
+        ``u_given_rest``): returns (z*, r(z*), log density of the measurements in data
+        units), z* U's mode given all rows (as ``u_given_rest``).
         One QR of the PDE's rows (``linalg.predictive``) instead of one of all rows and
         one of the PDE's: the ratio of the two marginals, better conditioned."""
         p, n = self.problem, self.problem.size
-        jac, rhs = self._affine_system
-        e = np.concatenate([self.evidence_rows, np.zeros(n, bool)])
+        jac, rhs = self.linear_system(at)
+        e = self._evidence_and_prior_rows
         rows = (jac[~e], rhs[~e], jac[e], rhs[e])
         x = predictive.mode(*rows)
         units = np.sum(np.log(p.row_noise[~p.tempered_rows]))
@@ -405,16 +407,38 @@ class Conditional:
             units += len(p.observations[1]) * math.log(p.observations[2])
         return x.reshape(p.grid), (jac @ x - rhs)[:-n], predictive.log_density(*rows) - units
 
+    def pde_mode(self, start: Array, steps: int) -> Array:
+        """U's mode (whitened) given the PDE's own rows and its prior, the measurements
+        left out: ``steps`` Gauss-Newton steps from ``start`` (whitened U); where the PDE
+        is nonlinear in U, ``evidence_given_pde`` is linearised there."""
+        keep = ~self._evidence_and_prior_rows
+        x, _ = dense_gauss_newton(lambda x: self._stacked_residual(x)[keep],
+                                  start.reshape(-1), steps)
+        return x.reshape(self.problem.grid)
+
+    def linear_system(self, at: Array | None = None) -> tuple[Array, Array]:
+        """(J, d): [data_residual(z); z] = J z - d, linearised at ``at`` (whitened U;
+        default 0, cached: exact where the data terms are affine in z)."""
+        if at is None:
+            return self._affine_system
+        x = at.reshape(-1)
+        jac = jax.jacfwd(self._stacked_residual)(x)
+        return jac, jac @ x - self._stacked_residual(x)
+
     @cached_property
     def _affine_system(self) -> tuple[Array, Array]:
-        """(J, d): [data_residual(z); z] = J z - d, its Jacobian at z = 0 (exact where
-        the data terms are affine in z)."""
-        grid, n = self.problem.grid, self.problem.size
+        n = self.problem.size
+        return jax.jacfwd(self._stacked_residual)(jnp.zeros(n)), -self._stacked_residual(
+            jnp.zeros(n))
 
-        def residual(x):
-            return jnp.concatenate([self.data_residual(x.reshape(grid), "z"), x])
+    def _stacked_residual(self, x: Array) -> Array:
+        """[data_residual(z); z] for flat whitened x: minus the log joint is |.|^2/2."""
+        return jnp.concatenate([self.data_residual(x.reshape(self.problem.grid), "z"), x])
 
-        return jax.jacfwd(residual)(jnp.zeros(n)), -residual(jnp.zeros(n))
+    @property
+    def _evidence_and_prior_rows(self) -> np.ndarray:
+        """``evidence_rows`` over the stacked residual's rows (the prior's: False)."""
+        return np.concatenate([self.evidence_rows, np.zeros(self.problem.size, bool)])
 
     @property
     def evidence_rows(self) -> np.ndarray:

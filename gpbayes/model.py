@@ -2,6 +2,7 @@
 priors and starting values. Its terms at fixed hyperparameters come from ``Conditional``.
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -39,7 +40,7 @@ def axis_site_names(problem: Problem, j: int) -> list[str]:
 
 def pde_model(problem: Problem, jitter: float = 1e-6, whiten: bool = False,
               sample_hyper: bool = False, held: Conditional | None = None,
-              marginal: bool = False) -> None:
+              marginal: bool = False, start: Array | None = None) -> None:
     """The NumPyro model of the PDE. Sites (per axis v in the problem's variables):
 
       log_w_v, log_rho_v, mu_v   kernel parameters, flat priors (flat on log w = Jeffreys)
@@ -55,11 +56,13 @@ def pde_model(problem: Problem, jitter: float = 1e-6, whiten: bool = False,
     ``sample_hyper=True`` puts the proper priors of ``hyper_prior`` on the kernel
     parameters and log precisions instead of the flat ones (for sampling them).
     ``held``: a Conditional at the kernel's values, its factors computed once outside
-    (``sample_nuts`` with the kernel held); the sites must be conditioned on them.
+    (``sample_nuts``); the sites must be conditioned on them.
     ``marginal=True`` integrates U out: no U site; a factor adds the log of the Gaussian
     integral over Z around U's conditional mode (``Conditional.u_given_rest``), which is
     then the deterministic U, so the log density is the exact log marginal of the other
-    sites where the PDE is linear in U (and the Laplace approximation of it elsewhere).
+    sites where the PDE is linear in U; elsewhere ``start`` (whitened U) is given and the
+    terms are linearised at U's mode given the PDE's rows (``Conditional.pde_mode``,
+    LAPLACE_STEPS Gauss-Newton steps from it): a Laplace approximation.
     With measurements (observations, noisy boundary rows) the factor is instead their
     predictive given the PDE's own rows (``Conditional.evidence_given_pde``): the PDE a
     constraint, not evidence; the GP's prior predictive of the source would otherwise
@@ -81,14 +84,12 @@ def pde_model(problem: Problem, jitter: float = 1e-6, whiten: bool = False,
         values["log_tau_e"] = numpyro.sample("log_tau_e", prior("log_tau_e", ()))
     if problem.tempered_rows.any():
         values["log_tau_b"] = numpyro.sample("log_tau_b", prior("log_tau_b", ()))
-    if held is None:
-        cond = Conditional(problem, values, jitter)
-    else:
-        cond = held.with_values({k: values[k] for k in values
-                                 if k.startswith("log_tau") or k in problem.unknown_sites.values()})
+    varying = {k: v for k, v in values.items()
+               if k.startswith("log_tau") or k in problem.unknown_sites.values()}
+    cond = Conditional(problem, values, jitter) if held is None else held.with_values(varying)
     t = problem.tempered_rows  # the other rows are noisy observations
     if marginal:
-        z, parts = _integrate_u(cond)
+        z, parts = _integrate_u(cond, start)
         if parts is None:  # the measurements' predictive given the PDE: nothing more
             return
         gap, residual, mean = parts
@@ -119,15 +120,20 @@ def pde_model(problem: Problem, jitter: float = 1e-6, whiten: bool = False,
         numpyro.sample("observations", dist.Normal(mean, noise), obs=jnp.asarray(data))
 
 
-def _integrate_u(cond: Conditional) -> tuple:
+LAPLACE_STEPS = 2  # Gauss-Newton steps to U's mode given the PDE, per evaluation, from a
+# start at the MAP's unknowns (nonlinear PDEs, ``marginal=True``; journal: "Laplace within")
+
+
+def _integrate_u(cond: Conditional, start: Array | None) -> tuple:
     """The factor of ``pde_model(..., marginal=True)``; returns U's conditional mode z*
     and the data terms' parts there (``split_data_residual``), or None for the parts
     where the factor is the measurements' predictive (whose sites it then records)."""
+    at = None if start is None else jax.lax.stop_gradient(cond.pde_mode(start, LAPLACE_STEPS))
     if not cond.evidence_rows.any():
-        z, root, r = cond.u_given_rest()
+        z, root, r = cond.u_given_rest(at)
         numpyro.factor("U_integrated_out", gaussian_volume(z, root))
         return z, cond.split_data_residual(r)
-    z, r, log_p = cond.evidence_given_pde()
+    z, r, log_p = cond.evidence_given_pde(at)
     numpyro.factor("evidence", log_p)
     gap, residual, _ = cond.split_data_residual(r)
     numpyro.deterministic("U", cond.to_grid(z, "z"))

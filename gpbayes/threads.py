@@ -1,8 +1,10 @@
-"""BLAS threads for small CPUs. jax's CPU linear algebra (Cholesky, QR, triangular solves)
-runs in scipy's OpenBLAS, whose thread pool contends with XLA's on a few cores: 4-5x slower
-on 2 cores (benchmarks/journal.md). The command line and the examples call
-``limit_blas_threads()``; a program that imports gpbayes may call it too, or start Python
-with OPENBLAS_NUM_THREADS=1.
+"""CPU settings: BLAS threads for small CPUs, and CPU devices for parallel chains.
+
+BLAS threads: jax's CPU linear algebra (Cholesky, QR, triangular solves) runs in scipy's
+OpenBLAS, whose thread pool contends with XLA's on a few cores: 4-5x slower on 2 cores
+(benchmarks/journal.md). The command line and the examples call
+``limit_blas_threads()``; a program that imports gpbayes may call it too, or start
+Python with OPENBLAS_NUM_THREADS=1.
 """
 
 import os
@@ -19,4 +21,18 @@ def limit_blas_threads(threads: int = 1) -> bool:
     import threadpoolctl
 
     threadpoolctl.threadpool_limits(threads, user_api="blas")
+    return True
+
+
+def cpu_devices(count: int) -> bool:
+    """At least ``count`` CPU devices, so NUTS runs that many chains in parallel threads
+    (numpyro's chain_method "parallel": 1.6x faster than one after another on 2 cores,
+    benchmarks/journal.md). Possible only before JAX's first computation; returns whether
+    it took effect (a running backend keeps its devices)."""
+    import jax
+
+    try:
+        jax.config.update("jax_num_cpu_devices", max(count, jax.config.jax_num_cpu_devices))
+    except RuntimeError:
+        return False
     return True

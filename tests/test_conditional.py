@@ -184,3 +184,22 @@ def test_residual_on_the_grid_points_matches_the_grid_residual():
     cond = Conditional(p, values, 1e-8)
     np.testing.assert_allclose(cond.residual_on(u, p.axes), cond.residual(u), rtol=1e-4,
                                atol=1e-4 * float(jnp.max(jnp.abs(cond.residual(u)))))
+
+
+def test_linearised_rows_and_the_pde_mode():
+    """Where the data terms are affine in U, their linearisation anywhere is the affine
+    system itself, and one Gauss-Newton step from anywhere reaches U's mode given the
+    PDE's rows; ``evidence_given_pde``'s mode equals ``u_given_rest``'s (all rows)."""
+    from gpbayes.infer.solvers import least_squares
+
+    p = data_problem("normal")
+    cond = Conditional(p, {**model.initial_params(p), "k": jnp.asarray(0.7)}, 1e-6)
+    anywhere = jax.random.normal(jax.random.PRNGKey(0), p.grid)
+    for a, b in zip(cond.linear_system(anywhere), cond.linear_system()):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+    jac, rhs = cond.linear_system()
+    keep = ~np.concatenate([cond.evidence_rows, np.zeros(p.size, bool)])
+    np.testing.assert_allclose(cond.pde_mode(anywhere, 1).ravel(),
+                               least_squares(jac[keep], rhs[keep])[0], rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(cond.evidence_given_pde(anywhere)[0], cond.u_given_rest()[0],
+                               rtol=1e-8, atol=1e-10)

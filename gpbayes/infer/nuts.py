@@ -27,7 +27,7 @@ from gpbayes.infer.diagnostics import checked_names, nuts_failures, scalar_names
 from gpbayes.infer.posterior import fixed_sites, laplace
 from gpbayes.infer.solvers import MAX_DENSE
 from gpbayes.io import import_arviz, write_atomic, write_json
-from gpbayes.model import pde_model
+from gpbayes.model import LAPLACE_STEPS, pde_model
 from gpbayes.problem import Problem
 from gpbayes.results import MapFit, grid_coords
 
@@ -195,26 +195,32 @@ def _chain_start(values: dict, chains: int) -> dict:
 MARGINAL_MAX = 500  # grid points: U is integrated out densely, O(N^3) per leapfrog step
 
 
+START_STEPS = 10  # Gauss-Newton steps to U's mode given the PDE at the MAP (nonlinear PDEs)
+
+
 def integrates_u(problem: Problem, fit: MapFit) -> bool:
     """Whether NUTS samples the unknowns alone, U integrated out (``pde_model(...,
-    marginal=True)``): there are unknowns, the PDE is linear in U at their MAP values
-    (so the integral is exact) and the grid has at most MARGINAL_MAX points."""
-    if not problem.unknowns or problem.size > MARGINAL_MAX:
-        return False
-    return Conditional(problem, fixed_sites(fit), fit.recipe.jitter).is_linear()
+    marginal=True)``): there are unknowns and the grid has at most MARGINAL_MAX points.
+    The integral is exact where the PDE is linear in U, a Laplace approximation
+    elsewhere."""
+    return bool(problem.unknowns) and problem.size <= MARGINAL_MAX
 
 
 def _sample_marginal(problem, init, chains, warmup, draws, seed, progress, chain_method,
                      chunk, interrupt) -> "NutsResult":
-    """NUTS on the unknowns' exact marginal (U integrated out, the kernel and precisions
-    held at the MAP), then one exact draw of U from its Gaussian given each draw of the
-    unknowns. The dense mass matrix starts at the inverse Hessian of the potential at
-    the MAP and adapts in warm-up."""
+    """NUTS on the unknowns' marginal (U integrated out, the kernel and precisions held
+    at the MAP), then one draw of U from its Gaussian given each draw of the unknowns:
+    exact where the PDE is linear in U; elsewhere both linearised at U's mode given the
+    PDE (Laplace), found from ``start`` (that mode at the MAP). The dense mass matrix
+    starts at the inverse Hessian of the potential at the MAP and adapts in warm-up."""
     sites = tuple(problem.unknown_sites.values())
     jitter = init.recipe.jitter
     held = with_factors(problem, fixed_sites(init), jitter)
-    model = condition(partial(pde_model, problem, jitter=jitter, held=held, marginal=True),
-                      data=fixed_sites(init, sites))
+    linear = held.is_linear()
+    at_map = jax.jit(partial(held.pde_mode, steps=START_STEPS))
+    z_start = None if linear else at_map(held.whiten(jnp.asarray(init.params["U"])))
+    model = condition(partial(pde_model, problem, jitter=jitter, held=held, marginal=True,
+                              start=z_start), data=fixed_sites(init, sites))
     potential = jax.jit(partial(potential_energy, model, (), {}))
     theta = {k: jnp.asarray(init.params[k]) for k in sites}
     flat, unravel = jax.flatten_util.ravel_pytree(theta)
@@ -233,7 +239,8 @@ def _sample_marginal(problem, init, chains, warmup, draws, seed, progress, chain
 
     def draw(x):  # z ~ N(z*, (R^T R)^{-1}) given the unknowns
         cond = held.with_values(x["theta"])
-        mode, r, _ = cond.u_given_rest()
+        mode, r, _ = cond.u_given_rest(
+            None if linear else cond.pde_mode(z_start, LAPLACE_STEPS))
         z = mode + jax.scipy.linalg.solve_triangular(r, x["xi"], lower=False).reshape(
             problem.grid)
         return cond.to_grid(z, "z"), held.predict_grid(z, problem.test_axes, "z")
@@ -249,8 +256,9 @@ def _sample_marginal(problem, init, chains, warmup, draws, seed, progress, chain
         wall += time.perf_counter() - start_draws
     samples["U"] = u
     return NutsResult(problem, init, samples, u_test, extra, wall, chains,
-                      _step_note(stop + "; U integrated out (exact given the unknowns)",
-                                 extra))
+                      _step_note(stop + ("; U integrated out (exact given the unknowns)"
+                                         if linear else "; U integrated out (Laplace: the "
+                                         "PDE is nonlinear in U)"), extra))
 
 
 def _map_on_devices(f: Callable, xs):
