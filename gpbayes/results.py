@@ -41,6 +41,11 @@ raise the log joint without worsening the check, the run was interrupted first, 
 start ended with a finite log joint."""
 
 
+def fixed_sites(fit: "MapFit", keep: tuple = ()) -> dict:
+    """The MAP values of every site but U (and those in ``keep``)."""
+    return {k: jnp.asarray(v) for k, v in fit.params.items() if k != "U" and k not in keep}
+
+
 @dataclass(eq=False)
 class MapFit:
     problem: object

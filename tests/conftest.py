@@ -125,8 +125,8 @@ def marginal_moments(fit, site, draws, evidence=True):
     from numpyro.infer.util import log_density
 
     from gpbayes.conditional import with_factors
-    from gpbayes.infer.posterior import fixed_sites
     from gpbayes.model import gaussian_volume, pde_model
+    from gpbayes.results import fixed_sites
 
     held = with_factors(fit.problem, fixed_sites(fit), fit.recipe.jitter)
     rest = fixed_sites(fit, (site,))

@@ -91,7 +91,7 @@ def test_marginal_model_is_the_joint_integrated_over_u(measured):
     boundary rows, or with neither (tempered boundary rows, no evidence factor)."""
     from conftest import small_inverse_problem
     from gpbayes.conditional import Conditional
-    from gpbayes.infer.posterior import fixed_sites
+    from gpbayes.results import fixed_sites
 
     p, fit = small_inverse_problem(n=6)
     if not measured:

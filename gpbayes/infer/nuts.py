@@ -24,12 +24,13 @@ from gpbayes import kron
 from gpbayes.conditional import Conditional, axis_params, with_factors
 from gpbayes.gauss_newton import exact_boundary_rows, woodbury_root
 from gpbayes.infer.diagnostics import checked_names, nuts_failures, scalar_names
-from gpbayes.infer.posterior import fixed_sites, laplace
+from gpbayes.infer.marginal import integrates_u, marginal
+from gpbayes.infer.posterior import laplace
 from gpbayes.infer.solvers import MAX_DENSE
 from gpbayes.io import import_arviz, write_atomic, write_json
-from gpbayes.model import LAPLACE_STEPS, pde_model
+from gpbayes.model import pde_model
 from gpbayes.problem import Problem
-from gpbayes.results import MapFit, grid_coords
+from gpbayes.results import MapFit, fixed_sites, grid_coords
 
 if TYPE_CHECKING:
     import arviz
@@ -156,7 +157,7 @@ def sample_nuts(problem: Problem, init: MapFit, chains: int = 4, warmup: int = 5
     if sample_hyper:
         return _sample_with_hyper(problem, init, chains, warmup, draws, seed, progress,
                                   chain_method)
-    if integrates_u(problem, init):
+    if integrates_u(problem):
         return _sample_marginal(problem, init, chains, warmup, draws, seed, progress,
                                 chain_method, chunk, interrupt)
     if problem.size > MAX_DENSE:
@@ -192,38 +193,17 @@ def _chain_start(values: dict, chains: int) -> dict:
             for k, v in values.items()}
 
 
-MARGINAL_MAX = 500  # grid points: U is integrated out densely, O(N^3) per leapfrog step
-
-
-START_STEPS = 10  # Gauss-Newton steps to U's mode given the PDE at the MAP (nonlinear PDEs)
-
-
-def integrates_u(problem: Problem, fit: MapFit) -> bool:
-    """Whether NUTS samples the unknowns alone, U integrated out (``pde_model(...,
-    marginal=True)``): there are unknowns and the grid has at most MARGINAL_MAX points.
-    The integral is exact where the PDE is linear in U, a Laplace approximation
-    elsewhere."""
-    return bool(problem.unknowns) and problem.size <= MARGINAL_MAX
-
-
 def _sample_marginal(problem, init, chains, warmup, draws, seed, progress, chain_method,
                      chunk, interrupt) -> "NutsResult":
-    """NUTS on the unknowns' marginal (U integrated out, the kernel and precisions held
-    at the MAP), then one draw of U from its Gaussian given each draw of the unknowns:
-    exact where the PDE is linear in U; elsewhere both linearised at U's mode given the
-    PDE (Laplace), found from ``start`` (that mode at the MAP). The dense mass matrix
-    starts at the inverse Hessian of the potential at the MAP and adapts in warm-up."""
+    """NUTS on the unknowns' marginal (``marginal.Marginal``: U integrated out, the kernel
+    and precisions held at the MAP), then one draw of U from its Gaussian given each draw
+    of the unknowns: exact where the PDE is linear in U, a Laplace approximation
+    elsewhere. The dense mass matrix starts at the inverse Hessian of the potential at
+    the MAP and adapts in warm-up."""
     sites = tuple(problem.unknown_sites.values())
-    jitter = init.recipe.jitter
-    held = with_factors(problem, fixed_sites(init), jitter)
-    linear = held.is_linear()
-    at_map = jax.jit(partial(held.pde_mode, steps=START_STEPS))
-    z_start = None if linear else at_map(held.whiten(jnp.asarray(init.params["U"])))
-    model = condition(partial(pde_model, problem, jitter=jitter, held=held, marginal=True,
-                              start=z_start), data=fixed_sites(init, sites))
-    potential = jax.jit(partial(potential_energy, model, (), {}))
-    theta = {k: jnp.asarray(init.params[k]) for k in sites}
-    flat, unravel = jax.flatten_util.ravel_pytree(theta)
+    m = marginal(problem, init)
+    potential = m.potential
+    flat, unravel = jax.flatten_util.ravel_pytree(m.theta)
     hessian = jax.hessian(lambda x: potential(unravel(x)))(flat)
     inverse_mass = jnp.linalg.inv(hessian)
     if not bool(jnp.all(jnp.isfinite(jnp.linalg.cholesky(inverse_mass)))):
@@ -232,18 +212,16 @@ def _sample_marginal(problem, init, chains, warmup, draws, seed, progress, chain
                   target_accept_prob=0.8, max_tree_depth=TREE_DEPTH)
     # one chain after another: a vmapped QR (vectorized chains) is far slower on the CPU
     mcmc = _mcmc(kernel, chains, warmup, chain_method, progress, draws=draws)
-    start = _chain_start(theta, chains)
+    start = _chain_start(m.theta, chains)
     samples, extra, stop, wall = _run_in_chunks(mcmc, jax.random.PRNGKey(seed), draws, chunk,
                                                 interrupt, init_params=start)
     shape = (chains, len(extra.get("diverging", np.zeros((chains, 0)))[0]))
 
     def draw(x):  # z ~ N(z*, (R^T R)^{-1}) given the unknowns
-        cond = held.with_values(x["theta"])
-        mode, r, _ = cond.u_given_rest(
-            None if linear else cond.pde_mode(z_start, LAPLACE_STEPS))
+        mode, r = m.u_given(x["theta"])
         z = mode + jax.scipy.linalg.solve_triangular(r, x["xi"], lower=False).reshape(
             problem.grid)
-        return cond.to_grid(z, "z"), held.predict_grid(z, problem.test_axes, "z")
+        return m.held.to_grid(z, "z"), m.held.predict_grid(z, problem.test_axes, "z")
 
     u, u_test = np.zeros(shape + problem.grid), np.zeros(shape + problem.test_grid)
     if shape[1]:
@@ -257,7 +235,7 @@ def _sample_marginal(problem, init, chains, warmup, draws, seed, progress, chain
     samples["U"] = u
     return NutsResult(problem, init, samples, u_test, extra, wall, chains,
                       _step_note(stop + ("; U integrated out (exact given the unknowns)"
-                                         if linear else "; U integrated out (Laplace: the "
+                                         if m.linear else "; U integrated out (Laplace: the "
                                          "PDE is nonlinear in U)"), extra))
 
 

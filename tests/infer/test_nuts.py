@@ -222,6 +222,7 @@ def test_each_nuts_path_samples_its_marginal_of_the_unknown(monkeypatch):
     the source counted as evidence) each agree with a quadrature of their marginal of
     c; their U draws have the same spread."""
     from conftest import marginal_moments, small_inverse_problem
+    from gpbayes.infer import marginal as marginal_module
     from gpbayes.infer import nuts
 
     p, fit = small_inverse_problem()
@@ -229,7 +230,7 @@ def test_each_nuts_path_samples_its_marginal_of_the_unknown(monkeypatch):
     marginal = nuts.sample_nuts(p, fit, chains=1, warmup=150, draws=300, progress=False)
     assert "U integrated out" in marginal.stop_reason
     monkeypatch.setattr(nuts, "MAX_DENSE", 50)
-    monkeypatch.setattr(nuts, "MARGINAL_MAX", 50)
+    monkeypatch.setattr(marginal_module, "MARGINAL_MAX", 50)
     free = nuts.sample_nuts(p, fit, chains=1, warmup=150, draws=300, progress=False)
     assert "matrix-free" in free.stop_reason and free.extra["diverging"].sum() == 0
     for r, evidence in ((marginal, True), (free, False)):
@@ -266,7 +267,8 @@ def test_nonlinear_pde_unknown_matches_its_exact_posterior(tmp_path, root):
     NUTS on a alone, U integrated out by its Laplace approximation at U's mode given the
     PDE, against a's exact posterior (finite differences and quadrature, no GP): the
     mean within 0.3 exact sds, the sd within 20% (the joint model, the source counted
-    as evidence, gave sds 140x too narrow on such a problem: issue 39)."""
+    as evidence, gave sds 140x too narrow on such a problem: issue 39); the same for the
+    Gaussian posterior (``marginal_posterior``), whose sd of u matches NUTS's draws."""
     import importlib.util
 
     import gpbayes as gb
@@ -288,3 +290,10 @@ def test_nonlinear_pde_unknown_matches_its_exact_posterior(tmp_path, root):
     a = r.samples["a"].ravel()
     assert abs(a.mean() - exact["mean"]) < 0.3 * exact["sd"], (a.mean(), a.std(), exact)
     assert 0.8 < a.std() / exact["sd"] < 1.2, (a.mean(), a.std(), exact)
+    # the Gaussian posterior: the Laplace approximation of the same marginal, and U's sd
+    # (given a, widened by U's change with a) against the spread of NUTS's U draws
+    g = gb.gaussian_posterior(fit.problem, fit)
+    assert abs(g.unknowns["a"]["mean"] - exact["mean"]) < 0.3 * exact["sd"], g.unknowns
+    assert 0.8 < g.unknowns["a"]["sd"] / exact["sd"] < 1.2, g.unknowns
+    ratio = g.test_sd / r.u_test.reshape(-1, *r.u_test.shape[2:]).std(0)
+    assert 0.85 < np.median(ratio) < 1.15, np.quantile(ratio, [0.1, 0.5, 0.9])

@@ -130,7 +130,8 @@ def test_residual_vector_is_the_models_log_joint(map_fit):
     import jax.numpy as jnp
 
     from gpbayes.conditional import Conditional
-    from gpbayes.infer.posterior import fixed_sites, residual_vector
+    from gpbayes.infer.posterior import residual_vector
+    from gpbayes.results import fixed_sites
 
     p = map_fit.problem
     cond = Conditional(p, fixed_sites(map_fit), map_fit.recipe.jitter)
