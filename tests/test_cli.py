@@ -225,6 +225,40 @@ def test_sample_nuts_integrates_u_out_on_a_linear_inverse_problem(root, tmp_path
     assert abs(k.mean() - mean) < 0.15 * sd and 0.85 < k.std() / sd < 1.15
 
 
+def test_sample_both_methods_on_a_nonlinear_inverse_problem(root, tmp_path):
+    """`gpbayes sample` on a model file nonlinear in U with an unknown under a lognormal
+    prior: NUTS (U integrated out by its Laplace approximation) and the Gaussian posterior
+    (the Laplace approximation of the same marginal) both converge (exit 0), write a's
+    draws in natural units, and agree on its mean and sd."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "inverse_problems", root / "benchmarks" / "inverse_problems.py")
+    problems = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(problems)
+    model = tmp_path / "nl.toml"
+    model.write_text(problems.nonlinear(np.random.default_rng(1), n=60).replace(
+        'prior = "normal", loc = 3.0, scale = 3.0', 'prior = "lognormal", loc = 1.0, scale = 1.0'))
+    recipe = tmp_path / "quick.toml"
+    recipe.write_text('extends = "nuts"\nchains = 2\nwarmup = 300\ndraws = 500\n')
+    a = {}
+    for method, args in (("nuts", ["--inference", str(recipe)]),
+                         ("gaussian", ["--method", "gaussian"])):
+        out = tmp_path / method
+        r = run("sample", str(model), *args, "--out", str(out), cwd=root)
+        assert r.returncode == 0, r.stderr
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["converged"], summary.get("failures")
+        draws = import_arviz().from_netcdf(str(out / "posterior.nc")).posterior["a"].values
+        assert np.all(draws > 0)
+        a[method] = draws.mean(), draws.std()
+    summaries = {m: json.loads((tmp_path / m / "summary.json").read_text()) for m in a}
+    assert "Laplace" in summaries["nuts"]["stop_reason"]
+    assert summaries["gaussian"]["unknowns"]["a"]["site"] == "log_a"
+    assert abs(a["nuts"][0] - a["gaussian"][0]) < 0.3 * a["gaussian"][1], a
+    assert 0.8 < a["nuts"][1] / a["gaussian"][1] < 1.25, a
+
+
 @pytest.mark.slow
 def test_sample_after_a_plain_family_map_and_resume(root, tmp_path):
     """The default MAP may keep a plain family on a smooth problem: sampling and --resume
