@@ -99,10 +99,11 @@ def main():
     args = ap.parse_args()
     import jax
 
+    from gpbayes.spec import load_inference
     from gpbayes.threads import cpu_devices, limit_blas_threads
 
     limit_blas_threads()  # as the command does
-    cpu_devices(4)  # before JAX starts: the chains in parallel
+    cpu_devices(load_inference(args.method).chains)  # before JAX starts, as the command
     rows = []
     for seed in range(args.first, args.first + args.sets):
         rows.append(replicate(seed, args.method, not args.held_map_tau))

@@ -17,16 +17,17 @@ from pathlib import Path
 import numpy as np
 
 
-def helmholtz(rng, n=200):
-    xs = np.sort(rng.uniform(0.05, 0.95, 15))
-    vals = np.sin(6 * xs) + 0.5 * np.cos(11 * xs) + 0.01 * rng.normal(size=15)
-    return f'''name = "inverse-helmholtz1d"
+def _unit_interval(name: str, pde: str, u, count: int, unknown: str, rng, n: int) -> str:
+    """A 1-D model file on [0, 1] (``pde``: its equation, source and solution lines;
+    Dirichlet data from the solution at both ends) with ``count`` observations of ``u``
+    at uniform points in [0.05, 0.95], noise sd 0.01, and one unknown."""
+    xs = np.sort(rng.uniform(0.05, 0.95, count))
+    vals = u(xs) + 0.01 * rng.normal(size=count)
+    return f'''name = "{name}"
 [pde]
 variables = ["x"]
 domain = [[0, 1]]
-equation = "u_xx + k*u"
-source = "(20 - 36)*sin(6*x) + 0.5*(20 - 121)*cos(11*x)"
-solution = "sin(6*x) + 0.5*cos(11*x)"
+{pde}
 [pde.boundary]
 faces = "all"
 [grid]
@@ -37,33 +38,27 @@ points = {[[float(x)] for x in xs]}
 values = {[float(v) for v in vals]}
 noise = 0.01
 [unknowns]
-k = {{ prior = "normal", loc = 10.0, scale = 10.0 }}
+{unknown}
 '''
+
+
+def helmholtz(rng, n=200):
+    return _unit_interval(
+        "inverse-helmholtz1d", 'equation = "u_xx + k*u"\n'
+        'source = "(20 - 36)*sin(6*x) + 0.5*(20 - 121)*cos(11*x)"\n'
+        'solution = "sin(6*x) + 0.5*cos(11*x)"',
+        lambda x: np.sin(6 * x) + 0.5 * np.cos(11 * x), 15,
+        'k = { prior = "normal", loc = 10.0, scale = 10.0 }', rng, n)
 
 
 def nonlinear(rng, n=200):
-    xs = np.sort(rng.uniform(0.05, 0.95, 20))
-    vals = np.sin(3 * xs) + 0.5 * np.sin(8 * xs) + 0.01 * rng.normal(size=20)
     u = "(sin(3*x) + 0.5*sin(8*x))"
-    return f'''name = "inverse-nonlinear1d"
-[pde]
-variables = ["x"]
-domain = [[0, 1]]
-equation = "u_xx + a*u*(u**2 - 1)"
-source = "-9*sin(3*x) - 32*sin(8*x) + 5*{u}*({u}**2 - 1)"
-solution = "{u[1:-1]}"
-[pde.boundary]
-faces = "all"
-[grid]
-points = [{n}]
-test_points = [300]
-[[observations]]
-points = {[[float(x)] for x in xs]}
-values = {[float(v) for v in vals]}
-noise = 0.01
-[unknowns]
-a = {{ prior = "normal", loc = 3.0, scale = 3.0 }}
-'''
+    return _unit_interval(
+        "inverse-nonlinear1d", 'equation = "u_xx + a*u*(u**2 - 1)"\n'
+        f'source = "-9*sin(3*x) - 32*sin(8*x) + 5*{u}*({u}**2 - 1)"\n'
+        f'solution = "{u[1:-1]}"',
+        lambda x: np.sin(3 * x) + 0.5 * np.sin(8 * x), 20,
+        'a = { prior = "normal", loc = 3.0, scale = 3.0 }', rng, n)
 
 
 def advection(rng, n=100):

@@ -427,9 +427,7 @@ class Conditional:
 
     @cached_property
     def _affine_system(self) -> tuple[Array, Array]:
-        n = self.problem.size
-        return jax.jacfwd(self._stacked_residual)(jnp.zeros(n)), -self._stacked_residual(
-            jnp.zeros(n))
+        return self.linear_system(jnp.zeros(self.problem.size))
 
     def _stacked_residual(self, x: Array) -> Array:
         """[data_residual(z); z] for flat whitened x: minus the log joint is |.|^2/2."""

@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 from jax.flatten_util import ravel_pytree
-from jax.scipy.linalg import solve_triangular
 from numpyro.handlers import condition
 from numpyro.infer.util import potential_energy
 
@@ -50,29 +49,28 @@ class Marginal:
         mode, root, _ = cond.u_given_rest(at)
         return mode, root
 
-    def laplace(self) -> tuple[dict, Array]:
-        """The marginal's mode (Newton with the exact Hessian from the MAP's values, a step
-        halved while it does not lower the potential) and the Hessian there."""
+    def laplace(self, steps: int = NEWTON_STEPS) -> tuple[dict, Array]:
+        """The marginal's mode (``steps`` Newton steps with the exact Hessian from the
+        MAP's values, a step halved while it does not lower the potential) and the
+        Hessian there; ``steps=0``: the Hessian at the MAP."""
         flat, unravel = ravel_pytree(self.theta)
         f = jax.jit(lambda x: self.potential(unravel(x)))
         grad, hessian = jax.jit(jax.grad(f)), jax.jit(jax.hessian(f))
-        for _ in range(NEWTON_STEPS):
-            step, t = jnp.linalg.solve(hessian(flat), grad(flat)), 1.0
-            while not bool(f(flat - t * step) <= f(flat)) and t > 1e-3:
+        for _ in range(steps):
+            step, t, now = jnp.linalg.solve(hessian(flat), grad(flat)), 1.0, f(flat)
+            while not bool(f(flat - t * step) <= now) and t > 1e-3:
                 t /= 2
             flat = flat - t * step if t > 1e-3 else flat
         return unravel(flat), hessian(flat)
 
-    def u_sd(self, rows: Array, theta: dict, root: Array) -> Array:
-        """sd of ``rows`` @ z (linear maps of whitened U) under the Laplace posterior: U's
-        Gaussian given the unknowns at ``theta``, plus its mode's change with them
-        (linearised) spread by their covariance ``root`` root^T."""
+    def spread(self, theta: dict, root: Array) -> tuple[Array, Array, Array]:
+        """U's Laplace posterior, whitened: (z* and R of its Gaussian given the unknowns
+        at ``theta``, and the slope of z* in them times their covariance's ``root``): the
+        covariance of z is (R^T R)^{-1} + S S^T for that last part S."""
         flat, unravel = ravel_pytree(theta)
-        _, r = self.u_given(theta)
-        given = solve_triangular(r, rows.T, trans=1, lower=False)
+        mode, r = self.u_given(theta)
         slope = jax.jacfwd(lambda x: self.u_given(unravel(x))[0].reshape(-1))(flat)
-        spread = rows @ slope @ root
-        return jnp.sqrt(jnp.sum(given**2, axis=0) + jnp.sum(spread**2, axis=1))
+        return mode, r, slope @ root
 
 
 def marginal(problem: Problem, fit: MapFit) -> Marginal:

@@ -202,13 +202,10 @@ def _sample_marginal(problem, init, chains, warmup, draws, seed, progress, chain
     the MAP and adapts in warm-up."""
     sites = tuple(problem.unknown_sites.values())
     m = marginal(problem, init)
-    potential = m.potential
-    flat, unravel = jax.flatten_util.ravel_pytree(m.theta)
-    hessian = jax.hessian(lambda x: potential(unravel(x)))(flat)
-    inverse_mass = jnp.linalg.inv(hessian)
+    inverse_mass = jnp.linalg.inv(m.laplace(steps=0)[1])
     if not bool(jnp.all(jnp.isfinite(jnp.linalg.cholesky(inverse_mass)))):
-        inverse_mass = jnp.eye(len(flat))  # not positive definite at the MAP: adapt from I
-    kernel = NUTS(potential_fn=potential, dense_mass=True, inverse_mass_matrix=inverse_mass,
+        inverse_mass = jnp.eye(len(sites))  # not positive definite at the MAP: adapt from I
+    kernel = NUTS(potential_fn=m.potential, dense_mass=True, inverse_mass_matrix=inverse_mass,
                   target_accept_prob=0.8, max_tree_depth=TREE_DEPTH)
     # one chain after another: a vmapped QR (vectorized chains) is far slower on the CPU
     mcmc = _mcmc(kernel, chains, warmup, chain_method, progress, draws=draws)

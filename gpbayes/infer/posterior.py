@@ -138,20 +138,16 @@ def gaussian_posterior(problem: Problem, fit: MapFit, solver: str = "auto", samp
     def sd(rows):  # cov = (R^T R)^{-1}: var(a . x) = |R^-T a|^2
         return jnp.sqrt(jnp.sum(solve_triangular(r, rows.T, trans=1, lower=False) ** 2, axis=0))
 
-    n = problem.size  # U = A Z; the test-grid map from Z, one column per grid point
-    c = cond.predict_grid(jnp.eye(n).reshape((n,) + problem.grid), problem.test_axes,
-                          "z").reshape(n, -1).T
     rows = [embed(jnp.ones((1, 1)), site) for site in sites]
     w = (solve_triangular(r, jnp.concatenate(rows).T, trans=1, lower=False) if rows
          else jnp.zeros((0, 0)))
     cov = w.T @ w  # the unknowns' covariance (R^T R)^{-1} restricted to their sites
-    unknowns = {name: {"site": site, "mean": float(latent[site]), "sd": float(jnp.sqrt(cov[i, i]))}
-                for i, (name, site) in enumerate(problem.unknown_sites.items())}
     return GaussianPosterior(
         problem, np.asarray(cond.to_grid(z, "z")),
         np.asarray(sd(embed(_dense_kron(cond.trils)))).reshape(problem.grid),
         np.asarray(cond.predict_grid(z, problem.test_axes, "z")),
-        np.asarray(sd(embed(c))).reshape(problem.test_grid), unknowns=unknowns,
+        np.asarray(sd(embed(_test_rows(cond)))).reshape(problem.test_grid),
+        unknowns=_unknowns(problem, latent, cov),
         failures=tuple(laplace_failures(np.diag(np.asarray(r)))), unknown_cov=np.asarray(cov))
 
 
@@ -163,23 +159,42 @@ def marginal_posterior(problem: Problem, fit: MapFit) -> "GaussianPosterior":
     source as evidence: 100x too narrow on inverse-nonlinear1d (benchmarks/README.md)."""
     m = marginal(problem, fit)
     theta, hessian = m.laplace()
-    chol = jnp.linalg.cholesky(hessian)
     cov = jnp.linalg.inv(hessian)
-    lam, vec = jnp.linalg.eigh(cov)  # a root that a failed (not positive definite)
-    root = vec * jnp.sqrt(jnp.clip(lam, 0.0, None))  # precision leaves finite
-    z, _ = m.u_given(theta)
-    n, held = problem.size, m.held
-    to_test = held.predict_grid(jnp.eye(n).reshape((n,) + problem.grid), problem.test_axes,
-                                "z").reshape(n, -1).T
-    unknowns = {name: {"site": site, "mean": float(theta[site]), "sd": float(jnp.sqrt(cov[i, i]))}
-                for i, (name, site) in enumerate(problem.unknown_sites.items())}
+    z, r, spread = m.spread(theta, psd_root(cov))
+    held = m.held
+
+    def sd(rows):  # of rows @ z: cov(z) = (R^T R)^{-1} + spread spread^T
+        given = solve_triangular(r, rows.T, trans=1, lower=False)
+        return jnp.sqrt(jnp.sum(given**2, axis=0) + jnp.sum((rows @ spread) ** 2, axis=1))
+
     return GaussianPosterior(
         problem, np.asarray(held.to_grid(z, "z")),
-        np.asarray(m.u_sd(_dense_kron(held.trils), theta, root)).reshape(problem.grid),
+        np.asarray(sd(_dense_kron(held.trils))).reshape(problem.grid),
         np.asarray(held.predict_grid(z, problem.test_axes, "z")),
-        np.asarray(m.u_sd(to_test, theta, root)).reshape(problem.test_grid),
-        unknowns=unknowns, failures=tuple(laplace_failures(np.diag(np.asarray(chol)))),
+        np.asarray(sd(_test_rows(held))).reshape(problem.test_grid),
+        unknowns=_unknowns(problem, theta, cov),
+        failures=tuple(laplace_failures(np.diag(np.asarray(jnp.linalg.cholesky(hessian))))),
         unknown_cov=np.asarray(cov))
+
+
+def psd_root(cov: Array) -> Array:
+    """A root of a covariance (root root^T = cov) that stays finite where cov is not
+    positive definite (a failed precision): eigenvalues clipped at 0."""
+    lam, vec = jnp.linalg.eigh(cov)
+    return vec * jnp.sqrt(jnp.clip(lam, 0.0, None))
+
+
+def _test_rows(cond: Conditional) -> Array:
+    """The map from whitened U to u on the test grid, one row per test point."""
+    p, n = cond.problem, cond.problem.size
+    return cond.predict_grid(jnp.eye(n).reshape((n,) + p.grid), p.test_axes,
+                             "z").reshape(n, -1).T
+
+
+def _unknowns(problem: Problem, mean: dict, cov: Array) -> dict:
+    """{name: {"site", "mean", "sd"}}: each unknown's Gaussian in its site's coordinates."""
+    return {name: {"site": site, "mean": float(mean[site]), "sd": float(jnp.sqrt(cov[i, i]))}
+            for i, (name, site) in enumerate(problem.unknown_sites.items())}
 
 
 def structured_posterior(problem: Problem, fit: MapFit, samples: int = 64, seed: int = 0,
@@ -254,12 +269,10 @@ def structured_posterior(problem: Problem, fit: MapFit, samples: int = 64, seed:
     # recomputed residual |b - H x| / |b| reported beside it can sit above it by rounding
     cg = {"iterations": iterations, "max_relative_residual": worst,
           "converged": max(iterations) < max_iterations, "tolerance": tolerance}
-    unknowns = {name: {"site": site, "mean": float(fixed[site]),
-                       "sd": float(jnp.sqrt(cov[i, i]))}
-                for i, (name, site) in enumerate(problem.unknown_sites.items())}
     return GaussianPosterior(problem, np.asarray(u), np.sqrt(np.asarray(var) / n),
                              np.asarray(test_mean), np.sqrt(np.asarray(test_var) / n),
-                             solver="cg", samples=n, cg=cg, unknowns=unknowns,
+                             solver="cg", samples=n, cg=cg,
+                             unknowns=_unknowns(problem, fixed, cov),
                              failures=tuple(failures),
                              unknown_cov=np.asarray(cov) if sites else np.zeros((0, 0)))
 
@@ -285,8 +298,7 @@ def to_arviz(post: "GaussianPosterior", seed: int = 0) -> "arviz.InferenceData":
     groups = {"posterior_moments": moments}
     if post.unknowns:
         mean = np.array([u["mean"] for u in post.unknowns.values()])
-        lam, vec = np.linalg.eigh(post.unknown_cov)  # a root that a failed (not positive
-        root = vec * np.sqrt(np.clip(lam, 0.0, None))  # definite) precision leaves finite
+        root = np.asarray(psd_root(jnp.asarray(post.unknown_cov)))
         site = mean + np.random.default_rng(seed).standard_normal((DRAWS, len(mean))) @ root.T
         draws = {name: (["chain", "draw"], (site[:, i] if u["site"] == name
                                             else np.exp(site[:, i]))[None])
