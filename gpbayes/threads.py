@@ -1,4 +1,5 @@
-"""CPU settings: BLAS threads for small CPUs, and CPU devices for parallel chains.
+"""CPU settings: BLAS threads for small CPUs, CPU devices for parallel chains, threads for
+the MAP's starts.
 
 BLAS threads: jax's CPU linear algebra (Cholesky, QR, triangular solves) runs in scipy's
 OpenBLAS, whose thread pool contends with XLA's on a few cores: 4-5x slower on 2 cores
@@ -36,3 +37,20 @@ def cpu_devices(count: int) -> bool:
     except RuntimeError:
         return False
     return True
+
+
+WORKERS_ENV = "GPBAYES_START_WORKERS"
+
+
+def start_workers() -> int:
+    """How many of the MAP's starts run at once (one thread each): the environment's
+    GPBAYES_START_WORKERS if set, else the CPU cores this process may use where JAX runs
+    on the CPU (one XLA computation leaves a second core mostly idle: about 1.4x the
+    throughput on 2 cores, benchmarks/journal.md), else 1 (one accelerator)."""
+    if WORKERS_ENV in os.environ:
+        return max(1, int(os.environ[WORKERS_ENV]))
+    import jax
+
+    if jax.default_backend() != "cpu":
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -29,3 +29,12 @@ def test_limits_blas_to_one_thread():
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores to tell")
 def test_the_users_setting_wins():
     assert probe(OPENBLAS_NUM_THREADS="2") == ["False", "2"]
+
+
+def test_start_workers_follow_the_environment(monkeypatch):
+    from gpbayes.threads import start_workers
+
+    monkeypatch.setenv("GPBAYES_START_WORKERS", "3")
+    assert start_workers() == 3
+    monkeypatch.delenv("GPBAYES_START_WORKERS")
+    assert start_workers() >= 1

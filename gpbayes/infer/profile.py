@@ -12,8 +12,10 @@ the climb where the check does not rise.
 """
 
 import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +23,7 @@ import numpy as np
 from jax import Array
 from tqdm.auto import tqdm
 
+from gpbayes import threads
 from gpbayes.conditional import Conditional
 from gpbayes.gauss_newton import exact_boundary_rows
 from gpbayes.infer import learn
@@ -205,7 +208,9 @@ class Starts:
     """The runs of one problem's starts: the compiled sweeps (one per kernel family and
     learning mode), a start's sweep loop (``run_start``), the history of every sweep,
     the finished runs (``starts``: (check score, fit, label)) and those the race cut
-    short (``cut``: never chosen)."""
+    short (``cut``: never chosen). The runs of one round of the race are independent
+    and run in ``workers`` threads at once (``threads.start_workers``); their sweeps
+    enter the history in the round's order, so the outcome does not depend on timing."""
 
     def __init__(self, problem: Problem, recipe: Recipe, bar, start: float):
         self.problem, self.recipe, self.bar, self.start = problem, recipe, bar, start
@@ -225,15 +230,18 @@ class Starts:
         self.log_tau_b0 = float(np.log(min(boundary_start(problem, recipe), recipe.tau_max)))
         self.sweeps, self.history, self.starts, self.cut = {}, [], [], set()
         self.carry = {}  # id(fit) -> (lowest check and its state, last objective) of a run
+        self.workers = threads.start_workers()
+        self.lock = threading.Lock()  # one compiled sweep per key, whichever thread asks
 
     def sweep_of(self, prob: Problem, learning: bool):
         """The compiled sweep of ``prob``'s kernel family: (theta, U, log tau, cap_e) ->
         (theta, U, log tau, objective, (CG iterations, objective where U was solved, z))."""
         key = (prob.family, prob.components, learning)
-        if key not in self.sweeps:
-            self.sweeps[key] = make_sweep(prob, self.recipe, self.solve, self.trial,
-                                          learning, self.cap)
-        return self.sweeps[key]
+        with self.lock:
+            if key not in self.sweeps:
+                self.sweeps[key] = make_sweep(prob, self.recipe, self.solve, self.trial,
+                                              learning, self.cap)
+            return self.sweeps[key]
 
     def state(self, prob: Problem, init: dict, learning: bool, fresh: bool) -> tuple:
         """(theta, U, log tau) of a run from site values ``init``: theta the kernel and the
@@ -247,11 +255,12 @@ class Starts:
             log_tau["log_tau_b"] = self.log_tau_b0
         return jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), (theta, init["U"], log_tau))
 
-    def run_start(self, label: str, prob: Problem, init: dict, learning: bool = False,
-                  cap_e: float | None = None, fresh: bool = True, budget: int | None = None,
-                  resume: MapFit | None = None) -> MapFit:
+    def run_start(self, label: str, prob: Problem, init: dict, log: list,
+                  learning: bool = False, cap_e: float | None = None, fresh: bool = True,
+                  budget: int | None = None, resume: MapFit | None = None) -> MapFit:
         """One run of at most ``budget`` sweeps from ``init`` (continuing ``resume``, a
-        run of the race, whose lowest check it carries), stopped by ``policy``'s rules."""
+        run of the race, whose lowest check it carries), stopped by ``policy``'s rules;
+        its sweeps are appended to ``log``."""
         recipe, cap_e = self.recipe, self.cap if cap_e is None else cap_e
         sweep = self.sweep_of(prob, learning)
         theta, u, log_tau = self.state(prob, init, learning, fresh)
@@ -283,10 +292,9 @@ class Starts:
                                      "rounding level; kept the sweep before)")
                 break
             theta, u, log_tau, objective, z = new_theta, new_u, new_tau, obj, new_z
-            self.history.append({"step": len(self.history) + 1, "start": label,
-                                 "objective": obj, "cg_iterations": k,
-                                 "time_s": time.perf_counter() - self.start,
-                                 **{n: float(v) for n, v in new_tau.items()}})
+            log.append({"start": label, "objective": obj, "cg_iterations": k,
+                        "time_s": time.perf_counter() - self.start,
+                        **{n: float(v) for n, v in new_tau.items()}})
             if not learning:  # the check holds out the precisions' climb (module docstring)
                 state = (theta, u, solved_at, float(held), z)
                 score = self.score(prob, state)
@@ -323,16 +331,37 @@ class Starts:
                                   objective=state[3], z=state[4]))
 
     def run(self, label: str, prob: Problem, init: dict, **kwargs) -> tuple:
-        """(fit, check score) of one run (``run_start``), recorded in ``starts``; a run
-        with a ``budget`` that used it all is marked cut (the race runs it on or drops it)."""
-        fit = self.run_start(label, prob, init, **kwargs)
-        score = check_score(fit) if fit.objective is not None else np.inf
-        if kwargs.get("budget") and fit.stop_reason.startswith("sweep budget"):
-            self.cut.add(id(fit))
-        self.starts.append((score, fit, label))
-        self.bar.update(1)
-        self.bar.set_postfix(check=f"{score:.3g}")
-        return fit, score
+        """(fit, check score) of one run (``run_start``), recorded as ``rounds`` does."""
+        return self.rounds([(label, prob, init, kwargs)])[0]
+
+    def rounds(self, jobs: list) -> list:
+        """[(fit, check score)] of independent runs, each job (label, problem, site
+        values, ``run_start``'s keywords), in ``workers`` threads; each is recorded in
+        ``starts`` in the jobs' order, its sweeps in the history; a run with a ``budget``
+        that used it all is marked cut (the race runs it on or drops it)."""
+
+        def work(job):
+            label, prob, init, kwargs = job
+            log = []
+            fit = self.run_start(label, prob, init, log, **kwargs)
+            return fit, check_score(fit) if fit.objective is not None else np.inf, log
+
+        if self.workers > 1 and len(jobs) > 1:
+            with ThreadPoolExecutor(min(self.workers, len(jobs))) as pool:
+                done = list(pool.map(work, jobs))
+        else:
+            done = [work(job) for job in jobs]
+        out = []
+        for (label, _, _, kwargs), (fit, score, log) in zip(jobs, done):
+            self.history.extend({"step": len(self.history) + i + 1, **entry}
+                                for i, entry in enumerate(log))
+            if kwargs.get("budget") and fit.stop_reason.startswith("sweep budget"):
+                self.cut.add(id(fit))
+            self.starts.append((score, fit, label))
+            self.bar.update(1)
+            self.bar.set_postfix(check=f"{score:.3g}")
+            out.append((fit, score))
+        return out
 
     def run_from(self, fit: MapFit, label: str, **kwargs) -> tuple:
         """One more run, from ``fit``'s state."""
@@ -341,16 +370,21 @@ class Starts:
 
     def race(self, group: list, interrupt=None) -> None:
         """Successive halving over the starts of ``group``: ``screen_sweeps`` sweeps each,
-        the better half by check twice as many more, and so on; the last to its end."""
+        the better half by check twice as many more, and so on; the last to its end.
+        Each round's runs run at once (``rounds``)."""
         budget = self.recipe.screen_sweeps
-        pool = [(*self.run(lb, prob, init, budget=budget)[::-1], lb) for lb, prob, init in group]
+        done = self.rounds([(lb, prob, init, {"budget": budget}) for lb, prob, init in group])
+        pool = [(score, fit, lb) for (fit, score), (lb, _, _) in zip(done, group)]
         while not (interrupt and interrupt()):
             pool = sorted(pool, key=lambda x: x[0])[:max(1, len(pool) // 2)]
             last, budget = len(pool) == 1, 2 * budget
-            for i, (_, fit, lb) in enumerate(pool):
-                if id(fit) in self.cut:  # unfinished: runs on (the last to its end)
-                    more = None if last else budget
-                    pool[i] = (*self.run_from(fit, lb, budget=more, resume=fit)[::-1], lb)
+            more = [i for i, (_, fit, _) in enumerate(pool) if id(fit) in self.cut]
+            self.bar.total += len(more)
+            done = self.rounds([(pool[i][2], pool[i][1].problem, pool[i][1].params,
+                                 {"budget": None if last else budget, "fresh": False,
+                                  "resume": pool[i][1]}) for i in more])
+            for i, (fit, score) in zip(more, done):  # unfinished: runs on (the last to its end)
+                pool[i] = (score, fit, pool[i][2])
             if last:
                 return
 

@@ -305,3 +305,23 @@ def test_the_race_keeps_the_start_that_running_every_start_keeps(fast_fit):
     assert not any(c["cut"] for c in full.candidates)
     assert fast_fit.rel_l2_error == pytest.approx(full.rel_l2_error, rel=0.2)
     assert len(fast_fit.history) < len(full.history)
+
+
+def test_the_race_in_threads_equals_the_race_in_turn(fast_fit, monkeypatch):
+    """A round's starts run in threads at once (``threads.start_workers``); each start's
+    sweeps are its own, so the fit, its history and its candidates are those of the same
+    race run one start after another, to the last digit."""
+    fits = []
+    for workers in ("3", "1"):
+        monkeypatch.setenv("GPBAYES_START_WORKERS", workers)
+        fits.append(gb.fit_map(fast_fit.problem, fast_fit.recipe, progress=False))
+    threaded, in_turn = fits
+
+    def timeless(history):
+        return [{k: v for k, v in h.items() if k != "time_s"} for h in history]
+
+    assert np.array_equal(threaded.params["U"], in_turn.params["U"])
+    assert threaded.objective == in_turn.objective
+    assert timeless(threaded.history) == timeless(in_turn.history)
+    assert threaded.candidates == in_turn.candidates
+    assert len(threaded.candidates) > 2  # a race with rounds of several starts ran
