@@ -1,0 +1,93 @@
+"""Why the U solve's preconditioner needs hundreds of CG iterations on 2-D grids: three
+measurements on the Poisson operator (issue 38's design question; findings in journal.md).
+
+1. PCG iterations of ``GaussNewton.solve`` (random right-hand side, tolerance 1e-8) with
+   the rotation's blocks at ``gauss_newton.DECADES`` = 2 (the default) and one block (a
+   full rotation), on n x n grids.
+2. On a small grid, dense: the spectrum of P^{-1} H for the default preconditioner P.
+3. The share of modes whose curvature the prior dominates (tau_e x the equation's
+   diagonal below 1, in the basis of D = K'' K^{-1}'s generalized eigenvectors): where
+   it is large, a preconditioner built from the equation alone (the square system's
+   fast diagonalization) misses them.
+
+    XLA_FLAGS=--xla_cpu_multi_thread_eigen=false OPENBLAS_NUM_THREADS=1 \\
+        python benchmarks/preconditioner_study.py
+"""
+
+from dataclasses import replace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.linalg as sl
+
+import gpbayes as gb
+from gpbayes import gauss_newton, threads
+from gpbayes.conditional import Conditional
+from gpbayes.infer.init import spectral_params
+
+JITTER = 3e-11
+SIN6COS20, SIN100 = "models/poisson2d-sin6cos20.toml", "models/poisson2d-sin100.toml"
+
+
+def conditional(path: str, n: int, tau_e: float) -> Conditional:
+    p = replace(gb.load_model(path), grid=(n, n))
+    values = {**spectral_params(p, 0.3), "log_tau_e": jnp.float64(np.log(tau_e)),
+              "log_tau_b": jnp.float64(np.log(1e12))}
+    return Conditional(p, values, JITTER)
+
+
+def iterations(path: str, n: int, tau_e: float, decades: float) -> int:
+    gauss_newton.DECADES = decades
+    gn = conditional(path, n, tau_e).gauss_newton(jnp.zeros((n, n)))
+    b = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)))
+    return int(gn.solve(b, 1e-8, 20000)[1])
+
+
+def spectrum(path: str, n: int, tau_e: float) -> np.ndarray:
+    """The eigenvalues of P^{-1} H, both formed densely from their matrix-vector products."""
+    gauss_newton.DECADES = 2.0
+    gn = conditional(path, n, tau_e).gauss_newton(jnp.zeros((n, n)))
+    eye = jnp.eye(n * n).reshape(-1, n, n)
+    h = np.asarray(jax.lax.map(gn.mv, eye, batch_size=256)).reshape(n * n, -1)
+    p_inv = np.asarray(jax.lax.map(gn.preconditioner, eye, batch_size=256)).reshape(n * n, -1)
+    root = np.linalg.cholesky(0.5 * (p_inv + p_inv.T))
+    return np.linalg.eigvalsh(root.T @ (0.5 * (h + h.T)) @ root)
+
+
+def prior_share(path: str, n: int, tau_e: float) -> float:
+    c = conditional(path, n, tau_e)
+    lam, g = [], []
+    for j in range(2):
+        k = np.asarray(c.kernel_matrix(j)) + JITTER * np.eye(n)
+        k2 = np.asarray(c.kernel_matrix(j, 2))
+        w, vecs = sl.eigh(0.5 * (k2 + k2.T), k)  # D = K'' K^{-1} = V diag(w) V^{-1}, V = K vecs
+        v = k @ vecs
+        lam.append(w)
+        g.append(np.sum(v * v, 0))
+    curvature = tau_e * (lam[0][:, None] + lam[1][None, :]) ** 2 * np.outer(g[0], g[1])
+    return float(np.mean(curvature < 1))
+
+
+def main():
+    threads.limit_blas_threads()
+    print("1. PCG iterations, DECADES = 2 (default) / one block")
+    for path, n in ((SIN6COS20, 40), (SIN6COS20, 70), (SIN6COS20, 100), (SIN6COS20, 200),
+                    (SIN100, 400)):
+        for tau_e in (1e6, 1e10):
+            print(f"   {path} {n}^2 tau_e {tau_e:g}: "
+                  f"{iterations(path, n, tau_e, 2.0)} / {iterations(path, n, tau_e, np.inf)}",
+                  flush=True)
+    ev = spectrum(SIN6COS20, 70, 1e6)
+    q = np.quantile(ev, [0, 0.01, 0.5, 0.99, 1])
+    print("2. P^{-1} H on 70^2, tau_e 1e6: quantiles (0, 1%, 50%, 99%, 100%)",
+          " ".join(f"{x:.2g}" for x in q), f"; outside [0.5, 2]: {np.sum((ev < .5) | (ev > 2))},"
+          f" outside [0.1, 10]: {np.sum((ev < .1) | (ev > 10))} of {ev.size}")
+    print("3. share of modes the prior dominates (tau_e 1e6 / 1e10)")
+    for path, n in ((SIN6COS20, 70), (SIN6COS20, 200), (SIN100, 400)):
+        shares = [prior_share(path, n, t) for t in (1e6, 1e10)]
+        print(f"   {path} {n}^2: {shares[0]:.2f} / {shares[1]:.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
