@@ -36,7 +36,7 @@ from test_posterior import noisy_problem  # noqa: E402
 def hyper():
     az = import_arviz()
     p = noisy_problem(np.random.default_rng(0), n=40)
-    fit = gb.fit_map(p, gb.load_inference(), steps=3000, progress=False)
+    fit = gb.fit_map(p, gb.load_inference("map-adam"), steps=3000, progress=False)
     r = sample_nuts(p, fit, chains=2, warmup=400, draws=400, progress=False, sample_hyper=True)
     s = az.summary(r.to_arviz(), var_names=["log_w_x", "log_rho_x", "u_test"])
     print(f"N=40, hyperparameters sampled: {r.wall_time_s:.1f} s, "
@@ -83,7 +83,7 @@ def main():
           f"{'div':>4} {'leapfrog':>8} {'sd ratio NUTS/exact':>20}")
     for n in (100, 400):
         p = noisy_problem(np.random.default_rng(0), n=n)
-        fit = gb.fit_map(p, gb.load_inference(), steps=3000, progress=False)
+        fit = gb.fit_map(p, gb.load_inference("map-adam"), steps=3000, progress=False)
         r = sample_nuts(p, fit, chains=4, warmup=500, draws=500, progress=False)
         s = az.summary(r.to_arviz(), var_names=["u_test"])
         g = gaussian_posterior(p, fit)

@@ -59,7 +59,7 @@ def run(out="runs/inverse_problem", seed=0, chains=2, draws=500):
     (path / "model.toml").write_text(MODEL.format(
         b0=b0, b1=b1, points=[[float(x)] for x in xs], values=[float(v) for v in values]))
     problem = gb.load_model(path / "model.toml")
-    fit = gb.fit_map(problem, gb.load_inference(steps=4000), progress=False)
+    fit = gb.fit_map(problem, gb.load_inference("map-adam", steps=4000), progress=False)
     result = nuts.sample_nuts(problem, fit, chains=chains, warmup=400, draws=draws,
                               progress=False)
     summary, table = nuts.save(result, path)

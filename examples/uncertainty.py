@@ -54,7 +54,7 @@ path.mkdir(parents=True, exist_ok=True)
 (path / "model.toml").write_text(MODEL.format(b0=b0, b1=b1, obs=obs))
 
 problem = gb.load_model(path / "model.toml")
-fit = gb.fit_map(problem, gb.load_inference(steps=3000))
+fit = gb.fit_map(problem, gb.load_inference("map-adam", steps=3000))
 gauss = posterior.gaussian_posterior(problem, fit)
 posterior.save(gauss, fit, path / "gaussian")
 result = nuts.sample_nuts(problem, fit, chains=2, warmup=300, draws=500)

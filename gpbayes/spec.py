@@ -36,28 +36,30 @@ PRIORS = ("normal", "lognormal")
 
 @dataclass(frozen=True)
 class Recipe:
-    """How to infer: the optimiser and its settings (an inference/*.toml file)."""
+    """How to infer: the optimiser and its settings (an inference/*.toml file). The
+    defaults are the packaged ``map.toml``'s (the default of ``gpbayes solve``; tested
+    equal); ``map-adam.toml`` is the paper's Adam protocol."""
 
     method: str = "map"
-    optimizer: str = "adam"
+    optimizer: str = "auto"  # the profile solver where it applies, else Adam
     learning_rate: float = 0.01
-    steps: int = 100_000
-    jitter: float = 1e-6
+    steps: int = 5000  # Adam: steps
+    jitter: float = 3e-11
     seed: int = 0
     chunk: int = 100  # steps per compiled call; progress updates between chunks
     sweeps: int = 25  # profile: alternation sweeps per start at most
-    init: str = "paper"  # or "spectrum": frequencies from the data's FFT
-    rho_scales: tuple = (0.3, 0.1, 1.0, 3.0)  # profile: starting length-scale factors
+    init: str = "spectrum"  # frequencies from the data's FFT, or "paper"
+    rho_scales: tuple = (0.3, 0.1, 0.8, 3.0)  # profile: starting length-scale factors
     tau_max: float = 1e12  # profile: cap on the closed-form precisions
-    tau_b_start: float = 1.0  # profile: starting boundary precision (capped at tau_max)
+    tau_b_start: float = 1e12  # profile: starting boundary precision (capped at tau_max)
     tolerance: float = 1e-6  # profile: relative change of the log joint that stops
-    gauss_newton_steps: int = 3  # profile: per sweep, for nonlinear PDEs
-    learn_iterations: int = 0  # profile: L-BFGS steps on the kernel per sweep (0: held)
+    gauss_newton_steps: int = 1  # profile: per sweep, for nonlinear PDEs
+    learn_iterations: int = 10  # profile: L-BFGS steps on the kernel per sweep (0: held)
     learn_sweeps: int = 3  # profile: sweeps of the kernel-learning run, at most
-    refine_above: float = 0.0  # profile: plain starts and learning only above this check
-    learn_max_points: int = 10**9  # profile: learn the kernel on grids up to this size only
-    families: tuple = ()  # profile: plain kernel families also tried as candidates
-    screen_sweeps: int = 0  # profile: the starts race from this many sweeps each (0: no race)
+    refine_above: float = 1e-6  # profile: plain starts and learning only above this check
+    learn_max_points: int = 4000  # profile: learn the kernel on grids up to this size only
+    families: tuple = ("se",)  # profile: plain kernel families also tried as candidates
+    screen_sweeps: int = 2  # profile: the starts race from this many sweeps each (0: no race)
     calibrate_tau_e: bool = False  # profile, with data: tau_e capped at its held-out value
     chains: int = 4  # nuts
     warmup: int = 500  # nuts
@@ -67,10 +69,13 @@ class Recipe:
     sample_hyper: bool = False  # nuts: sample the kernel parameters and precisions too
     solver: str = "auto"  # gaussian: "dense" (<= 4000 grid points), "cg" (any grid) or auto
     samples: int = 64  # gaussian with cg: perturbation-optimisation draws for the sd
-    cg_tolerance: float = 1e-10  # gaussian with cg: relative residual of each CG solve
-    cg_max_iterations: int = 20000  # gaussian with cg
+    cg_tolerance: float = 1e-8  # profile (and gaussian with cg: GAUSSIAN_CG): relative
+    cg_max_iterations: int = 600  # residual of each CG solve; its iterations at most
     description: str = ""
     source: str = ""  # the file it was read from ("" for the built-in defaults)
+
+
+GAUSSIAN_CG = {"cg_tolerance": 1e-10, "cg_max_iterations": 20000}  # method = "gaussian"'s
 
 
 _RECIPE_TYPES = {"method": str, "optimizer": str, "learning_rate": float, "steps": int,
@@ -444,11 +449,14 @@ def load_inference(path: str | Path | None = None, **overrides) -> Recipe:
     """Read an inference recipe into a Recipe: a file, a packaged recipe by name ("map" is
     the command line's default, "precise" map with each CG solve to its tolerance,
     "map-adam" the paper's Adam protocol, "nuts", "gaussian"), or, when path is None, the
-    built-in defaults (the paper's Adam protocol)."""
+    built-in defaults (map.toml's). Keys a file leaves out take ``Recipe``'s defaults;
+    a gaussian recipe's CG keys take GAUSSIAN_CG's."""
     path = None if path is None else recipe_file(path)
     data = {} if path is None else _recipe_data(path)
     values = {k: _get(data, k, t, path, k) for k, t in _RECIPE_TYPES.items() if k in data}
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if values.get("method") == "gaussian":
+        values = {**GAUSSIAN_CG, **values}
     recipe = Recipe(**values, source="" if path is None else str(path))
     if recipe.method not in METHODS:
         raise SpecError(f"unknown method {recipe.method!r} (choose from {', '.join(METHODS)})",

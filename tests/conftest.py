@@ -10,9 +10,27 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import gpbayes as gb  # noqa: E402
+from gpbayes import threads  # noqa: E402
+
+# the command line's BLAS setting, so in-process fits equal the CLI's bit for bit
+threads.limit_blas_threads()
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
+
+PAPER_DEFAULTS = dict(optimizer="adam", init="paper", jitter=1e-6, steps=100_000,
+                      rho_scales=[0.3, 0.1, 1.0, 3.0], tau_b_start=1.0, gauss_newton_steps=3,
+                      learn_iterations=0, refine_above=0.0, learn_max_points=10**9,
+                      families=[], screen_sweeps=0, cg_tolerance=1e-10,
+                      cg_max_iterations=20000)
+
+
+def paper_recipe(**overrides):
+    """The recipe the tests were written against: the paper's Adam protocol, and for the
+    profile solver its plain settings (one start per rho scale, no race, no learning,
+    jitter 1e-6, each CG solve to 1e-10). ``Recipe()``'s defaults are map.toml's."""
+    return gb.load_inference(**{**PAPER_DEFAULTS, **overrides})
 
 @pytest.fixture(scope="session")
 def root():
@@ -52,7 +70,7 @@ def small_2d_problem(n=12, equation="u_xx + u_yy", solution="sin(3*x)*sin(2*y)",
     args.update(kw)
     p = gb.Problem(**args)
     params = spectral_params(p)
-    return p, MapFit(p, params, gb.load_inference(), 0, 0.0, "", False)
+    return p, MapFit(p, params, paper_recipe(), 0, 0.0, "", False)
 
 
 def small_inverse_problem(n=10):

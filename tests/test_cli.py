@@ -5,6 +5,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import paper_recipe
 from gpbayes.cli import KERNEL_WORDS, main, story
 from gpbayes.infer.policy import CHECK_RANGE
 from gpbayes.io import import_arviz
@@ -136,7 +137,7 @@ def write_unknown_case(folder, prior):
         '[[observations]]\npoints = [[0.25], [0.5], [0.75]]\n'
         'values = [0.6816, 0.9975, 0.7781]\nnoise = 0.01\n'
         f'[unknowns]\nk = {{ prior = "{prior}", loc = {loc}, scale = {scale} }}\n')
-    (folder / "short.toml").write_text('optimizer = "adam"\nsteps = 1000\n')
+    (folder / "short.toml").write_text('extends = "map-adam"\nsteps = 1000\n')
     recipe = folder / "post.toml"
     recipe.write_text('method = "nuts"\nmap = "short.toml"\nchains = 1\nwarmup = 100\n'
                       'draws = 100\n')
@@ -284,7 +285,6 @@ def test_sample_after_a_plain_family_map_and_resume(root, tmp_path):
 
 
 def test_checkpoint_restores_a_plain_family(tmp_path):
-    import gpbayes as gb
     from conftest import small_problem
     from gpbayes import checkpoint
     from gpbayes.infer.init import plain_params
@@ -292,11 +292,11 @@ def test_checkpoint_restores_a_plain_family(tmp_path):
 
     p = small_problem()
     se = p.with_kernel("se", 4)
-    fit = MapFit(problem=se, params=plain_params(se), recipe=gb.load_inference(), steps=0,
+    fit = MapFit(problem=se, params=plain_params(se), recipe=paper_recipe(), steps=0,
                  wall_time_s=0.0, stop_reason="", converged=True)
     checkpoint.save(fit, tmp_path)
-    back = checkpoint.map_fit(checkpoint.load(tmp_path, p, gb.load_inference()), p,
-                              gb.load_inference())
+    back = checkpoint.map_fit(checkpoint.load(tmp_path, p, paper_recipe()), p,
+                              paper_recipe())
     assert (back.problem.family, back.problem.components) == ("se", 4)
     assert np.isfinite(back.conditional.log_joint(back.u))
 

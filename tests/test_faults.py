@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 import gpbayes as gb
-from conftest import small_problem
+from conftest import paper_recipe, small_problem
 from gpbayes import checkpoint
 
 
 def test_failed_factorization_retries_with_larger_jitter():
     p = small_problem(n=80, family="se", components=3, max_frequency=0.5)
-    fit = gb.fit_map(p, gb.load_inference(jitter=1e-16, chunk=20), steps=60, progress=False)
+    fit = gb.fit_map(p, paper_recipe(jitter=1e-16, chunk=20), steps=60, progress=False)
     assert fit.jitter_retries and fit.jitter_retries[0]["jitter"] == pytest.approx(1e-15)
     assert fit.steps == 60 and not fit.failed
     assert fit.recipe.jitter == pytest.approx(fit.jitter_retries[-1]["jitter"])
@@ -27,8 +27,8 @@ def test_failed_factorization_retries_with_larger_jitter():
 
 def test_same_seed_same_result_bit_for_bit():
     p = small_problem()
-    a = gb.fit_map(p, gb.load_inference(chunk=25), steps=100, progress=False)
-    b = gb.fit_map(p, gb.load_inference(chunk=25), steps=100, progress=False)
+    a = gb.fit_map(p, paper_recipe(chunk=25), steps=100, progress=False)
+    b = gb.fit_map(p, paper_recipe(chunk=25), steps=100, progress=False)
     for k in a.params:
         assert np.array_equal(a.params[k], b.params[k]), k
     assert np.array_equal(a.test_prediction, b.test_prediction)
@@ -36,7 +36,7 @@ def test_same_seed_same_result_bit_for_bit():
 
 def test_resume_in_process_equals_uninterrupted():
     p = small_problem()
-    recipe = gb.load_inference(chunk=25, steps=200)
+    recipe = paper_recipe(chunk=25, steps=200)
     calls = []
 
     def stop_after_two_chunks():
@@ -56,13 +56,13 @@ def test_resume_in_process_equals_uninterrupted():
 
 def test_checkpoint_refuses_another_problem(tmp_path, root):
     p = small_problem()
-    fit = gb.fit_map(p, gb.load_inference(chunk=10), steps=20, progress=False)
+    fit = gb.fit_map(p, paper_recipe(chunk=10), steps=20, progress=False)
     checkpoint.save(fit, tmp_path)
     other = gb.load_model(root / "models/poisson1d-sin100.toml")
     with pytest.raises(gb.SpecError, match="checkpoint is of small"):
         checkpoint.load(tmp_path, other, fit.recipe)
     with pytest.raises(gb.SpecError, match="learning_rate"):
-        checkpoint.load(tmp_path, p, gb.load_inference(chunk=10, learning_rate=0.1))
+        checkpoint.load(tmp_path, p, paper_recipe(chunk=10, learning_rate=0.1))
     loaded = checkpoint.load(tmp_path, p, fit.recipe)
     assert loaded.step == 20 and len(loaded.opt_state) == len(fit.opt_state)
 

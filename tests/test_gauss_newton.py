@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import small_2d_problem
+from conftest import paper_recipe, small_2d_problem
 from gpbayes import gauss_newton
 from gpbayes import operators as op
 from gpbayes.conditional import Conditional
@@ -280,7 +280,6 @@ def test_whitened_coordinates_agree_and_a_3d_fit_predicts_from_them():
     same mean as from U where K is well conditioned (jitter 1e-6 here)."""
     import dataclasses
 
-    import gpbayes as gb
     from gpbayes.results import MapFit
 
     p, cond, gn = _gn_3d_with_derivative_conditions()
@@ -290,7 +289,7 @@ def test_whitened_coordinates_agree_and_a_3d_fit_predicts_from_them():
     np.testing.assert_allclose(jnp.sum(z**2), jnp.sum(s**2), rtol=1e-10)  # orthogonal
     params = {**{k: np.asarray(v) for k, v in cond.values.items()},
               "U": np.asarray(gn.to_grid(s))}
-    fit = MapFit(p, params, gb.load_inference(jitter=1e-6), 0, 0.0, "", True, z=np.asarray(z))
+    fit = MapFit(p, params, paper_recipe(jitter=1e-6), 0, 0.0, "", True, z=np.asarray(z))
     assert fit.latent[1] == "z"
     from_u = dataclasses.replace(fit, z=None)
     assert from_u.latent[1] == "u"

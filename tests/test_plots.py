@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 
 import gpbayes as gb
-from conftest import small_problem
+from conftest import paper_recipe, small_problem
 from gpbayes import plots
 from gpbayes.results import LIVE
 
 
 @pytest.fixture(scope="module")
 def fit():
-    return gb.fit_map(small_problem(), gb.load_inference(chunk=50), steps=150, progress=False)
+    return gb.fit_map(small_problem(), paper_recipe(chunk=50), steps=150, progress=False)
 
 
 def test_drawing_grid_resolves_the_highest_live_frequency(fit):
@@ -47,7 +47,7 @@ def test_spectrum_of_one_plain_component_is_drawn_around_it():
     from gpbayes.results import MapFit
 
     p = small_problem().with_kernel("se", 1)
-    f = MapFit(p, {**plain_params(p, 0.25), "U": np.zeros(p.grid)}, gb.load_inference(), 0,
+    f = MapFit(p, {**plain_params(p, 0.25), "U": np.zeros(p.grid)}, paper_recipe(), 0,
                0.0, "", False, kernel_why="passed")
     ax = plots.spectrum_figure(f).axes[0]
     (x,), (y,) = ax.lines[0].get_xdata(), ax.lines[0].get_ydata()  # the live point

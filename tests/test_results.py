@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 
 import gpbayes as gb
-from conftest import small_problem
+from conftest import paper_recipe, small_problem
 from gpbayes.io import import_arviz
 from gpbayes.results import MapFit, load_fit
 
 
 @pytest.fixture(scope="module")
 def fit():
-    return gb.fit_map(small_problem(), gb.load_inference(chunk=50), steps=150, progress=False)
+    return gb.fit_map(small_problem(), paper_recipe(chunk=50), steps=150, progress=False)
 
 
 def test_predict_agrees_with_grid_prediction(fit):
@@ -82,7 +82,7 @@ def test_predict_2d_scattered_matches_grid():
                                                        variables=v),
                    solution=op.parse("x*y", set(v)), faces=(Face(0, "lo"), Face(1, "hi")),
                    components=3)
-    f = gb.fit_map(p, gb.load_inference(), steps=20, progress=False)
+    f = gb.fit_map(p, paper_recipe(), steps=20, progress=False)
     xs, ys = np.meshgrid(*p.test_axes, indexing="ij")
     pts = np.stack([xs.ravel(), ys.ravel()], -1)
     np.testing.assert_allclose(f.predict(pts).reshape(xs.shape), f.test_prediction, rtol=1e-9,

@@ -99,7 +99,25 @@ def test_packaged_recipes_are_the_documented_copies(root):
     by_name = gb.load_inference("map")
     assert by_name.source == str(RECIPES / "map.toml")
     assert by_name == gb.load_inference(RECIPES / "map.toml")
-    assert gb.load_inference().source == ""  # the built-in defaults: the paper's Adam
+    assert gb.load_inference().source == ""
+
+
+def test_recipe_defaults_are_the_packaged_map_recipe():
+    """``Recipe()`` (and ``load_inference()``) is map.toml, the default of ``gpbayes
+    solve``, apart from the text fields; a gaussian recipe's CG keys default to its own
+    solver's settings, and map-adam.toml states the whole paper protocol."""
+    from dataclasses import fields, replace
+
+    from gpbayes.spec import GAUSSIAN_CG, Recipe
+
+    packaged = gb.load_inference("map")
+    assert replace(packaged, description="", source="") == Recipe() == gb.load_inference()
+    gauss = gb.load_inference(method="gaussian")
+    assert {k: getattr(gauss, k) for k in GAUSSIAN_CG} == GAUSSIAN_CG
+    assert gb.load_inference("gaussian").cg_max_iterations == GAUSSIAN_CG["cg_max_iterations"]
+    adam = gb.load_inference("map-adam")
+    assert (adam.optimizer, adam.init, adam.jitter, adam.steps) == ("adam", "paper", 1e-6, 100_000)
+    assert {f.name for f in fields(Recipe)} >= set(GAUSSIAN_CG)
 
 
 def write(tmp_path, text, name="m.toml"):

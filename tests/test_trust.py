@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import gpbayes as gb
-from conftest import small_problem
+from conftest import paper_recipe, small_problem
 from gpbayes.results import MapFit
 from gpbayes.trust import NOISY, THRESHOLDS, trust_check, warning
 
@@ -48,7 +48,7 @@ def test_residual_relative_to_the_equations_terms():
                    equation=op.parse("u_t + 50*u_x", set(v), allow_u=True, variables=v),
                    solution=op.parse("sin(2*pi*(x - 50*t))", set(v)),
                    faces=(Face(0, "lo"), Face(1, "lo")), family="se", components=1)
-    start = gb.fit_map(p, gb.load_inference(), steps=1, progress=False)
+    start = gb.fit_map(p, paper_recipe(), steps=1, progress=False)
     params = {**start.params, "U": np.asarray(p.exact(p.axes))}
     fit = MapFit(problem=p, params=params, recipe=start.recipe, steps=0, wall_time_s=0.0,
                  stop_reason="", converged=True)

@@ -74,7 +74,7 @@ def fit_map(problem: Problem, recipe: Recipe | None = None, steps: int | None = 
             interrupt: Callable[[], str | None] | None = None) -> MapFit:
     """Maximise the model's log joint; returns a MapFit.
 
-    ``recipe`` is a Recipe (default: inference defaults, the paper's Adam protocol);
+    ``recipe`` is a Recipe (default: ``Recipe()``, the packaged map.toml);
     ``steps`` overrides its step count; ``progress`` forces the bar on or off (default:
     on when stderr is a terminal); ``params`` starts from given site values instead of
     the recipe's start. Adam runs only: ``resume`` is a checkpoint (``gpbayes.checkpoint``)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import gpbayes as gb
-from conftest import ROOT, small_problem
+from conftest import ROOT, paper_recipe, small_problem
 from gpbayes import kernels
 from gpbayes.conditional import Conditional
 from gpbayes.infer import learn
@@ -18,7 +18,7 @@ from gpbayes.results import live_components
 def learning(**kw):
     settings = dict(optimizer="profile", init="spectrum", rho_scales=[0.3],
                     learn_iterations=10, learn_sweeps=3, jitter=1e-6)
-    return gb.load_inference(**{**settings, **kw})
+    return paper_recipe(**{**settings, **kw})
 
 
 def test_update_raises_the_log_joint_and_stays_in_the_box():

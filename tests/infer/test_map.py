@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import gpbayes as gb
+from conftest import paper_recipe
 from gpbayes.infer.map import make_runner
 from gpbayes.model import initial_params
 from gpbayes.results import MapFit
@@ -66,7 +67,7 @@ def test_non_finite_objective_keeps_last_good_state():
     from conftest import small_problem
 
     problem = small_problem()
-    recipe = gb.load_inference(learning_rate=1e6, chunk=5)  # certain to blow up
+    recipe = paper_recipe(learning_rate=1e6, chunk=5)  # certain to blow up
     fit = gb.fit_map(problem, recipe, steps=200, progress=False)
     assert fit.failed and "non-finite" in fit.stop_reason and fit.steps < 200
     assert all(np.all(np.isfinite(v)) for v in fit.params.values())

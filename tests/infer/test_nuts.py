@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import load_example
+from conftest import load_example, paper_recipe
 from gpbayes.io import import_arviz
 
 
@@ -41,7 +41,7 @@ def test_draws_at_the_tree_depth_cap_are_reported(monkeypatch):
     from test_posterior import noisy_problem
 
     p = noisy_problem(np.random.default_rng(0), n=20)
-    fit = gb.fit_map(p, gb.load_inference(), steps=300, progress=False)
+    fit = gb.fit_map(p, paper_recipe(), steps=300, progress=False)
     free = gb.sample_nuts(p, fit, chains=1, warmup=30, draws=30, progress=False)
     assert "tree-depth cap" not in free.stop_reason
     monkeypatch.setattr(nuts, "TREE_DEPTH", 1)
@@ -89,7 +89,7 @@ def test_sample_command_gaussian_2d_goes_matrix_free(tmp_path, max_iterations, c
                      'solution = "sin(3*x)*sin(2*y)"\n[grid]\npoints = [70, 70]\n'
                      'test_points = [20, 20]\n[kernel]\nfamily = "se"\ncomponents = 1\n'
                      '[likelihood]\nboundary_noise = 0.01\nequation_noise = 1\n')
-    (tmp_path / "short.toml").write_text('optimizer = "adam"\nsteps = 100\n')
+    (tmp_path / "short.toml").write_text('extends = "map-adam"\nsteps = 100\n')
     recipe = tmp_path / "g.toml"
     recipe.write_text(f'method = "gaussian"\nmap = "short.toml"\nsamples = 16\n'
                       f'cg_max_iterations = {max_iterations}\n')
@@ -120,7 +120,7 @@ def test_interrupted_sampling_keeps_the_draws_so_far(tmp_path):
     from test_posterior import noisy_problem
 
     p = noisy_problem(np.random.default_rng(0), n=30)
-    fit = gb.fit_map(p, gb.load_inference(), steps=500, progress=False)
+    fit = gb.fit_map(p, paper_recipe(), steps=500, progress=False)
     calls = []
 
     def stop_after_one_chunk():
@@ -164,7 +164,7 @@ def test_hyperparameters_can_be_sampled(root):
 
     assert gb.load_inference(root / "inference/nuts.toml").sample_hyper is False
     p = noisy_problem(np.random.default_rng(0), n=20)
-    fit = gb.fit_map(p, gb.load_inference(), steps=1000, progress=False)
+    fit = gb.fit_map(p, paper_recipe(), steps=1000, progress=False)
     r = gb.sample_nuts(p, fit, chains=1, warmup=150, draws=100, progress=False,
                        sample_hyper=True)
     idata = r.to_arviz()

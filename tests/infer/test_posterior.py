@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import gpbayes as gb
-from conftest import load_example
+from conftest import load_example, paper_recipe
 from gpbayes import operators as op
 from gpbayes.infer.nuts import sample_nuts
 from gpbayes.infer.posterior import gaussian_posterior
@@ -37,7 +37,7 @@ def noisy_problem(rng, n=40):
 @pytest.fixture(scope="module")
 def map_fit():
     p = noisy_problem(np.random.default_rng(0))
-    return gb.fit_map(p, gb.load_inference(), steps=3000, progress=False)
+    return gb.fit_map(p, paper_recipe(), steps=3000, progress=False)
 
 
 def test_nuts_agrees_with_the_gaussian_posterior(map_fit):
@@ -210,7 +210,7 @@ def test_cg_posterior_sees_the_unknowns():
     """The matrix-free posterior's operator evaluates the equation with the unknowns (u_xx
     + k u = f, k unknown): it agrees with the dense one."""
     p = unknown_k_problem()
-    fit = gb.fit_map(p, gb.load_inference(), steps=300, progress=False)
+    fit = gb.fit_map(p, paper_recipe(), steps=300, progress=False)
     assert_structured_matches_dense(p, fit)
 
 
@@ -220,7 +220,7 @@ def test_gaussian_posterior_of_the_unknowns():
     alike; U's sd grows over the one with k held at its MAP."""
     p = unknown_k_problem()
     # a converged MAP (the profile solver): the Laplace mean of k is then the MAP's k
-    fit = gb.fit_map(p, gb.load_inference(optimizer="profile", init="spectrum"), progress=False)
+    fit = gb.fit_map(p, paper_recipe(optimizer="profile", init="spectrum"), progress=False)
     g = gaussian_posterior(p, fit, solver="dense")
     s = gaussian_posterior(p, fit, solver="cg", samples=256, seed=3)
     assert set(g.unknowns) == set(s.unknowns) == {"k"}
@@ -288,7 +288,7 @@ def test_gaussian_posterior_file_is_inference_data_in_natural_units(tmp_path):
 
     p = replace(unknown_k_problem(), unknowns={"k": ("lognormal", 0.0, 1.0)})
     assert p.unknown_sites == {"k": "log_k"}
-    fit = gb.fit_map(p, gb.load_inference(optimizer="profile", init="spectrum"), progress=False)
+    fit = gb.fit_map(p, paper_recipe(optimizer="profile", init="spectrum"), progress=False)
     g = gaussian_posterior(p, fit, solver="dense")
     assert g.unknown_cov[0, 0] == pytest.approx(g.unknowns["k"]["sd"] ** 2, rel=1e-12)
     summary = posterior.save(g, fit, tmp_path)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import gpbayes as gb
-from conftest import ROOT, inverse_model, small_problem
+from conftest import ROOT, inverse_model, paper_recipe, small_problem
 from gpbayes.infer.policy import held_out_cap
 from gpbayes.infer.posterior import gaussian_posterior
 from gpbayes.results import check_score
@@ -73,7 +73,7 @@ def test_precisions_are_at_or_below_their_conditional_optimum(fast_fit):
 def test_nonlinear_problem_u_is_the_conditional_maximiser():
     p = small_problem(n=60, equation="u_xx + u*(u**2 - 1)", solution="sin(3*x)",
                       max_frequency=2.0, components=6)
-    fit = gb.fit_map(p, gb.load_inference(optimizer="profile", init="spectrum"), progress=False)
+    fit = gb.fit_map(p, paper_recipe(optimizer="profile", init="spectrum"), progress=False)
     assert fit.rel_l2_error < 1e-2 and check_score(fit) < 1e-2
     # Gauss-Newton reached the maximum over U: no small move of U raises the log joint.
     lp0 = float(gb.log_density(p, fit.params)[0])
@@ -154,7 +154,7 @@ def fit_2d():
 
     p, _ = small_2d_problem(n=40, solution="sin(6*x)*sin(4*y) + x", boundary_noise=None,
                             equation_noise=None, boundary_weight=10.0)
-    recipe = gb.load_inference(optimizer="profile", init="spectrum", rho_scales=[0.3, 1.0],
+    recipe = paper_recipe(optimizer="profile", init="spectrum", rho_scales=[0.3, 1.0],
                                cg_tolerance=1e-8)
     return gb.fit_map(p, recipe, progress=False)
 
@@ -178,7 +178,7 @@ def test_2d_profile_from_a_tight_boundary_start(fit_2d):
     """Starting tau_b at the cap (the default recipe's tau_b_start) reaches the same
     maximum of the log joint with far less CG work (measured: 387 CG iterations in all
     against 11 755 from tau_b = 1, the same error 9.4e-4)."""
-    recipe = gb.load_inference(optimizer="profile", init="spectrum", rho_scales=[0.3, 1.0],
+    recipe = paper_recipe(optimizer="profile", init="spectrum", rho_scales=[0.3, 1.0],
                                cg_tolerance=1e-8, tau_b_start=1e12)
     fit = gb.fit_map(fit_2d.problem, recipe, progress=False)
     assert fit.converged and fit.history[0]["cg_iterations"] < 100
@@ -195,7 +195,7 @@ def test_2d_profile_ends_the_climb_at_the_cg_budget_keeping_the_lowest_check():
     from gpbayes.results import check_score
 
     p, _ = small_2d_problem(n=20, boundary_noise=None, equation_noise=None)
-    recipe = gb.load_inference(optimizer="profile", init="spectrum", rho_scales=[0.3],
+    recipe = paper_recipe(optimizer="profile", init="spectrum", rho_scales=[0.3],
                                cg_tolerance=1e-12, cg_max_iterations=5)
     fit = gb.fit_map(p, recipe, progress=False)
     assert fit.stop_reason.startswith("CG budget (sweep 2 needed more than cg_max_iterations")
@@ -218,7 +218,7 @@ def test_3d_profile_runs_matrix_free():
                    solution=op.parse("sin(3*x)*sin(2*y)*cos(z)", set(v)),
                    faces=tuple(Face(a, s) for a in range(3) for s in ("lo", "hi")),
                    components=3, max_frequency=2.0, boundary_weight=10.0)
-    recipe = gb.load_inference(optimizer="profile", init="spectrum", rho_scales=[0.3],
+    recipe = paper_recipe(optimizer="profile", init="spectrum", rho_scales=[0.3],
                                cg_tolerance=1e-8, cg_max_iterations=3000, tau_b_start=1e12)
     fit = gb.fit_map(p, recipe, progress=False)
     assert fit.converged and float(fit.params["log_tau_b"]) == pytest.approx(np.log(1e12))
@@ -274,7 +274,7 @@ def test_aitken_jumps_keep_the_objective_the_models_log_joint(monkeypatch):
     monkeypatch.setattr(profile, "aitken", lambda t, c: jumps.append(real(t, c)) or jumps[-1])
     p = small_problem(n=60, equation="u_xx + u*(u**2 - 1)", solution="sin(3*x)",
                       max_frequency=2.0, components=6)
-    recipe = gb.load_inference(optimizer="profile", init="spectrum", rho_scales=[0.3])
+    recipe = paper_recipe(optimizer="profile", init="spectrum", rho_scales=[0.3])
     fit = gb.fit_map(p, recipe, progress=False)
     lp, _ = gb.log_density(p, fit.params, recipe.jitter)
     assert fit.objective == pytest.approx(-float(lp), rel=1e-6)
