@@ -34,7 +34,7 @@ lint: install
 bench: install
 	$(BIN)/python benchmarks/step_time.py
 
-bench-report: install  # the accuracy-and-time tables of benchmarks/README.md (about 30 minutes)
+bench-report: install  # the accuracy-and-time tables of benchmarks/README.md (about 10 minutes)
 	$(BIN)/python benchmarks/report.py
 
 clean:
