@@ -10,6 +10,8 @@ Python with OPENBLAS_NUM_THREADS=1.
 
 import os
 
+from gpbayes.errors import SpecError
+
 BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -43,12 +45,16 @@ WORKERS_ENV = "GPBAYES_START_WORKERS"
 
 
 def start_workers() -> int:
-    """How many of the MAP's starts run at once (one thread each): the environment's
-    GPBAYES_START_WORKERS if set, else the CPU cores this process may use where JAX runs
-    on the CPU (one XLA computation leaves a second core mostly idle: about 1.4x the
-    throughput on 2 cores, benchmarks/journal.md), else 1 (one accelerator)."""
+    """How many of the MAP's starts run at once (one thread each): GPBAYES_START_WORKERS
+    if set, else the CPU cores this process may use where JAX runs on the CPU, else 1
+    (one accelerator). On 2 cores it gains most where one computation leaves the second
+    core idle (1-D, 3-D; XLA already spreads a 2-D grid's products: benchmarks/journal.md)."""
     if WORKERS_ENV in os.environ:
-        return max(1, int(os.environ[WORKERS_ENV]))
+        value = os.environ[WORKERS_ENV]
+        if not value.strip().isdigit() or int(value) < 1:
+            raise SpecError(f"expected a whole number >= 1, not {value!r}", "environment",
+                            WORKERS_ENV)
+        return int(value)
     import jax
 
     if jax.default_backend() != "cpu":

@@ -18,19 +18,18 @@ threads.limit_blas_threads()
 ROOT = Path(__file__).resolve().parents[1]
 
 
-
-PAPER_DEFAULTS = dict(optimizer="adam", init="paper", jitter=1e-6, steps=100_000,
-                      rho_scales=[0.3, 0.1, 1.0, 3.0], tau_b_start=1.0, gauss_newton_steps=3,
-                      learn_iterations=0, refine_above=0.0, learn_max_points=10**9,
-                      families=[], screen_sweeps=0, cg_tolerance=1e-10,
-                      cg_max_iterations=20000)
+PLAIN_PROFILE = dict(rho_scales=[0.3, 0.1, 1.0, 3.0], tau_b_start=1.0, gauss_newton_steps=3,
+                     learn_iterations=0, refine_above=0.0, learn_max_points=10**9,
+                     families=[], screen_sweeps=0, cg_tolerance=1e-10,
+                     cg_max_iterations=20000)
 
 
 def paper_recipe(**overrides):
-    """The recipe the tests were written against: the paper's Adam protocol, and for the
-    profile solver its plain settings (one start per rho scale, no race, no learning,
-    jitter 1e-6, each CG solve to 1e-10). ``Recipe()``'s defaults are map.toml's."""
-    return gb.load_inference(**{**PAPER_DEFAULTS, **overrides})
+    """The recipe the tests were written against: map-adam.toml (the paper's Adam
+    protocol, jitter 1e-6) with the profile solver's plain settings (one start per rho
+    scale, no race, no learning, each CG solve to 1e-10). ``Recipe()`` is map.toml."""
+    return gb.load_inference("map-adam", **{**PLAIN_PROFILE, **overrides})
+
 
 @pytest.fixture(scope="session")
 def root():

@@ -32,9 +32,13 @@ def test_the_users_setting_wins():
 
 
 def test_start_workers_follow_the_environment(monkeypatch):
+    from gpbayes.errors import SpecError
     from gpbayes.threads import start_workers
 
     monkeypatch.setenv("GPBAYES_START_WORKERS", "3")
     assert start_workers() == 3
+    monkeypatch.setenv("GPBAYES_START_WORKERS", "two")
+    with pytest.raises(SpecError, match="GPBAYES_START_WORKERS: expected a whole number"):
+        start_workers()
     monkeypatch.delenv("GPBAYES_START_WORKERS")
     assert start_workers() >= 1
