@@ -25,6 +25,7 @@ from gpbayes.infer.posterior import gaussian_posterior
 from gpbayes.infer.solvers import MAX_DENSE
 from gpbayes.problem import Face
 from gpbayes.results import MapFit
+from gpbayes.stops import Stop
 
 
 def problem(n):
@@ -35,7 +36,8 @@ def problem(n):
                    solution=op.parse("sin(6*x)*sin(4*y)", set(v)),
                    faces=tuple(Face(a, s) for a in (0, 1) for s in ("lo", "hi")),
                    components=4, max_frequency=3.0, boundary_noise=0.01, equation_noise=1.0)
-    return p, MapFit(p, spectral_params(p), gb.load_inference("map-adam"), 0, 0.0, "", False)
+    return p, MapFit(p, spectral_params(p), gb.load_inference("map-adam"), 0, 0.0,
+                     Stop.CONVERGED, False)
 
 
 def main():

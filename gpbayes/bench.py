@@ -21,7 +21,7 @@ PAPER = {
     "advection-beta200": (1.43e-4, 1_000_000),
 }
 COLUMNS = ("name", "rel_l2_error", "paper_error", "meets_paper", "steps", "wall_time_s",
-           "trusted", "converged", "stop_reason", "device")
+           "trusted", "converged", "stop", "stop_reason", "device")
 
 
 def run(models: list, recipe, out_dir: str | Path, steps: int | None = None,

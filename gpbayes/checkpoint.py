@@ -11,6 +11,7 @@ import numpy as np
 from gpbayes.errors import SpecError
 from gpbayes.io import write_atomic
 from gpbayes.results import MapFit
+from gpbayes.stops import Stop
 
 NAME = "checkpoint.npz"
 
@@ -51,7 +52,7 @@ def map_fit(ckpt: Checkpoint, problem, recipe) -> MapFit:
     if ckpt.family and (ckpt.family, ckpt.components) != (problem.family, problem.components):
         problem = problem.with_kernel(ckpt.family, ckpt.components)
     return MapFit(problem=problem, params=ckpt.params, recipe=replace(recipe, jitter=ckpt.jitter),
-                  steps=ckpt.step, wall_time_s=0.0, stop_reason="loaded from a checkpoint",
+                  steps=ckpt.step, wall_time_s=0.0, stop=Stop.LOADED,
                   converged=False, history=ckpt.history, jitter_retries=ckpt.jitter_retries)
 
 

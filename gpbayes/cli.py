@@ -9,6 +9,7 @@ from pathlib import Path
 
 from gpbayes.errors import SpecError
 from gpbayes.io import write_atomic
+from gpbayes.stops import Note
 from gpbayes.threads import cpu_devices
 
 UNTRUSTED = 3  # exit code: the result was written but fails its trust check (gpbayes.trust)
@@ -133,6 +134,11 @@ def _catch_signals():
             signal.signal(s, h)
 
 
+def _signal_code(stats: dict) -> int:
+    """The shell's exit code of a run stopped by a signal: 130 for SIGINT, 143 for SIGTERM."""
+    return 130 if stats.get("signal") == "SIGINT" else 143
+
+
 def _sample(args):
     import gpbayes as gb
     from gpbayes import checkpoint, plots, spec
@@ -157,7 +163,7 @@ def _sample(args):
             checkpoint.save(fit, out / "map")
             if fit.interrupted or fit.failed:
                 print(f"gpbayes: the MAP stopped: {fit.stop_reason}", file=sys.stderr)
-                return (130 if "SIGINT" in fit.stop_reason else 143) if fit.interrupted else 1
+                return _signal_code(fit.stop_stats) if fit.interrupted else 1
         else:
             fit = checkpoint.map_fit(saved, problem, map_recipe)
         trusted = _trusted(fit)  # warns now: the posterior is centred on this MAP
@@ -185,7 +191,7 @@ def _sample(args):
         print(f"gpbayes: {result.stop_reason}; wrote the partial posterior to {out} and the "
               f"MAP to {out}/map (gpbayes sample MODEL --resume {out} samples again from it)",
               file=sys.stderr)
-        return 130 if "SIGINT" in result.stop_reason else 143
+        return _signal_code(result.stop_stats)
     if len(table):  # the scalars (unknowns, sampled hyperparameters); u's in summary.csv
         print(table.to_string(max_rows=12))
     print(f"{problem.name}: {summary['chains']} chains x {summary['draws_per_chain']} draws in "
@@ -194,7 +200,7 @@ def _sample(args):
           f"{summary['u_test_min_ess_bulk']:.0f} ({summary['ess_bulk_per_s']:.0f}/s)")
     print(f"wrote {out}/posterior.nc, summary.csv, summary.json, posterior.png; the MAP in "
           f"{out}/map")
-    if "collapsed" in result.stop_reason:
+    if Note.STEP_COLLAPSED in result.notes:
         print(f"gpbayes: warning: {result.stop_reason}", file=sys.stderr)
         return 1
     return _converged(summary) or trusted
@@ -247,7 +253,7 @@ def _solve(args):
     if fit.interrupted:
         print(f"gpbayes: {fit.stop_reason}; wrote the partial result and checkpoint to {out}",
               file=sys.stderr)
-        return 130 if "SIGINT" in fit.stop_reason else 143
+        return _signal_code(fit.stop_stats)
     if fit.failed:
         return 1
     return _trusted(fit)

@@ -14,6 +14,7 @@ import numpy as np
 
 from gpbayes.conditional import Conditional, axis_params
 from gpbayes.io import import_arviz, write_atomic, write_groups, write_json
+from gpbayes.stops import Stop, describe
 
 if TYPE_CHECKING:
     import arviz
@@ -53,9 +54,10 @@ class MapFit:
     recipe: object
     steps: int
     wall_time_s: float
-    stop_reason: str
+    stop: Stop
     converged: bool
     history: list = field(default_factory=list)
+    stop_stats: dict = field(default_factory=dict)  # the stop's numbers (``stops.MESSAGES``)
     objective: float = None  # minus the log joint at params, as the fitter tracked it
     jitter_retries: list = field(default_factory=list)  # [{"step", "jitter"}] after failures
     opt_state: list = None  # optimiser state leaves (Adam), for checkpoints
@@ -73,11 +75,16 @@ class MapFit:
 
     @property
     def failed(self) -> bool:
-        return self.stop_reason.startswith("non-finite")
+        return self.stop is Stop.NON_FINITE
 
     @property
     def interrupted(self) -> bool:
-        return self.stop_reason.startswith("interrupted")
+        return self.stop is Stop.INTERRUPTED
+
+    @property
+    def stop_reason(self) -> str:
+        """The stop in words (``stops.describe``)."""
+        return describe(self.stop, self.stop_stats)
 
     @cached_property
     def conditional(self) -> Conditional:
@@ -217,6 +224,8 @@ class MapFit:
             "midpoint_residual": self.midpoint_residual,
             "check": self.check,
             "converged": self.converged and self.check["passed"],
+            "stop": str(self.stop),
+            "stop_stats": self.stop_stats,
             "stop_reason": self.stop_reason,
             "device": (dev.platform if dev.device_kind == dev.platform
                        else f"{dev.platform}: {dev.device_kind}"),
@@ -314,7 +323,9 @@ def load_fit(out_dir: str | Path, problem, recipe=None) -> MapFit:
         problem = problem.with_kernel(summary["family"], components)
     recipe = replace(recipe or gb.load_inference(), jitter=summary["recipe"]["jitter"])
     return MapFit(problem=problem, params=params, recipe=recipe, steps=summary["steps"],
-                  wall_time_s=summary["wall_time_s"], stop_reason=summary["stop_reason"],
+                  wall_time_s=summary["wall_time_s"],
+                  stop=Stop(summary.get("stop", Stop.LOADED)),  # older files: words only
+                  stop_stats=summary.get("stop_stats", {}),
                   converged=summary["converged"], objective=summary["objective"],
                   candidates=summary["candidates"], start=summary.get("start", {}),
                   kernel_why=(summary.get("kernel_why")  # older files: the flag alone

@@ -11,6 +11,7 @@ import pytest  # noqa: E402
 
 import gpbayes as gb  # noqa: E402
 from gpbayes import threads  # noqa: E402
+from gpbayes.stops import Stop  # noqa: E402
 
 # the command line's BLAS setting, so in-process fits equal the CLI's bit for bit
 threads.limit_blas_threads()
@@ -69,7 +70,7 @@ def small_2d_problem(n=12, equation="u_xx + u_yy", solution="sin(3*x)*sin(2*y)",
     args.update(kw)
     p = gb.Problem(**args)
     params = spectral_params(p)
-    return p, MapFit(p, params, paper_recipe(), 0, 0.0, "", False)
+    return p, MapFit(p, params, paper_recipe(), 0, 0.0, Stop.CONVERGED, False)
 
 
 def small_inverse_problem(n=10):

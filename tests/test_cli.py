@@ -10,6 +10,7 @@ from gpbayes.cli import KERNEL_WORDS, main, story
 from gpbayes.infer.policy import CHECK_RANGE
 from gpbayes.io import import_arviz
 from gpbayes.results import KERNEL_WHY
+from gpbayes.stops import Stop
 
 
 def run(*args, cwd=None, env=None):
@@ -73,6 +74,7 @@ def test_bench_writes_table(root, tmp_path):
     rows = json.loads((out / "bench.json").read_text())
     assert rows[0]["name"] == "tiny" and rows[0]["rel_l2_error"] < 0.1
     assert rows[0]["paper_error"] is None and rows[0]["meets_paper"] is None
+    assert rows[0]["stop"] in ("converged", "rounding", "check_minimum", "cg_budget")
     header = (out / "bench.csv").read_text().splitlines()[0]
     assert header.startswith("name,rel_l2_error,paper_error")
     assert "tiny" in r.stdout
@@ -219,7 +221,8 @@ def test_sample_nuts_integrates_u_out_on_a_linear_inverse_problem(root, tmp_path
     r = run("sample", str(model), "--inference", str(recipe), "--out", str(out), cwd=root)
     assert r.returncode == 0, r.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert "U integrated out" in summary["stop_reason"] and summary["converged"]
+    assert (summary["stop"], summary["path"]) == ("draws", "marginal") and summary["converged"]
+    assert "U integrated out" in summary["stop_reason"]
     k = import_arviz().from_netcdf(str(out / "posterior.nc")).posterior["k"].values
     fit = load_fit(out / "map", gb.load_model(out / "map" / "model.toml"))
     mean, sd = marginal_moments(fit, "k", k)
@@ -293,7 +296,7 @@ def test_checkpoint_restores_a_plain_family(tmp_path):
     p = small_problem()
     se = p.with_kernel("se", 4)
     fit = MapFit(problem=se, params=plain_params(se), recipe=paper_recipe(), steps=0,
-                 wall_time_s=0.0, stop_reason="", converged=True)
+                 wall_time_s=0.0, stop=Stop.CONVERGED, converged=True)
     checkpoint.save(fit, tmp_path)
     back = checkpoint.map_fit(checkpoint.load(tmp_path, p, paper_recipe()), p,
                               paper_recipe())

@@ -84,7 +84,8 @@ def test_sigterm_writes_checkpoint_and_resume_matches(root, tmp_path):
     assert proc.returncode == 143, err
     assert "interrupted (SIGTERM)" in err and "Traceback" not in err
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["converged"] is False and summary["stop_reason"].startswith("interrupted")
+    assert summary["converged"] is False and summary["stop"] == "interrupted"
+    assert summary["stop_reason"].startswith("interrupted (SIGTERM) after step")
     stopped = summary["steps"]
     assert 0 <= stopped < 100000 and stopped % 100 == 0
     total = stopped + 200

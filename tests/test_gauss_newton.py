@@ -10,6 +10,7 @@ from gpbayes import gauss_newton
 from gpbayes import operators as op
 from gpbayes.conditional import Conditional
 from gpbayes.infer import solvers
+from gpbayes.stops import Stop
 
 
 def dense_hessian(hess, grid):
@@ -289,7 +290,8 @@ def test_whitened_coordinates_agree_and_a_3d_fit_predicts_from_them():
     np.testing.assert_allclose(jnp.sum(z**2), jnp.sum(s**2), rtol=1e-10)  # orthogonal
     params = {**{k: np.asarray(v) for k, v in cond.values.items()},
               "U": np.asarray(gn.to_grid(s))}
-    fit = MapFit(p, params, paper_recipe(jitter=1e-6), 0, 0.0, "", True, z=np.asarray(z))
+    fit = MapFit(p, params, paper_recipe(jitter=1e-6), 0, 0.0, Stop.CONVERGED, True,
+                 z=np.asarray(z))
     assert fit.latent[1] == "z"
     from_u = dataclasses.replace(fit, z=None)
     assert from_u.latent[1] == "u"

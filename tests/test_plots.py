@@ -7,6 +7,7 @@ import gpbayes as gb
 from conftest import paper_recipe, small_problem
 from gpbayes import plots
 from gpbayes.results import LIVE
+from gpbayes.stops import Stop
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def test_spectrum_of_one_plain_component_is_drawn_around_it():
 
     p = small_problem().with_kernel("se", 1)
     f = MapFit(p, {**plain_params(p, 0.25), "U": np.zeros(p.grid)}, paper_recipe(), 0,
-               0.0, "", False, kernel_why="passed")
+               0.0, Stop.CONVERGED, False, kernel_why="passed")
     ax = plots.spectrum_figure(f).axes[0]
     (x,), (y,) = ax.lines[0].get_xdata(), ax.lines[0].get_ydata()  # the live point
     lo, hi = ax.get_xlim()

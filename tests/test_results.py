@@ -8,6 +8,7 @@ import gpbayes as gb
 from conftest import paper_recipe, small_problem
 from gpbayes.io import import_arviz
 from gpbayes.results import MapFit, load_fit
+from gpbayes.stops import Stop
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,8 @@ def test_arviz_round_trip(fit, tmp_path):
     for k, v in fit.params.items():
         np.testing.assert_allclose(back.params[k], v)
     assert back.check == fit.check and back.rel_l2_error == fit.rel_l2_error
+    assert (back.stop, back.stop_stats, back.stop_reason) == (fit.stop, fit.stop_stats,
+                                                              fit.stop_reason)
 
 
 def test_profile_fit_predicts_from_its_whitened_coordinates(tmp_path):
@@ -116,9 +119,9 @@ def test_midpoint_source_is_computed_once_per_problem(fit, monkeypatch):
     source_on = p.source_on
     monkeypatch.setattr(p, "source_on", lambda axes: calls.append(1) or source_on(axes))
     first = MapFit(problem=p, params=fit.params, recipe=fit.recipe, steps=0,
-                   wall_time_s=0.0, stop_reason="", converged=True)
+                   wall_time_s=0.0, stop=Stop.CONVERGED, converged=True)
     again = MapFit(problem=p, params=fit.params, recipe=fit.recipe, steps=0,
-                   wall_time_s=0.0, stop_reason="", converged=True)
+                   wall_time_s=0.0, stop=Stop.CONVERGED, converged=True)
     assert again.midpoint_residual == first.midpoint_residual == fit.midpoint_residual
     assert len(calls) == 1
     np.testing.assert_array_equal(p.midpoint_source, source_on(p.midpoints))

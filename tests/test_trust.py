@@ -7,6 +7,7 @@ import pytest
 import gpbayes as gb
 from conftest import paper_recipe, small_problem
 from gpbayes.results import MapFit
+from gpbayes.stops import Stop
 from gpbayes.trust import NOISY, THRESHOLDS, trust_check, warning
 
 
@@ -51,7 +52,7 @@ def test_residual_relative_to_the_equations_terms():
     start = gb.fit_map(p, paper_recipe(), steps=1, progress=False)
     params = {**start.params, "U": np.asarray(p.exact(p.axes))}
     fit = MapFit(problem=p, params=params, recipe=start.recipe, steps=0, wall_time_s=0.0,
-                 stop_reason="", converged=True)
+                 stop=Stop.CONVERGED, converged=True)
     cond = fit.conditional
     mid = tuple(0.5 * (x[1:] + x[:-1]) for x in p.axes)
     fields = cond.fields_on(params["U"], mid)

@@ -20,6 +20,7 @@ from gpbayes.model import initial_params, log_density
 from gpbayes.problem import Problem
 from gpbayes.results import MapFit
 from gpbayes.spec import Recipe, load_inference
+from gpbayes.stops import Stop
 
 
 def objective_fn(problem: Problem, jitter: float) -> Callable[[dict], Array]:
@@ -116,15 +117,14 @@ def _fit_adam(problem, recipe, progress, params, resume, interrupt):
         if resume.jitter != recipe.jitter:
             recipe = replace(recipe, jitter=resume.jitter)
             opt, run, diagnostics = compiled(recipe)
-    stop_reason = "step budget reached (fixed-step protocol)"
+    stop, stats = Stop.STEP_BUDGET, {}
     show = sys.stderr.isatty() if progress is None else progress
     with tqdm(total=recipe.steps, initial=done, disable=not show, desc=problem.name,
               unit="step", file=sys.stderr) as bar:
         while done < recipe.steps:
             reason = interrupt()
             if reason:
-                stop_reason = (f"interrupted ({reason}) after step {done}; continue with "
-                               "--resume")
+                stop, stats = Stop.INTERRUPTED, {"signal": reason, "step": done}
                 break
             n = min(recipe.chunk, recipe.steps - done)
             new_params, new_state = run(params, state, n)
@@ -135,9 +135,8 @@ def _fit_adam(problem, recipe, progress, params, resume, interrupt):
                     recipe = replace(recipe, jitter=recipe.jitter * 10)
                     opt, run, diagnostics = compiled(recipe)
                     continue
-                stop_reason = (f"non-finite objective after step {done + n} (jitter raised "
-                               f"{len(retries)} times to {recipe.jitter:g}); kept the state after "
-                               f"step {done}. Try a smaller learning_rate or a larger jitter.")
+                stop, stats = Stop.NON_FINITE, {"step": done + n, "retries": len(retries),
+                                                "jitter": recipe.jitter, "kept": done}
                 break
             params, state = new_params, new_state
             done += n
@@ -148,7 +147,7 @@ def _fit_adam(problem, recipe, progress, params, resume, interrupt):
     jax.block_until_ready(params)
     fit = MapFit(problem=problem, params={k: np.asarray(v) for k, v in params.items()},
                  recipe=recipe, steps=done, wall_time_s=time.perf_counter() - start,
-                 stop_reason=stop_reason, converged=False, history=history,
+                 stop=stop, stop_stats=stats, converged=False, history=history,
                  objective=history[-1]["objective"] if history else None,
                  jitter_retries=retries)
     fit.opt_state = [np.asarray(x) for x in jax.tree.leaves(state)]

@@ -6,7 +6,7 @@ the Laplace mass matrix (dense, or matrix-free beyond MAX_DENSE grid points).
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +23,7 @@ from numpyro.infer.util import potential_energy
 from gpbayes import kron
 from gpbayes.conditional import Conditional, axis_params, with_factors
 from gpbayes.gauss_newton import exact_boundary_rows, woodbury_root
-from gpbayes.infer.diagnostics import checked_names, nuts_failures, scalar_names
+from gpbayes.infer.diagnostics import TREE_CAP_SHARE, checked_names, nuts_failures, scalar_names
 from gpbayes.infer.marginal import integrates_u, marginal
 from gpbayes.infer.posterior import laplace
 from gpbayes.infer.solvers import MAX_DENSE
@@ -31,6 +31,7 @@ from gpbayes.io import import_arviz, write_atomic, write_json
 from gpbayes.model import pde_model
 from gpbayes.problem import Problem
 from gpbayes.results import MapFit, fixed_sites, grid_coords
+from gpbayes.stops import Note, Stop, describe
 
 if TYPE_CHECKING:
     import arviz
@@ -52,11 +53,19 @@ class NutsResult:
     extra: dict  # sample stats (chains, draws)
     wall_time_s: float
     chains: int
-    stop_reason: str = ""
+    stop: Stop = Stop.DRAWS
+    stop_stats: dict = field(default_factory=dict)  # draws, signal; the notes' numbers
+    path: str = "joint"  # how it sampled: a ``stops.PATHS`` code
+    notes: tuple = ()  # ``stops.Note`` warnings
 
     @property
     def interrupted(self) -> bool:
-        return self.stop_reason.startswith("interrupted")
+        return self.stop is Stop.INTERRUPTED
+
+    @property
+    def stop_reason(self) -> str:
+        """The stop, the path and the notes in words (``stops.describe``)."""
+        return describe(self.stop, self.stop_stats, self.path, self.notes)
 
     def to_arviz(self) -> "arviz.InferenceData":
         """posterior, sample_stats, constant_data (the MAP's held hyperparameters) and, with
@@ -99,7 +108,7 @@ class NutsResult:
                              coords=coords, dims=dims, **data,
                              attrs={"name": p.name, "method": "nuts",
                                     "wall_time_s": self.wall_time_s,
-                                    "stop_reason": self.stop_reason})
+                                    "stop": str(self.stop), "stop_reason": self.stop_reason})
         for group in idata.groups():  # the grid's coordinates along the index dims
             ds = idata[group]
             ds = ds.assign_coords({k: v for k, v in named.items()
@@ -184,7 +193,7 @@ def sample_nuts(problem: Problem, init: MapFit, chains: int = 4, warmup: int = 5
                                        cond.predict_grid(z, problem.test_axes, "z")))
     samples["U"], u_test = map(np.asarray, grid_and_test(z))  # one compiled call
     return NutsResult(problem, init, samples, u_test, extra, wall, chains,
-                      _step_note(stop, extra))
+                      *_with_notes(stop, extra))
 
 
 def _chain_start(values: dict, chains: int) -> dict:
@@ -231,9 +240,7 @@ def _sample_marginal(problem, init, chains, warmup, draws, seed, progress, chain
         wall += time.perf_counter() - start_draws
     samples["U"] = u
     return NutsResult(problem, init, samples, u_test, extra, wall, chains,
-                      _step_note(stop + ("; U integrated out (exact given the unknowns)"
-                                         if m.linear else "; U integrated out (Laplace: the "
-                                         "PDE is nonlinear in U)"), extra))
+                      *_with_notes(stop, extra, "marginal" if m.linear else "marginal_laplace"))
 
 
 def _map_on_devices(f: Callable, xs):
@@ -319,7 +326,7 @@ def _sample_matrix_free(problem, init, chains, warmup, draws, seed, progress, ch
                          for a in jax.lax.map(draw, flat))
     samples = {"U": u, **{k: th[..., i] for i, k in enumerate(sites)}}
     return NutsResult(problem, init, samples, u_test, extra, wall, chains,
-                      _step_note(stop + "; matrix-free (Laplace-scaled coordinates)", extra))
+                      *_with_notes(stop, extra, "matrix_free"))
 
 
 FIELDS = ("diverging", "energy", "num_steps", "adapt_state.step_size")
@@ -340,10 +347,10 @@ def _run_in_chunks(mcmc: MCMC, key, draws: int, chunk: int | None, interrupt,
                    init_params=None) -> tuple:
     """Warm-up and ``draws``: in one compiled loop where ``chunk`` >= ``draws``, else
     warm-up, then ``chunk`` draws per run (None: about ``RUN_SECONDS`` at the warm-up's
-    pace), ``interrupt`` checked between runs. Returns (samples, extra fields, stop reason,
-    wall time). The model's arguments are bound in the kernel, none passed here."""
+    pace), ``interrupt`` checked between runs. Returns (samples, extra fields, (stop, its
+    stats), wall time). The model's arguments are bound in the kernel, none passed here."""
     start = time.perf_counter()
-    parts, extras, done, stop = [], [], 0, f"{draws} draws per chain"
+    parts, extras, done, stop = [], [], 0, (Stop.DRAWS, {"draws": draws})
 
     def collect(*args, **kwargs):
         mcmc.run(*args, extra_fields=FIELDS, **kwargs)
@@ -364,7 +371,7 @@ def _run_in_chunks(mcmc: MCMC, key, draws: int, chunk: int | None, interrupt,
     while done < draws:
         reason = interrupt() if interrupt else None
         if reason:
-            stop = f"interrupted ({reason}) after {done} draws per chain"
+            stop = (Stop.INTERRUPTED, {"signal": reason, "draws": done})
             break
         done += collect(mcmc.post_warmup_state.rng_key)
         mcmc.post_warmup_state = mcmc.last_state
@@ -379,18 +386,16 @@ def _run_in_chunks(mcmc: MCMC, key, draws: int, chunk: int | None, interrupt,
     return joined(parts), joined(extras), stop, wall
 
 
-def _step_note(stop: str, extra: dict) -> str:
-    step = np.min(extra.get("adapt_state.step_size", 1.0))
-    if step < STEP_FLOOR:
-        stop += (f"; the step size collapsed to {step:.1e} and the chains did not move: start "
-                 "from a MAP at jitter 1e-6 (nuts.toml's map_jitter)")
-    capped = np.mean(np.asarray(extra.get("num_steps", 0)) >= 2**TREE_DEPTH - 1)
-    if capped > 0.5:
-        stop += (f"; {capped:.0%} of the draws reached the tree-depth cap ({2**TREE_DEPTH - 1} "
-                 "leapfrog steps): the mass matrix does not whiten this posterior, so the "
-                 "draws are strongly correlated (read ess_bulk); the Gaussian posterior "
-                 "(--method gaussian) is its Laplace approximation at a fraction of the cost")
-    return stop
+def _with_notes(stop: tuple, extra: dict, path: str = "joint") -> tuple:
+    """(stop, stats, path, notes): ``stop`` (code, stats) with the sampler's warnings: the
+    step size below STEP_FLOOR, or most draws at the tree-depth cap."""
+    code, stats = stop
+    step = float(np.min(extra.get("adapt_state.step_size", 1.0)))
+    capped = float(np.mean(np.asarray(extra.get("num_steps", 0)) >= 2**TREE_DEPTH - 1))
+    notes = (((Note.STEP_COLLAPSED,) if step < STEP_FLOOR else ())
+             + ((Note.TREE_DEPTH,) if capped > TREE_CAP_SHARE else ()))
+    return code, {**stats, "step_size": step, "capped": capped, "cap": 2**TREE_DEPTH - 1}, \
+        path, notes
 
 
 def _sample_with_hyper(problem, init, chains, warmup, draws, seed, progress, chain_method):
@@ -420,7 +425,7 @@ def _sample_with_hyper(problem, init, chains, warmup, draws, seed, progress, cha
     flat = {k: samples[k].reshape(-1, *samples[k].shape[2:]) for k in hyper + ["Z"]}
     ut = np.asarray(jax.lax.map(u_test, flat)).reshape(chains, draws, *problem.test_grid)
     return NutsResult(problem, init, samples, ut, extra, wall, chains,
-                      _step_note(f"{draws} draws per chain; hyperparameters sampled", extra))
+                      *_with_notes((Stop.DRAWS, {"draws": draws}), extra, "hyper"))
 
 
 def save(result: "NutsResult", out_dir: str | Path, recipe: str = "") -> tuple:
@@ -433,7 +438,8 @@ def save(result: "NutsResult", out_dir: str | Path, recipe: str = "") -> tuple:
     if result.u_test.shape[1] == 0:
         summary = {"name": result.problem.name, "method": "nuts", "complete": False,
                    "converged": False, "failures": ["no draws"],
-                   "stop_reason": result.stop_reason, "draws_per_chain": 0}
+                   "stop": str(result.stop), "stop_reason": result.stop_reason,
+                   "draws_per_chain": 0}
         write_json(out / "summary.json", summary)
         return summary, None
     idata = result.to_arviz()
@@ -445,6 +451,7 @@ def save(result: "NutsResult", out_dir: str | Path, recipe: str = "") -> tuple:
     failures = nuts_failures(table, checked, result.extra, result.chains, 2**TREE_DEPTH - 1)
     summary = {
         "name": result.problem.name, "method": "nuts", "chains": result.chains,
+        "stop": str(result.stop), "path": result.path, "notes": list(result.notes),
         "stop_reason": result.stop_reason, "complete": not result.interrupted,
         "converged": not failures and not result.interrupted, "failures": failures,
         "draws_per_chain": int(result.u_test.shape[1]), "wall_time_s": result.wall_time_s,

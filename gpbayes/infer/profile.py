@@ -34,6 +34,7 @@ from gpbayes.model import initial_params
 from gpbayes.problem import Problem
 from gpbayes.results import MapFit, check_score
 from gpbayes.spec import Recipe
+from gpbayes.stops import CONVERGED, Stop
 
 
 def boundary_start(problem: Problem, recipe: Recipe) -> float:
@@ -199,8 +200,8 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
     best.kernel_why = why
     best.start = {"chosen": chosen, "passed": passed, "finished": len(finished)}
     if stopped and len(runs.starts) < len(todo):
-        best.stop_reason = (f"interrupted ({stopped}) after {len(runs.history)} sweeps; kept "
-                            "the best start so far (rerun to finish)")
+        best.stop, best.stop_stats = Stop.INTERRUPTED, {"signal": stopped,
+                                                        "sweeps": len(runs.history)}
     return best
 
 
@@ -266,7 +267,7 @@ class Starts:
         theta, u, log_tau = self.state(prob, init, learning, fresh)
         z = None if resume is None else resume.z
         budget = budget or (recipe.learn_sweeps if learning else recipe.sweeps)
-        reason, objective = f"sweep budget ({budget}) reached", None
+        (reason, stats), objective = (Stop.SWEEP_BUDGET, {"budget": budget}), None
         trail, before_jump = [], None  # accepted precisions; the state a jump left
         caps = {"log_tau_e": min(self.cap, cap_e), "log_tau_b": self.cap}
         lowest, previous = self.carry.get(id(resume), ((np.inf, None), np.inf))
@@ -279,17 +280,16 @@ class Starts:
             if jumped is not None and not (obj < previous and k < recipe.cg_max_iterations):
                 log_tau, trail = jumped, []  # the jump did not raise the log joint: undo it
                 continue
-            failure = failed_sweep(obj, k, i, recipe, objective is not None, learning)
-            if failure.startswith(BUDGET):  # the unconverged solve competes by the check
+            failure = failed_sweep(obj, k, recipe, objective is not None, learning)
+            if failure is Stop.CG_BUDGET:  # the unconverged solve competes by the check
                 state = (new_theta, new_u, solved_at, float(held), new_z)
                 capped = (self.score(prob, state), state)
                 theta, u, log_tau, objective, z = min(lowest, capped, key=lambda x: x[0])[1]
-                reason = failure
+                reason, stats = failure, {"sweep": i + 1}
                 break
             if failure or previous <= obj <= previous + ROUNDING * recipe.tolerance * abs(obj):
                 # each sweep raises the log joint in exact arithmetic: a small fall is rounding
-                reason = failure or (f"log joint converged (stopped rising at sweep {i + 1}: "
-                                     "rounding level; kept the sweep before)")
+                reason, stats = failure or Stop.ROUNDING, {"sweep": i + 1}
                 break
             theta, u, log_tau, objective, z = new_theta, new_u, new_tau, obj, new_z
             log.append({"start": label, "objective": obj, "cg_iterations": k,
@@ -300,13 +300,11 @@ class Starts:
                 score = self.score(prob, state)
                 if score > CHECK_RISE * lowest[0]:
                     theta, u, log_tau, objective, z = lowest[1]
-                    reason = (f"check minimum (the check rose {CHECK_RISE}x at sweep {i + 1}; "
-                              "kept the sweep of its lowest, its U and the precisions it was "
-                              "solved at)")
+                    reason, stats = Stop.CHECK_MINIMUM, {"rise": CHECK_RISE, "sweep": i + 1}
                     break
                 lowest = min(lowest, (score, state), key=lambda x: x[0])
             if abs(previous - obj) <= recipe.tolerance * abs(obj):
-                reason = f"log joint converged (relative change <= {recipe.tolerance:g})"
+                reason, stats = Stop.CONVERGED, {"tolerance": recipe.tolerance}
                 break
             previous = obj
             trail.append({n: float(v) for n, v in log_tau.items()})
@@ -315,10 +313,8 @@ class Starts:
                 before_jump, trail = log_tau, []
                 log_tau = {**log_tau, **{n: jnp.float64(v) for n, v in jump.items()}}
         fit = MapFit(problem=prob, params=as_params(theta, u, log_tau), recipe=recipe,
-                     steps=0, wall_time_s=0.0, stop_reason=reason,
-                     converged=reason.startswith(("log joint converged", "check minimum",
-                                                   BUDGET)),
-                     history=self.history, objective=objective,
+                     steps=0, wall_time_s=0.0, stop=reason, stop_stats=stats,
+                     converged=reason in CONVERGED, history=self.history, objective=objective,
                      kernel_why="learned" if learning else "",
                      z=None if z is None else np.asarray(z))
         self.carry[id(fit)] = (lowest, previous)
@@ -327,7 +323,8 @@ class Starts:
     def score(self, prob: Problem, state: tuple) -> float:
         """The check score of a sweep's state (theta, U, the precisions U was solved at,
         minus the log joint there, z)."""
-        return check_score(MapFit(prob, as_params(*state[:3]), self.recipe, 0, 0.0, "", False,
+        return check_score(MapFit(prob, as_params(*state[:3]), self.recipe, 0, 0.0,
+                                  Stop.SWEEP_BUDGET, False,
                                   objective=state[3], z=state[4]))
 
     def run(self, label: str, prob: Problem, init: dict, **kwargs) -> tuple:
@@ -355,7 +352,7 @@ class Starts:
         for (label, _, _, kwargs), (fit, score, log) in zip(jobs, done):
             self.history.extend({"step": len(self.history) + i + 1, **entry}
                                 for i, entry in enumerate(log))
-            if kwargs.get("budget") and fit.stop_reason.startswith("sweep budget"):
+            if kwargs.get("budget") and fit.stop is Stop.SWEEP_BUDGET:
                 self.cut.add(id(fit))
             self.starts.append((score, fit, label))
             self.bar.update(1)
@@ -436,24 +433,17 @@ class Starts:
         return best, chosen, why
 
 
-BUDGET = "CG budget"  # the stop reason's start where a solve needed more than the budget
-
-
-def failed_sweep(obj: float, k: int, i: int, recipe: Recipe, any_kept: bool,
-                 learning: bool = False) -> str:
-    """The stop reason of a sweep that ends its run, else '': a non-finite objective, or
-    CG at ``cg_max_iterations`` once a state is kept (the budget: the precisions' climb
-    ends there and the unconverged state competes by the check; in a learning run, which
-    has no check, the last converged state is kept)."""
+def failed_sweep(obj: float, k: int, recipe: Recipe, any_kept: bool,
+                 learning: bool = False) -> Stop | None:
+    """The stop of a sweep that ends its run, else None: a non-finite objective, or CG at
+    ``cg_max_iterations`` once a state is kept (the budget: the precisions' climb ends
+    there and the unconverged state competes by the check; in a learning run, which has no
+    check, the last converged state is kept)."""
     if not np.isfinite(obj):
-        return (f"non-finite objective at sweep {i + 1}; kept the last finite state. "
-                "Try a larger jitter or a smaller tau_max.")
+        return Stop.NON_FINITE
     if k < recipe.cg_max_iterations or not any_kept:
-        return ""
-    if learning:
-        return f"CG reached cg_max_iterations at sweep {i + 1}; kept the last converged state"
-    return (f"{BUDGET} (sweep {i + 1} needed more than cg_max_iterations: the precisions' "
-            "climb ends there; kept the sweep of the lowest check)")
+        return None
+    return Stop.LEARNING_CG_BUDGET if learning else Stop.CG_BUDGET
 
 
 def make_sweep(prob: Problem, recipe: Recipe, solve, trial, learning: bool, cap: float):

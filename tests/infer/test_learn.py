@@ -13,6 +13,7 @@ from gpbayes.infer.init import plain_lengths, plain_params
 from gpbayes.infer.policy import CHECK_RANGE
 from gpbayes.infer.profile import candidates, dense_u_solver
 from gpbayes.results import live_components
+from gpbayes.stops import Stop
 
 
 def learning(**kw):
@@ -96,7 +97,7 @@ def test_jeffreys_prior_prunes_unneeded_components():
     assert others.sum() >= 6 and np.all(w[others] < 0.05 * w[top])
     assert live_components(p, params)["x"] <= 5
     fit = MapFit(problem=p, params=params, recipe=learning(), steps=0, wall_time_s=0.0,
-                 stop_reason="", converged=True)
+                 stop=Stop.CONVERGED, converged=True)
     assert spectrum_figure(fit) is not None
 
 

@@ -9,6 +9,7 @@ from conftest import paper_recipe
 from gpbayes.infer.map import make_runner
 from gpbayes.model import initial_params
 from gpbayes.results import MapFit
+from gpbayes.stops import Stop
 
 
 def error_after(problem, recipe, checkpoints):
@@ -20,7 +21,8 @@ def error_after(problem, recipe, checkpoints):
     for c in checkpoints:
         params, state = run(params, state, c - done)
         done = c
-        fit = MapFit(problem, jax.tree.map(np.asarray, params), recipe, c, 0.0, "", False)
+        fit = MapFit(problem, jax.tree.map(np.asarray, params), recipe, c, 0.0, Stop.STEP_BUDGET,
+                     False)
         out.append(fit.rel_l2_error)
     return out
 
@@ -69,7 +71,8 @@ def test_non_finite_objective_keeps_last_good_state():
     problem = small_problem()
     recipe = paper_recipe(learning_rate=1e6, chunk=5)  # certain to blow up
     fit = gb.fit_map(problem, recipe, steps=200, progress=False)
-    assert fit.failed and "non-finite" in fit.stop_reason and fit.steps < 200
+    assert fit.failed and fit.stop is Stop.NON_FINITE and fit.steps < 200
+    assert fit.stop_reason.startswith("non-finite objective after step")
     assert all(np.all(np.isfinite(v)) for v in fit.params.values())
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import load_example, paper_recipe
 from gpbayes.io import import_arviz
+from gpbayes.stops import Note
 
 
 def write_gaussian_case(folder):
@@ -43,9 +44,10 @@ def test_draws_at_the_tree_depth_cap_are_reported(monkeypatch):
     p = noisy_problem(np.random.default_rng(0), n=20)
     fit = gb.fit_map(p, paper_recipe(), steps=300, progress=False)
     free = gb.sample_nuts(p, fit, chains=1, warmup=30, draws=30, progress=False)
-    assert "tree-depth cap" not in free.stop_reason
+    assert Note.TREE_DEPTH not in free.notes
     monkeypatch.setattr(nuts, "TREE_DEPTH", 1)
     capped = gb.sample_nuts(p, fit, chains=1, warmup=30, draws=30, progress=False)
+    assert capped.notes == (Note.TREE_DEPTH,) and capped.stop_stats["capped"] == 1.0
     assert "100% of the draws reached the tree-depth cap (1 leapfrog" in capped.stop_reason
 
 
@@ -131,7 +133,8 @@ def test_interrupted_sampling_keeps_the_draws_so_far(tmp_path):
                        interrupt=stop_after_one_chunk)
     assert r.interrupted and r.u_test.shape[:2] == (2, 40)
     summary, _ = nuts.save(r, tmp_path)
-    assert summary["complete"] is False and "interrupted (SIGINT)" in summary["stop_reason"]
+    assert summary["complete"] is False and summary["stop"] == "interrupted"
+    assert "interrupted (SIGINT)" in summary["stop_reason"]
     idata = import_arviz().from_netcdf(str(tmp_path / "posterior.nc"))
     assert idata.posterior.sizes["draw"] == 40
     assert "map_log_w_x" in idata.constant_data
@@ -207,7 +210,7 @@ def test_matrix_free_nuts_matches_the_gaussian_posterior(monkeypatch):
     exact = posterior.gaussian_posterior(p, fit, solver="dense")
     monkeypatch.setattr(nuts, "MAX_DENSE", 50)
     r = nuts.sample_nuts(p, fit, chains=1, warmup=150, draws=300, progress=False)
-    assert "matrix-free" in r.stop_reason and r.extra["diverging"].sum() == 0
+    assert r.path == "matrix_free" and r.extra["diverging"].sum() == 0
     u = r.samples["U"][0]
     ratio = u.std(0) / exact.sd
     assert 0.9 < ratio.mean() < 1.1 and 0.7 < ratio.min() and ratio.max() < 1.3
@@ -228,11 +231,11 @@ def test_each_nuts_path_samples_its_marginal_of_the_unknown(monkeypatch):
     p, fit = small_inverse_problem()
     fit = _at_jitter(fit)
     marginal = nuts.sample_nuts(p, fit, chains=1, warmup=150, draws=300, progress=False)
-    assert "U integrated out" in marginal.stop_reason
+    assert marginal.path == "marginal"
     monkeypatch.setattr(nuts, "MAX_DENSE", 50)
     monkeypatch.setattr(marginal_module, "MARGINAL_MAX", 50)
     free = nuts.sample_nuts(p, fit, chains=1, warmup=150, draws=300, progress=False)
-    assert "matrix-free" in free.stop_reason and free.extra["diverging"].sum() == 0
+    assert free.path == "matrix_free" and free.extra["diverging"].sum() == 0
     for r, evidence in ((marginal, True), (free, False)):
         c = r.samples["c"][0]
         mean, sd = marginal_moments(fit, "c", c, evidence)
@@ -285,7 +288,7 @@ def test_nonlinear_pde_unknown_matches_its_exact_posterior(tmp_path, root):
     p = gb.load_model(path)
     fit = gb.fit_map(p, map_recipe_of(gb.load_inference("nuts")), progress=False)
     r = nuts.sample_nuts(fit.problem, fit, chains=2, warmup=300, draws=600, progress=False)
-    assert "Laplace" in r.stop_reason and r.extra["diverging"].sum() == 0
+    assert r.path == "marginal_laplace" and r.extra["diverging"].sum() == 0
     exact = modules["posterior_reference"].reference(p, 4001)
     a = r.samples["a"].ravel()
     assert abs(a.mean() - exact["mean"]) < 0.3 * exact["sd"], (a.mean(), a.std(), exact)

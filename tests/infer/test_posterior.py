@@ -12,6 +12,7 @@ from gpbayes.infer.nuts import sample_nuts
 from gpbayes.infer.posterior import gaussian_posterior
 from gpbayes.problem import Face
 from gpbayes.results import MapFit
+from gpbayes.stops import Stop
 
 V = ("x",)
 XS = np.array([0.1, 0.2, 0.3])
@@ -65,7 +66,7 @@ def test_calibration_over_replicated_data(map_fit):
     hits = []
     for _ in range(25):
         p = noisy_problem(rng)
-        fit = MapFit(p, map_fit.params, map_fit.recipe, 0, 0.0, "", False)
+        fit = MapFit(p, map_fit.params, map_fit.recipe, 0, 0.0, Stop.CONVERGED, False)
         lo, hi = gaussian_posterior(p, fit).interval(0.9)
         u = truth(p.test_axes[0])
         hits.append((u >= lo) & (u <= hi))

@@ -10,6 +10,7 @@ from conftest import ROOT, inverse_model, paper_recipe, small_problem
 from gpbayes.infer.policy import held_out_cap
 from gpbayes.infer.posterior import gaussian_posterior
 from gpbayes.results import check_score
+from gpbayes.stops import Stop
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def fast_fit(root):
 def test_default_recipe_beats_the_paper_on_poisson1d_sin100(fast_fit):
     assert fast_fit.rel_l2_error < 6.53e-7  # the paper's GP-HM-StM figure
     assert fast_fit.converged
-    assert fast_fit.stop_reason.startswith(("log joint converged", "check minimum"))
+    assert fast_fit.stop in (Stop.CONVERGED, Stop.ROUNDING, Stop.CHECK_MINIMUM)
 
 
 def test_check_minimum_keeps_the_lowest_checks_state(fast_fit):
@@ -30,7 +31,7 @@ def test_check_minimum_keeps_the_lowest_checks_state(fast_fit):
     was solved at (one sweep's input), and minus the log joint there as the objective.
     Measured here: the check 4.4e-7, 8.4e-9, 6.6e-8 (sweeps 1-3); kept sweep 2."""
     from gpbayes.infer.policy import CHECK_RISE
-    assert "check minimum" in fast_fit.stop_reason  # poisson1d-sin100 stops this way
+    assert fast_fit.stop is Stop.CHECK_MINIMUM  # poisson1d-sin100 stops this way
     lp = float(gb.log_density(fast_fit.problem, fast_fit.params, fast_fit.recipe.jitter)[0])
     assert fast_fit.objective == pytest.approx(-lp, rel=1e-6)
     assert CHECK_RISE > 1
@@ -63,7 +64,7 @@ def test_precisions_are_at_or_below_their_conditional_optimum(fast_fit):
     p, prm = fast_fit.problem, fast_fit.params
     r = fast_fit.equation_residual_rms
     tau_e = min(1.0 / r**2, fast_fit.recipe.tau_max)
-    if "check minimum" in fast_fit.stop_reason:
+    if fast_fit.stop is Stop.CHECK_MINIMUM:
         assert np.exp(prm["log_tau_e"]) < tau_e
     else:
         assert np.exp(prm["log_tau_e"]) == pytest.approx(tau_e, rel=1e-3)
@@ -166,7 +167,7 @@ def test_2d_profile_is_accurate_and_converges(fit_2d):
     # each sweep records its precisions; the returned ones are one sweep's
     assert all({"log_tau_e", "log_tau_b"} <= h.keys() for h in fit_2d.history)
     assert (any(h["log_tau_e"] == float(fit_2d.params["log_tau_e"]) for h in fit_2d.history)
-            or "check minimum" in fit_2d.stop_reason)  # then a sweep's input (or the start's)
+            or fit_2d.stop is Stop.CHECK_MINIMUM)  # then a sweep's input (or the start's)
 
 
 def test_2d_profile_objective_is_the_models_log_joint(fit_2d):
@@ -198,6 +199,7 @@ def test_2d_profile_ends_the_climb_at_the_cg_budget_keeping_the_lowest_check():
     recipe = paper_recipe(optimizer="profile", init="spectrum", rho_scales=[0.3],
                                cg_tolerance=1e-12, cg_max_iterations=5)
     fit = gb.fit_map(p, recipe, progress=False)
+    assert fit.stop is Stop.CG_BUDGET and fit.stop_stats == {"sweep": 2}
     assert fit.stop_reason.startswith("CG budget (sweep 2 needed more than cg_max_iterations")
     assert fit.converged and len(fit.history) == 1
     first = gb.fit_map(p, replace(recipe, sweeps=1), progress=False)
