@@ -5,6 +5,7 @@ import contextlib
 import json
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from gpbayes.errors import SpecError
@@ -95,7 +96,11 @@ def _recipe(args):
 
     if args.steps is not None and args.steps < 1:
         raise gb.SpecError("expected a whole number >= 1", "command line", "--steps")
-    return _announce(gb.load_inference(args.inference, steps=args.steps))
+    recipe = gb.load_inference(args.inference)
+    if not isinstance(recipe, gb.Recipe):
+        raise gb.SpecError(f"gpbayes solve takes a map recipe, not a {recipe.method} one "
+                           "(that is for gpbayes sample)", recipe.source, "method")
+    return _announce(replace(recipe, steps=args.steps) if args.steps else recipe)
 
 
 def _announce(recipe):
@@ -145,12 +150,13 @@ def _sample(args):
     from gpbayes.infer import nuts, posterior
 
     # the recipe of the method asked for, unless one is named
-    recipe = _announce(gb.load_inference(args.inference or args.method or "nuts"))
+    recipe = _announce(gb.load_inference(args.inference or args.method or "nuts",
+                                         method=args.method))
+    if not isinstance(recipe, gb.SampleRecipe):
+        raise SpecError("expected method = \"nuts\" or \"gaussian\"", recipe.source, "method")
     cpu_devices(recipe.chains)  # one per chain, before the first JAX computation
     problem = gb.load_model(args.model)
-    method = args.method or recipe.method
-    if method not in ("nuts", "gaussian"):
-        raise SpecError("expected method = \"nuts\" or \"gaussian\"", recipe.source, "method")
+    method = recipe.method
     map_recipe = _announce(spec.map_recipe_of(recipe))
     out = Path(args.out or args.resume or Path("runs") / f"{problem.name}-{method}")
     saved = (checkpoint.load(Path(args.resume) / "map", problem, map_recipe)

@@ -36,16 +36,15 @@ PRIORS = ("normal", "lognormal")
 
 @dataclass(frozen=True)
 class Recipe:
-    """How to infer: the optimiser and its settings (an inference/*.toml file). The
-    defaults are the packaged ``map.toml``'s (the default of ``gpbayes solve``; tested
-    equal); ``map-adam.toml`` is the paper's Adam protocol."""
+    """How to find the MAP (a map recipe: inference/map.toml, precise.toml, map-adam.toml;
+    ``gpbayes solve``). The defaults are the packaged ``map.toml``'s (tested equal);
+    ``map-adam.toml`` is the paper's Adam protocol."""
 
     method: str = "map"
     optimizer: str = "auto"  # the profile solver where it applies, else Adam
     learning_rate: float = 0.01
     steps: int = 5000  # Adam: steps
     jitter: float = 3e-11
-    seed: int = 0
     chunk: int = 100  # steps per compiled call; progress updates between chunks
     sweeps: int = 25  # profile: alternation sweeps per start at most
     init: str = "spectrum"  # frequencies from the data's FFT, or "paper"
@@ -61,38 +60,47 @@ class Recipe:
     families: tuple = ("se",)  # profile: plain kernel families also tried as candidates
     screen_sweeps: int = 2  # profile: the starts race from this many sweeps each (0: no race)
     calibrate_tau_e: bool = False  # profile, with data: tau_e capped at its held-out value
-    chains: int = 4  # nuts
-    warmup: int = 500  # nuts
-    draws: int = 500  # nuts: per chain
-    map: str = "map.toml"  # nuts, gaussian: the MAP recipe to start from (beside this file)
-    map_jitter: float = 0.0  # nuts, gaussian: the MAP's jitter instead of its recipe's (0: its)
-    sample_hyper: bool = False  # nuts: sample the kernel parameters and precisions too
-    solver: str = "auto"  # gaussian: "dense" (<= 4000 grid points), "cg" (any grid) or auto
-    samples: int = 64  # gaussian with cg: perturbation-optimisation draws for the sd
-    cg_tolerance: float = 1e-8  # profile (and gaussian with cg: GAUSSIAN_CG): relative
-    cg_max_iterations: int = 600  # residual of each CG solve; its iterations at most
+    cg_tolerance: float = 1e-8  # profile: relative residual of each CG solve
+    cg_max_iterations: int = 600  # profile: a CG solve's iterations at most
     description: str = ""
     source: str = ""  # the file it was read from ("" for the built-in defaults)
 
 
-GAUSSIAN_CG = {"cg_tolerance": 1e-10, "cg_max_iterations": 20000}  # method = "gaussian"'s
+@dataclass(frozen=True)
+class SampleRecipe:
+    """How to sample the posterior (a sampling recipe: inference/nuts.toml, gaussian.toml;
+    ``gpbayes sample``): the sampler, its settings and the MAP recipe it starts from.
+    One class for both samplers, so ``--method`` can pick either for the same file."""
+
+    method: str = "nuts"  # or "gaussian"
+    seed: int = 0
+    map: str = "map.toml"  # the MAP recipe to start from (beside this file, or packaged)
+    map_jitter: float = 0.0  # the MAP's jitter instead of its recipe's (0: its)
+    calibrate_tau_e: bool = False  # the MAP's free tau_e capped at its held-out value
+    chains: int = 4  # nuts
+    warmup: int = 500  # nuts
+    draws: int = 500  # nuts: per chain
+    sample_hyper: bool = False  # nuts: sample the kernel parameters and precisions too
+    solver: str = "auto"  # gaussian: "dense" (<= 4000 grid points), "cg" (any grid) or auto
+    samples: int = 64  # gaussian with cg: perturbation-optimisation draws for the sd
+    cg_tolerance: float = 1e-10  # gaussian with cg: relative residual of the mean's solve
+    cg_max_iterations: int = 20000  # gaussian with cg: a solve's iterations at most
+    description: str = ""
+    source: str = ""  # the file it was read from ("" for the built-in defaults)
 
 
-_RECIPE_TYPES = {"method": str, "optimizer": str, "learning_rate": float, "steps": int,
-                 "jitter": float, "seed": int, "chunk": int, "sweeps": int, "init": str,
-                 "rho_scales": list, "tau_max": float, "tau_b_start": float,
-                 "tolerance": float, "gauss_newton_steps": int,
-                 "learn_iterations": int, "learn_sweeps": int, "refine_above": float,
-                 "learn_max_points": int, "screen_sweeps": int,
-                 "families": list, "calibrate_tau_e": bool,
-                 "chains": int, "warmup": int, "draws": int, "map": str, "map_jitter": float,
-                 "sample_hyper": bool,
-                 "solver": str, "samples": int, "cg_tolerance": float,
-                 "cg_max_iterations": int, "description": str}
-OPTIMIZERS = ("adam", "profile", "auto")
-INITS = ("paper", "spectrum")
-METHODS = ("map", "nuts", "gaussian")
-SOLVERS = ("auto", "dense", "cg")
+def _types(cls) -> dict:
+    """{key: TOML type} of a recipe class's fields (a tuple is read from a list)."""
+    return {f.name: list if f.type is tuple else f.type for f in fields(cls)
+            if f.name != "source"}
+
+
+KINDS = {"map": Recipe, "nuts": SampleRecipe, "gaussian": SampleRecipe}  # method -> class
+CHOICES = {"method": tuple(KINDS), "optimizer": ("adam", "profile", "auto"),
+           "init": ("paper", "spectrum"), "solver": ("auto", "dense", "cg")}
+POSITIVE = ("learning_rate", "jitter", "tau_max", "tau_b_start", "tolerance", "cg_tolerance")
+NON_NEGATIVE = ("refine_above", "map_jitter")
+WHOLE = ("learn_iterations", "screen_sweeps", "seed")  # >= 0; every other int field >= 1
 RECIPES = Path(__file__).with_name("recipes")  # the packaged recipes (inference/ has copies)
 PACKAGED = tuple(sorted(f.stem for f in RECIPES.glob("*.toml")))
 
@@ -445,64 +453,62 @@ def _check_memory(points, path):
                         f"the {MAX_BYTES / 2**30:.0f} GiB allowed", path, "grid.points")
 
 
-def load_inference(path: str | Path | None = None, **overrides) -> Recipe:
-    """Read an inference recipe into a Recipe: a file, a packaged recipe by name ("map" is
-    the command line's default, "precise" map with each CG solve to its tolerance,
-    "map-adam" the paper's Adam protocol, "nuts", "gaussian"), or, when path is None, the
-    built-in defaults (map.toml's). Keys a file leaves out take ``Recipe``'s defaults;
-    a gaussian recipe's CG keys take GAUSSIAN_CG's."""
+def load_inference(path: str | Path | None = None, **overrides) -> "Recipe | SampleRecipe":
+    """Read an inference recipe: a file, or a packaged recipe by name ("map" is the command
+    line's default, "precise" map with each CG solve to its tolerance, "map-adam" the
+    paper's Adam protocol, "nuts", "gaussian"), or, when path is None, the built-in
+    defaults. Its ``method`` (or the ``method`` override) picks the class: a ``Recipe``
+    for "map" (the default), a ``SampleRecipe`` for "nuts" and "gaussian"; keys a file
+    leaves out take that class's defaults, and a key of the other class is an error."""
     path = None if path is None else recipe_file(path)
     data = {} if path is None else _recipe_data(path)
-    values = {k: _get(data, k, t, path, k) for k, t in _RECIPE_TYPES.items() if k in data}
+    method = overrides.get("method") or _get(data, "method", str, path, "method", "map")
+    if method not in KINDS:
+        raise SpecError(f"unknown method {method!r} (choose from {', '.join(KINDS)})", path,
+                        "method")
+    cls = KINDS[method]
+    types = _types(cls)
+    for key in data:
+        if key not in types:
+            kind = "map" if cls is SampleRecipe else "sampling (nuts, gaussian)"
+            raise SpecError(f"is a key of {kind} recipes, not of {method} ones", path, key)
+    values = {k: _get(data, k, t, path, k) for k, t in types.items() if k in data}
     values.update({k: v for k, v in overrides.items() if v is not None})
-    if values.get("method") == "gaussian":
-        values = {**GAUSSIAN_CG, **values}
-    recipe = Recipe(**values, source="" if path is None else str(path))
-    if recipe.method not in METHODS:
-        raise SpecError(f"unknown method {recipe.method!r} (choose from {', '.join(METHODS)})",
-                        path, "method")
-    if recipe.optimizer not in OPTIMIZERS:
-        raise SpecError(f"unknown optimizer {recipe.optimizer!r} (choose from "
-                        f"{', '.join(OPTIMIZERS)})", path, "optimizer")
-    if recipe.init not in INITS:
-        raise SpecError(f"unknown init {recipe.init!r} (choose from {', '.join(INITS)})",
-                        path, "init")
-    if recipe.solver not in SOLVERS:
-        raise SpecError(f"unknown solver {recipe.solver!r} (choose from {', '.join(SOLVERS)})",
-                        path, "solver")
-    if not recipe.rho_scales or any(isinstance(v, bool) or not isinstance(v, (int, float))
-                                    or not v > 0 for v in recipe.rho_scales):
-        raise SpecError("expected a non-empty list of numbers > 0", path, "rho_scales")
-    recipe = replace(recipe, rho_scales=tuple(float(v) for v in recipe.rho_scales))
-    bad = [f for f in recipe.families if f not in ("se", "matern52")]
-    if bad:
-        raise SpecError(f"unknown family {bad[0]!r} among the candidates (choose from se, "
-                        "matern52)", path, "families")
-    recipe = replace(recipe, families=tuple(recipe.families))
-    for key in ("learn_iterations", "screen_sweeps"):
-        if getattr(recipe, key) < 0:
-            raise SpecError("expected a whole number >= 0", path, key)
-    for key in ("refine_above", "map_jitter"):
-        if not (math.isfinite(getattr(recipe, key)) and getattr(recipe, key) >= 0):
-            raise SpecError("expected a finite number >= 0", path, key)
-    for key in ("learning_rate", "jitter", "tau_max", "tau_b_start", "tolerance",
-                "cg_tolerance"):
-        v = getattr(recipe, key)
-        if not (math.isfinite(v) and v > 0):
-            raise SpecError("expected a finite number > 0", path, key)
-    for key in ("steps", "chunk", "sweeps", "learn_sweeps", "learn_max_points",
-                "gauss_newton_steps", "chains", "warmup", "draws", "samples",
-                "cg_max_iterations"):
-        if getattr(recipe, key) < 1:
-            raise SpecError("expected a whole number >= 1", path, key)
+    recipe = cls(**{**values, "method": method}, source="" if path is None else str(path))
+    _check_recipe(recipe, path)
+    if cls is Recipe:  # TOML lists as tuples: a recipe is hashable and compares equal
+        recipe = replace(recipe, rho_scales=tuple(float(v) for v in recipe.rho_scales),
+                         families=tuple(recipe.families))
     return recipe
+
+
+def _check_recipe(recipe, path) -> None:
+    """Each field of a recipe in its range (a SpecError naming the key otherwise)."""
+    for f in fields(recipe):
+        key, v = f.name, getattr(recipe, f.name)
+        if key in CHOICES and v not in CHOICES[key]:
+            raise SpecError(f"unknown {key} {v!r} (choose from {', '.join(CHOICES[key])})",
+                            path, key)
+        if key == "rho_scales" and (not v or any(isinstance(x, bool) or not isinstance(
+                x, (int, float)) or not x > 0 for x in v)):
+            raise SpecError("expected a non-empty list of numbers > 0", path, key)
+        if key == "families" and any(x not in ("se", "matern52") for x in v):
+            bad = next(x for x in v if x not in ("se", "matern52"))
+            raise SpecError(f"unknown family {bad!r} among the candidates (choose from se, "
+                            "matern52)", path, key)
+        if key in POSITIVE and not (math.isfinite(v) and v > 0):
+            raise SpecError("expected a finite number > 0", path, key)
+        if key in NON_NEGATIVE and not (math.isfinite(v) and v >= 0):
+            raise SpecError("expected a finite number >= 0", path, key)
+        if f.type is int and v < (0 if key in WHOLE else 1):
+            raise SpecError(f"expected a whole number >= {0 if key in WHOLE else 1}", path, key)
 
 
 def _recipe_data(path: Path, seen: tuple = ()) -> dict:
     """A recipe file's keys; ``extends = "other.toml"`` (beside it, or a packaged recipe by
     name) takes the other's keys first, this file's over them."""
     data = _read(path)
-    _check_keys(data, set(_RECIPE_TYPES) | {"extends"}, path, "")
+    _check_keys(data, set(_types(Recipe)) | set(_types(SampleRecipe)) | {"extends"}, path, "")
     if "extends" not in data:
         return data
     name = _get(data, "extends", str, path, "extends")
@@ -515,7 +521,7 @@ def _recipe_data(path: Path, seen: tuple = ()) -> dict:
             **{k: v for k, v in data.items() if k != "extends"}}
 
 
-def map_recipe_of(recipe: Recipe) -> Recipe:
+def map_recipe_of(recipe: SampleRecipe) -> Recipe:
     """The MAP recipe a sampling recipe starts from: its ``map`` file (beside it, else
     the packaged one of that name), with its ``map_jitter`` and ``calibrate_tau_e``."""
     base = Path(recipe.source).parent if recipe.source else RECIPES
@@ -523,9 +529,10 @@ def map_recipe_of(recipe: Recipe) -> Recipe:
     if not path.is_file() and Path(recipe.map).stem in PACKAGED:
         path = recipe_file(Path(recipe.map).stem)
     out = load_inference(path)
+    if not isinstance(out, Recipe):
+        raise SpecError(f"{recipe.map} is a {out.method} recipe, not a map one", recipe.source
+                        or "recipe", "map")
     if recipe.map_jitter:
         out = replace(out, jitter=recipe.map_jitter)
     return replace(out, calibrate_tau_e=True) if recipe.calibrate_tau_e else out
 
-
-RECIPE_FIELDS = tuple(f.name for f in fields(Recipe))

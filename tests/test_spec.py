@@ -82,9 +82,9 @@ def test_a_recipe_extends_another_with_its_own_keys_over_it(root, tmp_path):
     assert precise == replace(gb.load_inference("map"), cg_max_iterations=20000,
                               description=precise.description, source=precise.source)
     (tmp_path / "base.toml").write_text('extends = "map"\nsweeps = 3\n')
-    (tmp_path / "mine.toml").write_text('extends = "base.toml"\nsweeps = 4\nseed = 9\n')
+    (tmp_path / "mine.toml").write_text('extends = "base.toml"\nsweeps = 4\njitter = 1e-9\n')
     mine = gb.load_inference(tmp_path / "mine.toml")
-    assert (mine.sweeps, mine.seed, mine.screen_sweeps) == (4, 9, 2)  # the last from map
+    assert (mine.sweeps, mine.jitter, mine.screen_sweeps) == (4, 1e-9, 2)  # the last from map
 
 
 def test_packaged_recipes_are_the_documented_copies(root):
@@ -104,20 +104,30 @@ def test_packaged_recipes_are_the_documented_copies(root):
 
 def test_recipe_defaults_are_the_packaged_map_recipe():
     """``Recipe()`` (and ``load_inference()``) is map.toml, the default of ``gpbayes
-    solve``, apart from the text fields; a gaussian recipe's CG keys default to its own
-    solver's settings, and map-adam.toml states the whole paper protocol."""
-    from dataclasses import fields, replace
-
-    from gpbayes.spec import GAUSSIAN_CG, Recipe
+    solve``, apart from the text fields; map-adam.toml states the whole paper protocol."""
+    from dataclasses import replace
 
     packaged = gb.load_inference("map")
-    assert replace(packaged, description="", source="") == Recipe() == gb.load_inference()
-    gauss = gb.load_inference(method="gaussian")
-    assert {k: getattr(gauss, k) for k in GAUSSIAN_CG} == GAUSSIAN_CG
-    assert gb.load_inference("gaussian").cg_max_iterations == GAUSSIAN_CG["cg_max_iterations"]
+    assert replace(packaged, description="", source="") == gb.Recipe() == gb.load_inference()
     adam = gb.load_inference("map-adam")
     assert (adam.optimizer, adam.init, adam.jitter, adam.steps) == ("adam", "paper", 1e-6, 100_000)
-    assert {f.name for f in fields(Recipe)} >= set(GAUSSIAN_CG)
+
+
+def test_the_method_picks_the_recipe_kind(tmp_path):
+    """A sampling recipe is a SampleRecipe whatever its sampler, with the Gaussian
+    posterior's CG settings as its defaults; a file without ``method`` read for a sampler
+    (``gpbayes sample --method gaussian``) is one too, not a map recipe."""
+    gauss = gb.load_inference(method="gaussian")
+    assert isinstance(gauss, gb.SampleRecipe) and gauss == gb.SampleRecipe(method="gaussian")
+    assert (gauss.cg_tolerance, gauss.cg_max_iterations) == (1e-10, 20000)
+    assert gb.load_inference("gaussian").cg_max_iterations == 20000
+    assert isinstance(gb.load_inference("nuts"), gb.SampleRecipe)
+    bare = write(tmp_path, "chains = 1\nsolver = \"dense\"\n", "post.toml")
+    both = [gb.load_inference(bare, method=m) for m in ("nuts", "gaussian")]
+    assert [(r.method, r.chains, r.solver, r.cg_max_iterations) for r in both] == [
+        ("nuts", 1, "dense", 20000), ("gaussian", 1, "dense", 20000)]
+    with pytest.raises(gb.SpecError, match="chains: is a key of sampling"):
+        gb.load_inference(bare)  # no method: a map recipe
 
 
 def write(tmp_path, text, name="m.toml"):
@@ -188,7 +198,14 @@ def test_memory_estimate_grows_with_grid():
     ("learn_iterations = -1\n", "learn_iterations", ">= 0"),
     ("learn_sweeps = 0\n", "learn_sweeps", ">= 1"),
     ("refine_above = -1e-6\n", "refine_above", ">= 0"),
-    ("map_jitter = -1e-6\n", "map_jitter", ">= 0"),
+    ('method = "nuts"\nmap_jitter = -1e-6\n', "map_jitter", ">= 0"),
+    ('method = "gaussian"\nsolver = "lanczos"\n', "solver", "unknown solver 'lanczos'"),
+    ('method = "gaussian"\nsamples = 0\n', "samples", ">= 1"),
+    ('method = "nuts"\nchains = 0\n', "chains", ">= 1"),
+    ('method = "mcmc"\n', "method", "unknown method 'mcmc' (choose from map, nuts, gaussian)"),
+    ("map_jitter = 1e-6\n", "map_jitter", "is a key of sampling (nuts, gaussian) recipes, "
+     "not of map ones"),
+    ('method = "nuts"\nsweeps = 3\n', "sweeps", "is a key of map recipes, not of nuts ones"),
     ('calibrate_tau_e = "yes"\n', "calibrate_tau_e", "expected bool"),
 ])
 def test_bad_recipe_values(tmp_path, text, key, fragment):
