@@ -9,6 +9,13 @@ inverse-nonlinear1d: u_xx + a u (u^2 - 1) = f on [0, 1], u = sin 3x + 0.5 sin 8x
 inverse-advection2d: u_t + c u_x = 0 on [0, 1] x [0, 0.5], u = sin(2 pi (x - 2t)),
   true c = 2, inflow (x = 0) and initial data, 40 observations with noise sd 0.01,
   prior c ~ Normal(1, 2), a 100 x 100 grid (--points).
+inverse-heat2d: u_t = nu u_xx on [0, 1] x [0, 0.5], u = e^(-0.2 pi^2 t) sin(pi x) +
+  0.5 e^(-1.8 pi^2 t) sin(3 pi x), true nu = 0.2, u = 0 at both ends and initial data,
+  30 observations with noise sd 0.01, prior log nu ~ Normal(-1, 1), a 50 x 50 grid.
+inverse-advection-periodic2d: u_t + c u_x = 0, periodic in x, on [0, 1] x [0, 0.5],
+  u = sin(2 pi (x - 2t)) + 0.3 cos(4 pi (x - 2t)), true c = 2, initial data only, 40
+  observations with noise sd 0.01, prior c ~ Normal(1, 2), a 100 x 100 grid (--points).
+  Both are smooth for every value of the unknown (no inflow data taken at the truth).
 """
 
 import argparse
@@ -89,6 +96,61 @@ c = {{ prior = "normal", loc = 1.0, scale = 2.0 }}
 '''
 
 
+def _evolution(name: str, pde: str, u, count: int, unknown: str, rng, n: int,
+               t_end: float, faces: str) -> str:
+    """A model file on [0, 1] x [0, t_end] (``pde``: its equation, source, solution and
+    periodic lines) with data on ``faces`` from the solution, ``count`` observations of
+    ``u`` (noise sd 0.01) at uniform points inside, and one unknown, on an n x n grid."""
+    pts = np.column_stack([rng.uniform(0.05, 0.95, count),
+                           rng.uniform(0.1 * t_end, 0.9 * t_end, count)])
+    vals = u(pts[:, 0], pts[:, 1]) + 0.01 * rng.normal(size=count)
+    return f'''name = "{name}"
+[pde]
+variables = ["x", "t"]
+domain = [[0, 1], [0, {t_end}]]
+{pde}
+[[pde.boundary]]
+faces = {faces}
+[grid]
+points = [{n}, {n}]
+test_points = [100, 100]
+[kernel]
+family = "student-t-mixture"
+components = 10
+max_frequency = 5
+[[observations]]
+points = {pts.tolist()}
+values = {vals.tolist()}
+noise = 0.01
+[unknowns]
+{unknown}
+'''
+
+
+def heat(rng, n=50):
+    """u_t = nu u_xx from initial data, u = 0 at both ends: smooth for every nu > 0."""
+    def u(x, t):
+        return (np.exp(-np.pi**2 * 0.2 * t) * np.sin(np.pi * x)
+                + 0.5 * np.exp(-9 * np.pi**2 * 0.2 * t) * np.sin(3 * np.pi * x))
+
+    return _evolution(
+        "inverse-heat2d", 'equation = "u_t - nu*u_xx"\nsource = "0"\n'
+        'solution = "exp(-pi**2*0.2*t)*sin(pi*x) + 0.5*exp(-9*pi**2*0.2*t)*sin(3*pi*x)"',
+        u, 30, 'nu = { prior = "lognormal", loc = -1.0, scale = 1.0 }', rng, n, 0.5,
+        '["x_lo", "x_hi", "t_lo"]')
+
+
+def advection_periodic(rng, n=100):
+    """u_t + c u_x = 0, periodic in x, from initial data: u = u0(x - c t), smooth for every c."""
+    def u(x, t):
+        return np.sin(2 * np.pi * (x - 2 * t)) + 0.3 * np.cos(4 * np.pi * (x - 2 * t))
+
+    return _evolution(
+        "inverse-advection-periodic2d", 'equation = "u_t + c*u_x"\nsource = "0"\n'
+        'solution = "sin(2*pi*(x - 2*t)) + 0.3*cos(4*pi*(x - 2*t))"\nperiodic = ["x"]',
+        u, 40, 'c = { prior = "normal", loc = 1.0, scale = 2.0 }', rng, n, 0.5, '["t_lo"]')
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
@@ -101,8 +163,11 @@ def main():
     (out / "inverse-nonlinear1d.toml").write_text(nonlinear(np.random.default_rng(args.seed)))
     (out / "inverse-advection2d.toml").write_text(
         advection(np.random.default_rng(args.seed), args.points))
+    (out / "inverse-heat2d.toml").write_text(heat(np.random.default_rng(args.seed)))
+    (out / "inverse-advection-periodic2d.toml").write_text(
+        advection_periodic(np.random.default_rng(args.seed), args.points))
     print(f"wrote {out}/inverse-helmholtz1d.toml, inverse-nonlinear1d.toml, "
-          "inverse-advection2d.toml")
+          "inverse-advection2d.toml, inverse-heat2d.toml, inverse-advection-periodic2d.toml")
 
 
 if __name__ == "__main__":

@@ -60,7 +60,9 @@ PATHS = {  # how a sampler ran (NutsResult.path)
 
 NOTES = {
     Note.STEP_COLLAPSED: ("the step size collapsed to {step_size:.1e} and the chains did not "
-                          "move: start from a MAP at jitter 1e-6 (nuts.toml's map_jitter)"),
+                          "move: start from a MAP at jitter 1e-6 (nuts.toml's map_jitter); "
+                          "with unknowns on a grid beyond 500 points, where NUTS samples U "
+                          "too, --method gaussian integrates U out (up to 4000 points)"),
     Note.TREE_DEPTH: ("{capped:.0%} of the draws reached the tree-depth cap ({cap} leapfrog "
                       "steps): the mass matrix does not whiten this posterior, so the draws "
                       "are strongly correlated (read ess_bulk); the Gaussian posterior "

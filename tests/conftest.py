@@ -123,11 +123,11 @@ def inverse_model(folder, ndim=1, n=60):
     return path
 
 
-def load_example(root, name):
-    """An example script as a module (its ``run`` function called by the tests)."""
+def load_example(root, name, folder="examples"):
+    """An example (or, with ``folder="benchmarks"``, a benchmark) script as a module."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(name, root / "examples" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, root / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

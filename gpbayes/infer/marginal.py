@@ -19,15 +19,19 @@ from gpbayes.model import LAPLACE_STEPS, pde_model
 from gpbayes.problem import Problem
 from gpbayes.results import MapFit, fixed_sites
 
-MARGINAL_MAX = 500  # grid points: U is integrated out densely, O(N^3) per evaluation
+MARGINAL_MAX = 500  # grid points: NUTS samples the marginal (dense, O(N^3) per evaluation)
+LAPLACE_MAX = 4000  # grid points: the Gaussian posterior's unknowns take the marginal's
+# Laplace approximation (a few dense evaluations: 1.4 s each on a 50 x 50 grid here)
 START_STEPS = 10  # Gauss-Newton steps to U's mode given the PDE at the MAP (nonlinear PDEs)
 NEWTON_STEPS = 6  # Newton steps on the unknowns to the marginal's mode (from the MAP's)
 
 
-def integrates_u(problem: Problem) -> bool:
-    """Whether the unknowns are sampled alone, U integrated out: there are unknowns and
-    the grid has at most MARGINAL_MAX points."""
-    return bool(problem.unknowns) and problem.size <= MARGINAL_MAX
+def integrates_u(problem: Problem, limit: int | None = None) -> bool:
+    """Whether the unknowns are inferred alone, U integrated out: there are unknowns and
+    the grid has at most ``limit`` points (default MARGINAL_MAX, NUTS's; the Laplace
+    approximation's is LAPLACE_MAX)."""
+    return bool(problem.unknowns) and problem.size <= (MARGINAL_MAX if limit is None
+                                                       else limit)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from gpbayes.conditional import Conditional, with_factors
 from gpbayes.errors import SpecError
 from gpbayes.infer.diagnostics import laplace_failures
-from gpbayes.infer.marginal import integrates_u, marginal
+from gpbayes.infer.marginal import LAPLACE_MAX, integrates_u, marginal
 from gpbayes.infer.solvers import MAX_DENSE, dense_gauss_newton
 from gpbayes.io import import_arviz, write_atomic, write_json
 from gpbayes.problem import Problem
@@ -76,9 +76,11 @@ def laplace(problem: Problem, fit: MapFit, keep: tuple = ()) -> tuple:
 class GaussianPosterior:
     """Mean and pointwise sd of u on the grid and the test grid.
 
-    ``solver`` "dense" (exact sd) or "cg" (sd from ``samples`` perturbation-optimisation
-    draws: relative Monte-Carlo error about 1/sqrt(2 samples)); ``cg``: iterations and the
-    worst relative residual of the CG solves, and whether they all reached the tolerance.
+    ``solver`` "dense" (exact sd), "marginal" (the unknowns' Laplace approximation on their
+    marginal, U given them exact: ``marginal_posterior``) or "cg" (sd from ``samples``
+    perturbation-optimisation draws: relative Monte-Carlo error about 1/sqrt(2 samples));
+    ``cg``: iterations and the worst relative residual of the CG solves, and whether they
+    all reached the tolerance.
     The unknowns: see ``gaussian_posterior`` (their Laplace marginal, or latent with U).
     """
 
@@ -119,12 +121,12 @@ def gaussian_posterior(problem: Problem, fit: MapFit, solver: str = "auto", samp
     ``solver``: "dense" (QR of the whole Jacobian, grids up to MAX_DENSE points), "cg"
     (matrix-free, any grid: ``structured_posterior``); both the joint Laplace
     approximation of U and the unknowns. "auto": with unknowns on grids up to
-    ``marginal.MARGINAL_MAX`` points ``marginal_posterior``, else dense when it fits.
+    ``marginal.LAPLACE_MAX`` points ``marginal_posterior``, else dense when it fits.
     """
     if solver == "cg" or (solver == "auto" and problem.size > MAX_DENSE):
         return structured_posterior(problem, fit, samples, seed, tolerance, max_iterations,
                                     progress)
-    if solver == "auto" and integrates_u(problem):
+    if solver == "auto" and integrates_u(problem, LAPLACE_MAX):
         return marginal_posterior(problem, fit)
     sites = tuple(problem.unknown_sites.values())
     latent, r, _, cond = laplace(problem, fit, keep=sites)
@@ -152,7 +154,7 @@ def gaussian_posterior(problem: Problem, fit: MapFit, solver: str = "auto", samp
 
 
 def marginal_posterior(problem: Problem, fit: MapFit) -> "GaussianPosterior":
-    """With unknowns on grids of at most ``marginal.MARGINAL_MAX`` points: the unknowns'
+    """With unknowns on grids of at most ``marginal.LAPLACE_MAX`` points: the unknowns'
     Laplace approximation on their marginal (U integrated out, the PDE a constraint: the
     model NUTS samples), and U's Gaussian given them at their mode, widened by its mode's
     change with them. The joint Laplace approximation of U and the unknowns counts the
@@ -173,6 +175,7 @@ def marginal_posterior(problem: Problem, fit: MapFit) -> "GaussianPosterior":
         np.asarray(held.predict_grid(z, problem.test_axes, "z")),
         np.asarray(sd(_test_rows(held))).reshape(problem.test_grid),
         unknowns=_unknowns(problem, theta, cov),
+        solver="marginal",
         failures=tuple(laplace_failures(np.diag(np.asarray(jnp.linalg.cholesky(hessian))))),
         unknown_cov=np.asarray(cov))
 
