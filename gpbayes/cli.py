@@ -150,10 +150,10 @@ def _sample(args):
     from gpbayes.infer import nuts, posterior
 
     # the recipe of the method asked for, unless one is named
-    recipe = _announce(gb.load_inference(args.inference or args.method or "nuts",
-                                         method=args.method))
+    recipe = gb.load_inference(args.inference or args.method or "nuts", method=args.method)
     if not isinstance(recipe, gb.SampleRecipe):
         raise SpecError("expected method = \"nuts\" or \"gaussian\"", recipe.source, "method")
+    _announce(recipe)
     cpu_devices(recipe.chains)  # one per chain, before the first JAX computation
     problem = gb.load_model(args.model)
     method = recipe.method

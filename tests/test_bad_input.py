@@ -188,3 +188,19 @@ def test_existing_output_is_not_touched(tmp_path, capsys):
     assert main(["solve", str(model), "--out", str(out)]) == 2
     assert [p.name for p in out.iterdir()] == ["summary.json"]
     assert (out / "summary.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("text, message", [
+    ('method = "map"\n', 'method: expected method = "nuts" or "gaussian"'),
+    ('method = "nuts"\nsweeps = 3\n', "sweeps: is a key of map recipes, not of nuts ones"),
+])
+def test_sample_takes_a_sampling_recipe(tmp_path, capsys, text, message):
+    """``gpbayes sample`` with a map recipe, or a sampling recipe holding a map key: one
+    line naming the file and the key, exit 2, nothing written."""
+    model, recipe, out = tmp_path / "model.toml", tmp_path / "recipe.toml", tmp_path / "out"
+    model.write_text(GOOD)
+    recipe.write_text(text)
+    code = main(["sample", str(model), "--inference", str(recipe), "--out", str(out)])
+    assert code == 2
+    assert capsys.readouterr().err == f"gpbayes: error: {recipe}: {message}\n"
+    assert not out.exists()
