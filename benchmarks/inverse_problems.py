@@ -68,39 +68,12 @@ def nonlinear(rng, n=200):
         'a = { prior = "normal", loc = 3.0, scale = 3.0 }', rng, n)
 
 
-def advection(rng, n=100):
-    pts = np.column_stack([rng.uniform(0.05, 0.95, 40), rng.uniform(0.05, 0.45, 40)])
-    vals = np.sin(2 * np.pi * (pts[:, 0] - 2 * pts[:, 1])) + 0.01 * rng.normal(size=40)
-    return f'''name = "inverse-advection2d"
-[pde]
-variables = ["x", "t"]
-domain = [[0, 1], [0, 0.5]]
-equation = "u_t + c*u_x"
-solution = "sin(2*pi*(x - 2*t))"
-source = "0"
-[pde.boundary]
-faces = ["x_lo", "t_lo"]
-[grid]
-points = [{n}, {n}]
-test_points = [120, 120]
-[kernel]
-family = "student-t-mixture"
-components = 10
-max_frequency = 5
-[[observations]]
-points = {pts.tolist()}
-values = {vals.tolist()}
-noise = 0.01
-[unknowns]
-c = {{ prior = "normal", loc = 1.0, scale = 2.0 }}
-'''
-
-
 def _evolution(name: str, pde: str, u, count: int, unknown: str, rng, n: int,
-               t_end: float, faces: str) -> str:
+               t_end: float, faces: str, test: int = 100) -> str:
     """A model file on [0, 1] x [0, t_end] (``pde``: its equation, source, solution and
     periodic lines) with data on ``faces`` from the solution, ``count`` observations of
-    ``u`` (noise sd 0.01) at uniform points inside, and one unknown, on an n x n grid."""
+    ``u`` (noise sd 0.01) at uniform points inside, and one unknown, on an n x n grid
+    (a test x test test grid)."""
     pts = np.column_stack([rng.uniform(0.05, 0.95, count),
                            rng.uniform(0.1 * t_end, 0.9 * t_end, count)])
     vals = u(pts[:, 0], pts[:, 1]) + 0.01 * rng.normal(size=count)
@@ -113,7 +86,7 @@ domain = [[0, 1], [0, {t_end}]]
 faces = {faces}
 [grid]
 points = [{n}, {n}]
-test_points = [100, 100]
+test_points = [{test}, {test}]
 [kernel]
 family = "student-t-mixture"
 components = 10
@@ -125,6 +98,15 @@ noise = 0.01
 [unknowns]
 {unknown}
 '''
+
+
+def advection(rng, n=100):
+    """u_t + c u_x = 0 with inflow (x_lo) and initial data from the solution at c = 2."""
+    return _evolution(
+        "inverse-advection2d", 'equation = "u_t + c*u_x"\nsolution = "sin(2*pi*(x - 2*t))"\n'
+        'source = "0"', lambda x, t: np.sin(2 * np.pi * (x - 2 * t)), 40,
+        'c = { prior = "normal", loc = 1.0, scale = 2.0 }', rng, n, 0.5, '["x_lo", "t_lo"]',
+        test=120)
 
 
 def heat(rng, n=50):

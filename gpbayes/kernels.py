@@ -96,6 +96,9 @@ def family(name: str) -> Family:
     return _FAMILIES[name]
 
 
+PLAIN = tuple(name for name in FAMILIES if not _FAMILIES[name].frequencies)  # no frequencies
+
+
 _BINOMIAL = {0: (1,), 1: (1, 1), 2: (1, 2, 1)}
 
 

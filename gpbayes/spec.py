@@ -492,10 +492,10 @@ def _check_recipe(recipe, path) -> None:
         if key == "rho_scales" and (not v or any(isinstance(x, bool) or not isinstance(
                 x, (int, float)) or not x > 0 for x in v)):
             raise SpecError("expected a non-empty list of numbers > 0", path, key)
-        if key == "families" and any(x not in ("se", "matern52") for x in v):
-            bad = next(x for x in v if x not in ("se", "matern52"))
-            raise SpecError(f"unknown family {bad!r} among the candidates (choose from se, "
-                            "matern52)", path, key)
+        bad = [x for x in v if x not in kernels.PLAIN] if key == "families" else []
+        if bad:
+            raise SpecError(f"unknown family {bad[0]!r} among the candidates (choose from "
+                            f"{', '.join(kernels.PLAIN)})", path, key)
         if key in POSITIVE and not (math.isfinite(v) and v > 0):
             raise SpecError("expected a finite number > 0", path, key)
         if key in NON_NEGATIVE and not (math.isfinite(v) and v >= 0):

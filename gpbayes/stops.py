@@ -34,7 +34,7 @@ class Note(StrEnum):
     TREE_DEPTH = "tree_depth"  # most draws reached NUTS's tree-depth cap
 
 
-MESSAGES = {
+MESSAGES = {  # a stop's words; a tuple: (stat, words) variants, the first whose stat is there
     Stop.CONVERGED: "log joint converged (relative change <= {tolerance:g})",
     Stop.ROUNDING: ("log joint converged (stopped rising at sweep {sweep}: rounding level; "
                     "kept the sweep before)"),
@@ -46,6 +46,17 @@ MESSAGES = {
                               "converged state"),
     Stop.SWEEP_BUDGET: "sweep budget ({budget}) reached",
     Stop.STEP_BUDGET: "step budget reached (fixed-step protocol)",
+    Stop.NON_FINITE: (
+        ("sweep", "non-finite objective at sweep {sweep}; kept the last finite state. Try a "
+                  "larger jitter or a smaller tau_max."),
+        ("step", "non-finite objective after step {step} (jitter raised {retries} times to "
+                 "{jitter:g}); kept the state after step {kept}. Try a smaller learning_rate "
+                 "or a larger jitter.")),
+    Stop.INTERRUPTED: (
+        ("draws", "interrupted ({signal}) after {draws} draws per chain"),
+        ("sweeps", "interrupted ({signal}) after {sweeps} sweeps; kept the best start so far "
+                   "(rerun to finish)"),
+        ("step", "interrupted ({signal}) after step {step}; continue with --resume")),
     Stop.LOADED: "loaded from a checkpoint",
     Stop.DRAWS: "{draws} draws per chain",
 }
@@ -73,18 +84,8 @@ NOTES = {
 
 def describe(stop: Stop, stats: dict, path: str = "", notes: tuple = ()) -> str:
     """One line for people: the stop with its stats, the sampler's path and notes."""
-    if stop is Stop.INTERRUPTED:
-        text = f"interrupted ({stats.get('signal', 'signal')}) after " + (
-            f"{stats['draws']} draws per chain" if "draws" in stats
-            else f"{stats['sweeps']} sweeps; kept the best start so far (rerun to finish)"
-            if "sweeps" in stats else f"step {stats['step']}; continue with --resume")
-    elif stop is Stop.NON_FINITE:
-        text = (f"non-finite objective at sweep {stats['sweep']}; kept the last finite state. "
-                "Try a larger jitter or a smaller tau_max." if "sweep" in stats else
-                f"non-finite objective after step {stats['step']} (jitter raised "
-                f"{stats['retries']} times to {stats['jitter']:g}); kept the state after step "
-                f"{stats['kept']}. Try a smaller learning_rate or a larger jitter.")
-    else:
-        text = MESSAGES[stop].format(**stats)
-    parts = [text, PATHS.get(path, path)] + [NOTES[n].format(**stats) for n in notes]
-    return "; ".join(p for p in parts if p)
+    words = MESSAGES[stop]
+    if isinstance(words, tuple):
+        words = next(text for stat, text in words if stat in stats)
+    parts = [words.format(**stats), PATHS.get(path, path)]
+    return "; ".join(p for p in parts + [NOTES[n].format(**stats) for n in notes] if p)

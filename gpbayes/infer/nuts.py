@@ -193,7 +193,7 @@ def sample_nuts(problem: Problem, init: MapFit, chains: int = 4, warmup: int = 5
                                        cond.predict_grid(z, problem.test_axes, "z")))
     samples["U"], u_test = map(np.asarray, grid_and_test(z))  # one compiled call
     return NutsResult(problem, init, samples, u_test, extra, wall, chains,
-                      *_with_notes(stop, extra))
+                      **_with_notes(stop, extra))
 
 
 def _chain_start(values: dict, chains: int) -> dict:
@@ -240,7 +240,7 @@ def _sample_marginal(problem, init, chains, warmup, draws, seed, progress, chain
         wall += time.perf_counter() - start_draws
     samples["U"] = u
     return NutsResult(problem, init, samples, u_test, extra, wall, chains,
-                      *_with_notes(stop, extra, "marginal" if m.linear else "marginal_laplace"))
+                      **_with_notes(stop, extra, "marginal" if m.linear else "marginal_laplace"))
 
 
 def _map_on_devices(f: Callable, xs):
@@ -326,7 +326,7 @@ def _sample_matrix_free(problem, init, chains, warmup, draws, seed, progress, ch
                          for a in jax.lax.map(draw, flat))
     samples = {"U": u, **{k: th[..., i] for i, k in enumerate(sites)}}
     return NutsResult(problem, init, samples, u_test, extra, wall, chains,
-                      *_with_notes(stop, extra, "matrix_free"))
+                      **_with_notes(stop, extra, "matrix_free"))
 
 
 FIELDS = ("diverging", "energy", "num_steps", "adapt_state.step_size")
@@ -386,16 +386,18 @@ def _run_in_chunks(mcmc: MCMC, key, draws: int, chunk: int | None, interrupt,
     return joined(parts), joined(extras), stop, wall
 
 
-def _with_notes(stop: tuple, extra: dict, path: str = "joint") -> tuple:
-    """(stop, stats, path, notes): ``stop`` (code, stats) with the sampler's warnings: the
-    step size below STEP_FLOOR, or most draws at the tree-depth cap."""
+def _with_notes(stop: tuple, extra: dict, path: str = "joint") -> dict:
+    """NutsResult's stop, stop_stats, path and notes: ``stop`` (code, stats) with the
+    sampler's warnings: the step size below STEP_FLOOR, or most draws at the tree-depth
+    cap."""
     code, stats = stop
     step = float(np.min(extra.get("adapt_state.step_size", 1.0)))
     capped = float(np.mean(np.asarray(extra.get("num_steps", 0)) >= 2**TREE_DEPTH - 1))
     notes = (((Note.STEP_COLLAPSED,) if step < STEP_FLOOR else ())
              + ((Note.TREE_DEPTH,) if capped > TREE_CAP_SHARE else ()))
-    return code, {**stats, "step_size": step, "capped": capped, "cap": 2**TREE_DEPTH - 1}, \
-        path, notes
+    return {"stop": code, "path": path, "notes": notes,
+            "stop_stats": {**stats, "step_size": step, "capped": capped,
+                           "cap": 2**TREE_DEPTH - 1}}
 
 
 def _sample_with_hyper(problem, init, chains, warmup, draws, seed, progress, chain_method):
@@ -425,7 +427,7 @@ def _sample_with_hyper(problem, init, chains, warmup, draws, seed, progress, cha
     flat = {k: samples[k].reshape(-1, *samples[k].shape[2:]) for k in hyper + ["Z"]}
     ut = np.asarray(jax.lax.map(u_test, flat)).reshape(chains, draws, *problem.test_grid)
     return NutsResult(problem, init, samples, ut, extra, wall, chains,
-                      *_with_notes((Stop.DRAWS, {"draws": draws}), extra, "hyper"))
+                      **_with_notes((Stop.DRAWS, {"draws": draws}), extra, "hyper"))
 
 
 def save(result: "NutsResult", out_dir: str | Path, recipe: str = "") -> tuple:
