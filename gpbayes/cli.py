@@ -3,6 +3,7 @@
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 from dataclasses import replace
@@ -194,9 +195,13 @@ def _sample(args):
         summary, table = nuts.save(result, out, recipe.source)
         plots.posterior_figures(out, problem, fit)
     if result.interrupted:
-        print(f"gpbayes: {result.stop_reason}; wrote the partial posterior to {out} and the "
+        what = "the partial posterior" if result.u_test.shape[1] else "summary.json (no draws)"
+        print(f"gpbayes: {result.stop_reason}; wrote {what} to {out} and the "
               f"MAP to {out}/map (gpbayes sample MODEL --resume {out} samples again from it)",
               file=sys.stderr)
+        if nuts.worker_running():  # a compiled loop no signal stops: end without it
+            sys.stdout.flush(), sys.stderr.flush()
+            os._exit(_signal_code(result.stop_stats))
         return _signal_code(result.stop_stats)
     if len(table):  # the scalars (unknowns, sampled hyperparameters); u's in summary.csv
         print(table.to_string(max_rows=12))

@@ -4,7 +4,6 @@ joint, prediction and the Gauss-Newton operator.
 """
 
 import math
-from functools import cached_property
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +13,7 @@ from jax.scipy.linalg import solve_triangular
 
 from gpbayes import gauss_newton, kernels, kron
 from gpbayes.boundary import is_affine
+from gpbayes.coordinates import Coordinates, Whitened, coordinates
 from gpbayes.infer.solvers import dense_gauss_newton, least_squares
 from gpbayes.linalg import predictive
 
@@ -32,97 +32,82 @@ def unknown_values(problem, values: dict) -> dict:
 
 
 def with_factors(problem, values: dict, jitter: float) -> "Conditional":
-    """A Conditional whose kernel factors on the grid (Cholesky factors, derivative
-    matrices) are computed now, in one compiled call: for a sampler that holds the kernel
-    and evaluates the model many times (``gpbayes.model.pde_model(..., held=...)``)."""
-    z = jnp.zeros(problem.grid)
-
-    @jax.jit
-    def factors(values):
-        c = Conditional(problem, values, jitter)
-        c.residual(z, "z")
-        c.boundary_difference(z, "z")
-        return c.trils, c._matrices
-
-    trils, matrices = factors(values)
-    out = Conditional(problem, values, jitter, trils)
-    out._matrices = dict(matrices)
-    return out
+    """A Conditional built in one compiled call (built eagerly, each small operation of
+    the kernel's matrices compiles on its own): for a sampler that holds the kernel and
+    evaluates the model many times (``gpbayes.model.pde_model(..., held=...)``)."""
+    return jax.jit(lambda v: Conditional(problem, v, jitter))(values)
 
 
+@jax.tree_util.register_pytree_node_class
 class Conditional:
-    """The model of ``problem`` at the site values ``values`` (every site but U).
+    """The model of ``problem`` at the site values ``values`` (every site but U), with the
+    kernel's factors on the grid: ``kernel`` (the parameters per axis, ``axis_params``),
+    ``matrices`` ({(axis, order): k_j^(m)(x_j, x_j)}, ``Problem.kernel_orders``) and ``trils``
+    (per axis the lower Cholesky factor of K_j = k_j(x_j, x_j) + jitter I).
 
-    Grid values come in two coordinates, named by ``coords``: ``"u"`` (U itself) or
-    ``"z"`` (Cholesky-whitened, U = (L_1 kron ... kron L_d) z); the Gauss-Newton operator
-    has a third, s. ``trils`` reuses the Cholesky factors of another Conditional with the
-    same kernel. Parts are computed on first use and kept: build it inside a traced
-    function, or use it only outside one.
+    Immutable, and a pytree (the factors are its leaves): built once, it can be passed
+    into a compiled function or returned from one (``with_factors``), and ``with_values``
+    shares the factors. Grid values come in any ``gpbayes.coordinates`` (a plain array
+    is U).
     """
 
-    def __init__(self, problem, values: dict, jitter: float, trils: list | None = None):
-        self.problem = problem
-        self.values = values
-        self.jitter = jitter
-        self.unknowns = unknown_values(problem, values)
-        if trils is not None:
-            self.trils = list(trils)
-        self._matrices = {}
+    __slots__ = ("problem", "values", "jitter", "kernel", "matrices", "trils")
+
+    def __init__(self, problem, values: dict, jitter: float):
+        kernel = [axis_params(problem, values, j) for j in range(problem.ndim)]
+        matrices = {(j, m): kernels.toeplitz(problem.family, kernel[j],
+                                              jnp.asarray(problem.axes[j]), m)
+                    for j, m in problem.kernel_orders}
+        trils = [jnp.linalg.cholesky(matrices[j, 0] + jitter * jnp.eye(len(x)))
+                 for j, x in enumerate(problem.axes)]
+        self._set(problem, values, jitter, kernel, matrices, trils)
+
+    def _set(self, *fields) -> None:
+        for name, value in zip(self.__slots__, fields):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("a Conditional is immutable: use with_values")
+
+    def tree_flatten(self) -> tuple:
+        return (self.values, self.kernel, self.matrices, self.trils), (self.problem, self.jitter)
+
+    @classmethod
+    def tree_unflatten(cls, aux: tuple, leaves: tuple) -> "Conditional":
+        out = object.__new__(cls)
+        values, kernel, matrices, trils = leaves
+        out._set(aux[0], values, aux[1], kernel, matrices, trils)
+        return out
+
+    @property
+    def unknowns(self) -> dict:
+        """{name: value} of the unknown constants."""
+        return unknown_values(self.problem, self.values)
 
     def with_values(self, updates: dict) -> "Conditional":
-        """The same model with some site values replaced (factors kept if the kernel is)."""
+        """The same model with some site values replaced (the factors shared if only
+        precisions and unknowns change, else computed anew)."""
         values = {**self.values, **updates}
-        same = all(k.startswith("log_tau") or k in self.problem.unknown_sites.values()
-                   for k in updates)
-        if not same:
-            return Conditional(self.problem, values, self.jitter)
-        out = Conditional(self.problem, values, self.jitter, self.trils)
-        out._matrices = dict(self._matrices)  # a copy: none computed later leaks back
-        for name in ("kernel", "bases"):  # the other kernel-only parts computed so far
-            if name in self.__dict__:
-                out.__dict__[name] = self.__dict__[name]
+        p = self.problem
+        if not all(k.startswith("log_tau") or k in p.unknown_sites.values() for k in updates):
+            return Conditional(p, values, self.jitter)
+        out = object.__new__(Conditional)
+        out._set(p, values, self.jitter, self.kernel, self.matrices, self.trils)
         return out
 
     # -- the kernel on the grid ---------------------------------------------------------
 
-    @cached_property
-    def kernel(self) -> list:
-        """The kernel parameters per axis (``axis_params``)."""
-        return [axis_params(self.problem, self.values, j) for j in range(self.problem.ndim)]
-
     def kernel_matrix(self, j: int, m: int = 0) -> Array:
         """k_j^(m)(x_j, x_j): the kernel's m-th derivative along axis j on the grid axis."""
-        if (j, m) not in self._matrices:
-            self._matrices[j, m] = kernels.toeplitz(self.problem.family, self.kernel[j],
-                                                    jnp.asarray(self.problem.axes[j]), m)
-        return self._matrices[j, m]
+        if (j, m) in self.matrices:
+            return self.matrices[j, m]
+        return kernels.toeplitz(self.problem.family, self.kernel[j],
+                                jnp.asarray(self.problem.axes[j]), m)
 
     def cross(self, j: int, points, m: int = 0) -> Array:
         """k_j^(m)(points, x_j): from the grid axis j to any points on that axis."""
         return kernels.cross(self.problem.family, self.kernel[j], points,
                              np.asarray(self.problem.axes[j]), m)
-
-    @cached_property
-    def trils(self) -> list:
-        """Per-axis lower Cholesky factors L_j of K_j = k_j(x_j, x_j) + jitter I."""
-        return [jnp.linalg.cholesky(self.kernel_matrix(j) + self.jitter * jnp.eye(len(x)))
-                for j, x in enumerate(self.problem.axes)]
-
-    @cached_property
-    def bases(self) -> list:
-        """Per axis (E_j, E_j^{-1}, K_j^{-1} E_j), the rotated eigen bases of the
-        Gauss-Newton operator (``gauss_newton.axis_bases``)."""
-        return gauss_newton.axis_bases(self)
-
-    def axis_operator(self, j: int, m: int) -> Array:
-        """B_j^m: s along axis j -> d^m u / dx_j^m of the conditional mean, k_j^(m) K_j^{-1}
-        E_j (m = 0: E_j - jitter K_j^{-1} E_j), one matrix: from s every field is a mode
-        product (the Gauss-Newton operator's coordinates)."""
-        if (j, m, "s") not in self._matrices:
-            e, _, k_inv_e = self.bases[j]
-            self._matrices[j, m, "s"] = (e - self.jitter * k_inv_e if m == 0
-                                         else self.kernel_matrix(j, m) @ k_inv_e)
-        return self._matrices[j, m, "s"]
 
     # -- coordinates ----------------------------------------------------------------------
 
@@ -132,63 +117,31 @@ class Conditional:
             return solve_triangular(self.trils[0], u, lower=True)
         return kron.kron_whiten(self.trils, u)
 
-    def z_from_s(self, s: Array) -> Array:
-        """z from s by the per-axis orthogonal L_j^{-1} E_j, without passing through U: the
-        mean off a 3-D grid from z keeps the digits that K^{-1} U loses (``MapFit.z``)."""
-        return kron.kron_apply([solve_triangular(l, b[0], lower=True)
-                                for l, b in zip(self.trils, self.bases)], s)
+    def to_grid(self, c: Array | Coordinates) -> Array:
+        """The grid values U from coordinates ``c`` (on the last d axes)."""
+        return coordinates(c).grid(self)
 
-    def to_grid(self, c: Array, coords: str = "u") -> Array:
-        """The grid values U from coordinates ``c`` (on the last d axes). One 1-D grid
-        vector is mapped as L z: at jitter 3e-11 the 1-D dense solve's error sits at the
-        rounding floor, and this order of operations is the one its figures were
-        measured with (benchmarks/journal.md)."""
-        if coords == "u":
-            return c
-        if coords == "s":
-            return kron.kron_apply([b[0] for b in self.bases], c)
-        return self.trils[0] @ c if c.ndim == 1 else kron.kron_apply(self.trils, c)
-
-    def weights(self, c: Array, coords: str = "u") -> Array:
-        """K^{-1} vec(U), the weights of the conditional mean (K^{-1} L = L^{-T} from z)."""
-        if coords == "u":
-            return kron.kron_solve(self.trils, c)
-        if coords == "s":
-            return kron.kron_apply([b[2] for b in self.bases], c)
-        d = self.problem.ndim
-        for j, l in enumerate(self.trils):
-            c = kron.mode_solve_tril(l, c, c.ndim - d + j, transpose=True)
-        return c
+    def weights(self, c: Array | Coordinates) -> Array:
+        """K^{-1} vec(U), the weights of the conditional mean."""
+        return coordinates(c).weights(self)
 
     # -- the equation ---------------------------------------------------------------------
 
-    def fields(self, c: Array, coords: str = "u", derivatives: dict | None = None) -> dict:
+    def fields(self, c: Array | Coordinates, derivatives: dict | None = None) -> dict:
         """u and the equation's derivatives (or ``derivatives``, {name: orders}) on the
         grid, by name, from the GP conditional mean: d^m u / dx_j^m = k_j^(m) K_j^{-1} U
-        along axis j, m = 0 included: the values are the mean's, k_j K_j^{-1} U = U -
-        jitter K_j^{-1} U, the function every prediction reports, not U (the jitter's
-        white part in U is invisible to the derivatives: taking U for the values and the
-        Dirichlet rows cost smooth problems 10-200x in accuracy, benchmarks/journal.md).
-        From z axis j applies k_j^(m) L_j^{-T} (m > 0) or L_j - jitter L_j^{-T} (m = 0):
-        one triangular solve, which keeps the rounding of an ill-conditioned K_j (small
-        jitter) out of the fields; from s, ``axis_operator``."""
+        along axis j (``Coordinates.derivative``), m = 0 included: the values are the
+        mean's, k_j K_j^{-1} U = U - jitter K_j^{-1} U, the function every prediction
+        reports, not U (the jitter's white part in U is invisible to the derivatives:
+        taking U for the values and the Dirichlet rows cost smooth problems 10-200x in
+        accuracy, benchmarks/journal.md)."""
+        c = coordinates(c)
         out = {}
         derivatives = self.problem.derivatives if derivatives is None else derivatives
         for name, orders in derivatives.items():
-            f = c
+            f = c.array
             for j, m in enumerate(orders):
-                if coords == "s":
-                    f = kron.mode_dot(self.axis_operator(j, m), f, j)
-                    continue
-                l = self.trils[j]
-                if m:
-                    w = (kron.mode_solve_tril(l, f, j, True) if coords == "z"
-                         else kron.mode_cho_solve(l, f, j))
-                    f = kron.mode_dot(self.kernel_matrix(j, m), w, j)
-                elif coords == "z":
-                    f = kron.mode_dot(l, f, j) - self.jitter * kron.mode_solve_tril(l, f, j, True)
-                else:
-                    f = f - self.jitter * kron.mode_cho_solve(l, f, j)
+                f = c.derivative(self, f, j, m)
             out[name] = f  # XLA merges the repeated solves along an axis
         return out
 
@@ -199,14 +152,14 @@ class Conditional:
         env = p.environment(p.coordinates(axes), {**self.unknowns, **fields})
         return jnp.broadcast_to(p.equation(env), tuple(len(x) for x in axes))
 
-    def residual(self, c: Array, coords: str = "u") -> Array:
+    def residual(self, c: Array | Coordinates) -> Array:
         """L[u] - f on every grid point."""
-        return self.operator(self.fields(c, coords)) - self.problem.source_values
+        return self.operator(self.fields(c)) - self.problem.source_values
 
-    def fields_on(self, c: Array, axes, coords: str = "u") -> dict:
+    def fields_on(self, c: Array | Coordinates, axes) -> dict:
         """u and the equation's derivatives by name on the tensor grid spanned by ``axes``,
         from the conditional mean."""
-        return {name: self.predict_grid(c, axes, coords, orders=orders)
+        return {name: self.predict_grid(c, axes, orders=orders)
                 for name, orders in self.problem.derivatives.items()}
 
     def residual_on(self, u: Array, axes, source: Array | None = None) -> Array:
@@ -240,29 +193,22 @@ class Conditional:
 
     # -- the likelihood -------------------------------------------------------------------
 
-    @cached_property
-    def _boundary_derivatives(self) -> dict:
-        """{name: orders} of the fields the non-Dirichlet conditions use."""
-        p = self.problem
-        return {n: o for c in p.conditions if not c.dirichlet
-                for n, o in c.derivatives(p.variables).items()}
-
     def face_operator(self, condition, face, fields: dict) -> Array:
         """A condition's operator on one face (flattened), from fields on the grid."""
         names = condition.derivatives(self.problem.variables)
         return self.problem.face_operator(condition, face,
                                           {n: face.slab(fields[n]) for n in names}, self.unknowns)
 
-    def boundary_difference(self, c: Array, coords: str = "u") -> Array:
+    def boundary_difference(self, c: Array | Coordinates) -> Array:
         """operator[u] - g on every boundary part (a condition on a face), each face whole
         (corners count once per face); periodic parts: operator[u] on the lo face minus on
         the hi face."""
         p = self.problem
         if not p.conditions:
             return jnp.zeros(0)
-        u = self.fields(c, coords, {"u": (0,) * p.ndim})["u"]  # the mean, as the fields
-        need = self._boundary_derivatives
-        fields = self.fields(c, coords, need) if need else {}
+        u = self.fields(c, {"u": (0,) * p.ndim})["u"]  # the mean, as the fields
+        need = p.boundary_derivatives
+        fields = self.fields(c, need) if need else {}
         parts = []
         for condition, face in p.boundary_parts:
             if condition.dirichlet:
@@ -298,7 +244,7 @@ class Conditional:
         if not p.conditions:
             return jnp.zeros(())
         names = {n: o for c in p.conditions for n, o in c.derivatives(p.variables).items()}
-        rms = {n: jnp.sqrt(jnp.mean(f**2)) for n, f in self.fields(u, "u", names).items()}
+        rms = {n: jnp.sqrt(jnp.mean(f**2)) for n, f in self.fields(u, names).items()}
         sizes = []
         for (condition, face), m in zip(p.boundary_parts, p.part_sizes):
             coef = self.face_coefficients(condition, face)
@@ -325,23 +271,23 @@ class Conditional:
         tempered = jnp.sqrt(jnp.asarray(p.row_weights) * jnp.exp(self.values["log_tau_b"]))
         return jnp.where(t, tempered, noisy)
 
-    def data_residual(self, c: Array, coords: str = "u") -> Array:
+    def data_residual(self, c: Array | Coordinates) -> Array:
         """The model's data terms as one weighted residual vector r, minus the log joint
         being |z|^2/2 + |r|^2/2 + const: the boundary mismatch (heavy rows first, which
         keeps a Householder QR accurate), the equation residual over its sd and the
         observations over their noise sd."""
         p = self.problem
         parts = []
-        b = self.boundary_difference(c, coords)
+        b = self.boundary_difference(c)
         if b.size:
             parts.append(self.boundary_scale * b)
-        parts.append(self.residual(c, coords).reshape(-1) / self.equation_sd)
+        parts.append(self.residual(c).reshape(-1) / self.equation_sd)
         if p.observations is not None:
             points, data, noise = p.observations
-            parts.append((self.predict(c, points, coords) - jnp.asarray(data)) / noise)
+            parts.append((self.predict(c, points) - jnp.asarray(data)) / noise)
         return jnp.concatenate(parts)
 
-    @cached_property
+    @property
     def log_constant(self) -> Array:
         """The log joint's terms that do not depend on U: normalising constants, the
         log-determinant of K and the unknowns' priors (the other priors are flat)."""
@@ -418,20 +364,14 @@ class Conditional:
 
     def linear_system(self, at: Array | None = None) -> tuple[Array, Array]:
         """(J, d): [data_residual(z); z] = J z - d, linearised at ``at`` (whitened U;
-        default 0, cached: exact where the data terms are affine in z)."""
-        if at is None:
-            return self._affine_system
-        x = at.reshape(-1)
+        default 0: exact where the data terms are affine in z)."""
+        x = jnp.zeros(self.problem.size) if at is None else at.reshape(-1)
         jac = jax.jacfwd(self._stacked_residual)(x)
         return jac, jac @ x - self._stacked_residual(x)
 
-    @cached_property
-    def _affine_system(self) -> tuple[Array, Array]:
-        return self.linear_system(jnp.zeros(self.problem.size))
-
     def _stacked_residual(self, x: Array) -> Array:
         """[data_residual(z); z] for flat whitened x: minus the log joint is |.|^2/2."""
-        return jnp.concatenate([self.data_residual(x.reshape(self.problem.grid), "z"), x])
+        return jnp.concatenate([self.data_residual(Whitened(x.reshape(self.problem.grid))), x])
 
     @property
     def _evidence_and_prior_rows(self) -> np.ndarray:
@@ -464,23 +404,24 @@ class Conditional:
 
     # -- prediction -----------------------------------------------------------------------
 
-    def predict_grid(self, c: Array, axes, coords: str = "u", orders=None) -> Array:
+    def predict_grid(self, c: Array | Coordinates, axes, orders=None) -> Array:
         """The conditional mean (or its derivative of ``orders`` per axis) on the tensor
         grid spanned by ``axes``; ``c`` may carry leading batch axes."""
         orders = orders or (0,) * self.problem.ndim
         mats = [self.cross(j, x, m) for j, (x, m) in enumerate(zip(axes, orders))]
-        return kron.kron_apply(mats, self.weights(c, coords))
+        return kron.kron_apply(mats, self.weights(c))
 
-    def predict(self, c: Array, points, coords: str = "u") -> Array:
+    def predict(self, c: Array | Coordinates, points) -> Array:
         """The conditional mean at scattered points, an array of shape (M, d)."""
         points = jnp.asarray(points)
-        t = self.weights(c, coords)
+        t = self.weights(c)
         for j in range(self.problem.ndim):
             k = self.cross(j, points[:, j])
             t = k @ t if j == 0 else jnp.einsum("mi,mi...->m...", k, t)
         return t
 
-    def gauss_newton(self, u: Array) -> "gauss_newton.GaussNewton":
-        """The Gauss-Newton operator of minus the log joint, linearised at grid values u."""
-        return gauss_newton.GaussNewton(self, u)
+    def gauss_newton(self, u: Array, basis=None) -> "gauss_newton.GaussNewton":
+        """The Gauss-Newton operator of minus the log joint, linearised at grid values u
+        (``basis``: its ``gauss_newton.RotatedBasis``, if computed for this kernel)."""
+        return gauss_newton.GaussNewton(self, u, basis)
 

@@ -4,19 +4,36 @@ coordinates s, U = (E_1 kron ... kron E_d) s; its bases and preconditioners.
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
+from jax.scipy.linalg import solve_triangular
 
 from gpbayes import kron
+from gpbayes.coordinates import Coordinates
 from gpbayes.infer import solvers
 
 
-def axis_bases(cond) -> list:
-    """Per axis (E_j, E_j^{-1}, K_j^{-1} E_j) with E_j = Q_j Lambda_j^{1/2} R_j from the
-    eigendecomposition of K_j = L_j L_j^T (no gradient flows here).
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class RotatedBasis:
+    """The coordinates s of the Gauss-Newton operator for one kernel: per axis E_j (U =
+    (E_1 kron ... E_d) s), E_j^{-1}, K_j^{-1} E_j, and ``operators``: {(axis, order):
+    B_j^m}, s along axis j -> d^m u / dx_j^m of the conditional mean, k_j^(m) K_j^{-1} E_j
+    (m = 0: E_j - jitter K_j^{-1} E_j), one matrix per order the model uses."""
+
+    e: list
+    e_inv: list
+    k_inv_e: list
+    operators: dict
+
+
+def rotated_basis(cond) -> RotatedBasis:
+    """E_j = Q_j Lambda_j^{1/2} R_j from the eigendecomposition of K_j = L_j L_j^T (no
+    gradient flows here).
 
     R_j is orthogonal (the prior of s stays N(0, I)) and block-diagonal over blocks of
     Lambda_j spanning DECADES orders of magnitude: within each it diagonalises the Gram of
@@ -24,7 +41,7 @@ def axis_bases(cond) -> list:
     are near arbitrary (the kernel's eigenvalues cluster); rotated, the operator is
     near-diagonal too (benchmarks/journal.md: the preconditioner).
     """
-    out = []
+    es, e_invs, k_inv_es = [], [], []
     for j, l in enumerate(cond.trils):
         lam, q = jnp.linalg.eigh(l @ l.T)
         lam = jnp.maximum(lam, lam[-1] * 1e-300)
@@ -35,8 +52,35 @@ def axis_bases(cond) -> list:
             b = cond.kernel_matrix(j, order) @ k_inv_e
             rot = decade_rotation(lam, b.T @ b)
             e, e_inv, k_inv_e = e @ rot, rot.T @ e_inv, k_inv_e @ rot
-        out.append((e, e_inv, k_inv_e))
-    return out
+        es.append(e), e_invs.append(e_inv), k_inv_es.append(k_inv_e)
+    ops = {(j, m): (es[j] - cond.jitter * k_inv_es[j] if m == 0
+                    else cond.kernel_matrix(j, m) @ k_inv_es[j])
+           for j, m in cond.problem.kernel_orders}
+    return RotatedBasis(es, e_invs, k_inv_es, ops)
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class Rotated(Coordinates):
+    """s in a ``RotatedBasis``: every field is one mode product per axis (B_j^m)."""
+
+    array: Array
+    basis: RotatedBasis
+
+    def derivative(self, cond, f: Array, j: int, m: int) -> Array:
+        return kron.mode_dot(self.basis.operators[j, m], f, j)
+
+    def weights(self, cond) -> Array:
+        return kron.kron_apply(self.basis.k_inv_e, self.array)
+
+    def grid(self, cond) -> Array:
+        return kron.kron_apply(self.basis.e, self.array)
+
+    def whitened(self, cond) -> Array:
+        """z from s by the per-axis orthogonal L_j^{-1} E_j, without passing through U: the
+        mean off a 3-D grid from z keeps the digits that K^{-1} U loses (``MapFit.z``)."""
+        return kron.kron_apply([solve_triangular(l, e, lower=True)
+                                for l, e in zip(cond.trils, self.basis.e)], self.array)
 
 
 DECADES = 2.0  # orders of magnitude of the kernel's eigenvalues per block of the rotation
@@ -65,13 +109,13 @@ def equation_coefficients(cond, u: Array) -> dict:
     return cond.coefficients(cond.fields(u))
 
 
-def equation_diagonal(cond, u: Array) -> Array:
+def equation_diagonal(cond, basis: RotatedBasis, u: Array) -> Array:
     """The exact diagonal of I + J^T J in s for every term but the boundary rows (the
     prior, the equation, the observations). For J = sum_o diag(c_o) (kron_j B_j^o):
     diag(J^T J) = sum_{o,o'} (kron_j (B_j^o * B_j^o'))^T (c_o c_o')  (* elementwise)."""
     p = cond.problem
     coef = equation_coefficients(cond, u)
-    ops = {name: [cond.axis_operator(j, m) for j, m in enumerate(p.derivatives[name])]
+    ops = {name: [basis.operators[j, m] for j, m in enumerate(p.derivatives[name])]
            for name in coef}
     diag = jnp.ones(p.grid)
     for a in coef:
@@ -80,7 +124,7 @@ def equation_diagonal(cond, u: Array) -> Array:
             diag = diag + kron.kron_apply(mats, coef[a] * coef[b]) / cond.equation_sd**2
     if p.observations is not None:
         points, _, noise = p.observations
-        sq = [(cond.cross(j, points[:, j]) @ cond.bases[j][2]) ** 2 for j in range(p.ndim)]
+        sq = [(cond.cross(j, points[:, j]) @ basis.k_inv_e[j]) ** 2 for j in range(p.ndim)]
         diag = diag + jnp.sum(jax.vmap(lambda *rows: _outer(rows))(*sq), 0) / noise**2
     return diag
 
@@ -95,12 +139,12 @@ def _outer(vectors):
 class BoundaryRows:
     """The boundary rows of J in s, part by part (a condition on a face of axis a): a
     sum of terms c * (r . s along axis a, then B_c^m along each other axis c), with r a
-    row (0 or -1) of B_a^m (``Conditional.axis_operator``) and c the term's coefficient
+    row (0 or -1) of B_a^m (``RotatedBasis.operators``) and c the term's coefficient
     on the face (``Conditional.face_coefficients``; a periodic part adds the opposite
     face's terms, negated). Dirichlet: one term, r a row of B_a^0, B^0 along the other
     axes, c = 1."""
 
-    def __init__(self, cond):
+    def __init__(self, cond, basis: RotatedBasis):
         p = cond.problem
         self.ndim = p.ndim
         self.parts = []
@@ -112,8 +156,8 @@ class BoundaryRows:
             for f, sign in faces:
                 coef = cond.face_coefficients(condition, f)
                 for name, orders in derivs.items():
-                    r = cond.axis_operator(f.axis, orders[f.axis])[f.index]
-                    mats = [cond.axis_operator(j, m) for j, m in enumerate(orders)
+                    r = basis.operators[f.axis, orders[f.axis]][f.index]
+                    mats = [basis.operators[j, m] for j, m in enumerate(orders)
                             if j != f.axis]
                     terms.append((r, mats, sign * coef[name].reshape(shape)))
             self.parts.append((face.axis, shape, terms))
@@ -234,11 +278,11 @@ def gram_2d(rows: BoundaryRows, w: Array) -> Array:
     return 0.5 * (out + out.T)
 
 
-def woodbury_preconditioner(cond, diag: Array) -> Callable[[Array], Array]:
+def woodbury_preconditioner(cond, basis: RotatedBasis, diag: Array) -> Callable[[Array], Array]:
     """v -> P^{-1} v for P = D + scale_b^2 B^T B (``exact_boundary_rows``): the diagonal
     D of the other terms plus the boundary rows B exactly, by the Woodbury identity with
     the capacitance C = I / scale_b^2 + B D^{-1} B^T (n_b x n_b, ``boundary_gram``, Cholesky)."""
-    rows = BoundaryRows(cond)
+    rows = BoundaryRows(cond, basis)
     c = boundary_gram(rows, diag) + jnp.diag(1.0 / cond.boundary_scale**2)
     c = c + 1e-12 * jnp.mean(jnp.diag(c)) * jnp.eye(len(c))  # corners repeat: near-singular
     chol = jnp.linalg.cholesky(c)
@@ -252,13 +296,13 @@ def woodbury_preconditioner(cond, diag: Array) -> Callable[[Array], Array]:
     return precond
 
 
-def woodbury_root(cond, diag: Array) -> Callable[[Array], Array]:
+def woodbury_root(cond, basis: RotatedBasis, diag: Array) -> Callable[[Array], Array]:
     """w -> F w with F F^T = P^{-1} (P as in ``woodbury_preconditioner``):
     F = D^{-1/2} (I + G M G^T), G = D^{-1/2} B^T S (S = diag(scale_b)), M = V diag(
     ((1 + g)^{-1/2} - 1) / g) V^T from G^T G = S B D^{-1} B^T S = V diag(g) V^T (a
     square root of (I + G G^T)^{-1}). A change of variables that leaves a Gaussian with
     precision P standard normal (NUTS on grids; no gradient flows here)."""
-    rows = BoundaryRows(cond)
+    rows = BoundaryRows(cond, basis)
     scale = cond.boundary_scale
     g, v = jnp.linalg.eigh(scale[:, None] * boundary_gram(rows, diag) * scale[None, :])
     root_g = jnp.sqrt(1.0 + jnp.maximum(g, 0.0))
@@ -281,27 +325,27 @@ class GaussNewton:
     ``gradient`` (of minus the log joint at s0), ``solve`` and ``step``.
     """
 
-    def __init__(self, cond, u: Array):
+    def __init__(self, cond, u: Array, basis: RotatedBasis | None = None):
         self.cond = cond
         self.ndim = cond.problem.ndim
-        self.basis = [b[0] for b in cond.bases]
-        self.s0 = kron.kron_apply([b[1] for b in cond.bases], u)
+        self.basis = basis = rotated_basis(cond) if basis is None else basis
+        self.s0 = kron.kron_apply(basis.e_inv, u)
         self.r0 = cond.data_residual(self.to_grid(self.s0))
-        # J from s directly: each field one mode product per axis (``axis_operator``)
-        self.jvp = jax.linearize(lambda s: cond.data_residual(s, "s"), self.s0)[1]
+        # J from s directly: each field one mode product per axis (``RotatedBasis``)
+        self.jvp = jax.linearize(lambda s: cond.data_residual(Rotated(s, basis)), self.s0)[1]
         self._transpose = jax.linear_transpose(self.jvp, self.s0)
-        self.inner = inner = equation_diagonal(cond, u)
+        self.inner = inner = equation_diagonal(cond, basis, u)
         if not cond.problem.conditions:
             self.diagonal, self._precondition = inner, lambda v: v / inner
             return
-        self.diagonal = inner + BoundaryRows(cond).diagonal(cond.boundary_scale)
-        self._precondition = (woodbury_preconditioner(cond, inner)
+        self.diagonal = inner + BoundaryRows(cond, basis).diagonal(cond.boundary_scale)
+        self._precondition = (woodbury_preconditioner(cond, basis, inner)
                               if exact_boundary_rows(cond.problem)
                               else lambda v: v / self.diagonal)
 
     def to_grid(self, s: Array) -> Array:
         """U = (E_1 kron ... E_d) s (on the last d axes)."""
-        return kron.kron_apply(self.basis, s)
+        return kron.kron_apply(self.basis.e, s)
 
     def vjp(self, v: Array) -> Array:
         return self._transpose(v)[0]

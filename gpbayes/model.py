@@ -13,6 +13,7 @@ from numpyro.infer.util import log_density as _log_density
 
 from gpbayes import kernels, kron
 from gpbayes.conditional import LOG_2PI, Conditional
+from gpbayes.coordinates import Whitened
 from gpbayes.problem import Problem
 
 
@@ -100,12 +101,11 @@ def pde_model(problem: Problem, jitter: float = 1e-6, whiten: bool = False,
                                    .to_event(problem.ndim))
         else:
             c = numpyro.sample("U", kron.KroneckerNormal(cond.trils))
-        coords = "z" if whiten else "u"
-        residual, gap = cond.residual(c, coords), cond.boundary_difference(c, coords)
-        mean = cond.predict(c, problem.observations[0], coords) if problem.observations \
-            else None
+        c = Whitened(c) if whiten else c
+        residual, gap = cond.residual(c), cond.boundary_difference(c)
+        mean = cond.predict(c, problem.observations[0]) if problem.observations else None
     if marginal or whiten:
-        numpyro.deterministic("U", cond.to_grid(z, "z"))
+        numpyro.deterministic("U", cond.to_grid(Whitened(z)))
     r = numpyro.deterministic("residual", residual)
     b = numpyro.deterministic("boundary_gap", gap)
     equation, boundary = pde_terms(cond, b, r)
@@ -136,7 +136,7 @@ def _integrate_u(cond: Conditional, start: Array | None) -> tuple:
     z, r, log_p = cond.evidence_given_pde(at)
     numpyro.factor("evidence", log_p)
     gap, residual, _ = cond.split_data_residual(r)
-    numpyro.deterministic("U", cond.to_grid(z, "z"))
+    numpyro.deterministic("U", cond.to_grid(Whitened(z)))
     numpyro.deterministic("residual", residual)
     numpyro.deterministic("boundary_gap", gap)
     return z, None

@@ -187,6 +187,21 @@ class Problem:
         """{name: orders per axis} of the u-derivatives the equation uses."""
         return self.equation.derivatives(list(self.variables))
 
+    @cached_property
+    def boundary_derivatives(self) -> dict:
+        """{name: orders per axis} of the fields the non-Dirichlet conditions use."""
+        return {n: o for c in self.conditions if not c.dirichlet
+                for n, o in c.derivatives(self.variables).items()}
+
+    @cached_property
+    def kernel_orders(self) -> list[tuple[int, int]]:
+        """(axis, derivative order) of every kernel matrix the model uses on the grid:
+        the values' (order 0), the equation's and the conditions' derivatives."""
+        orders = {(j, 0) for j in range(self.ndim)}
+        for o in [*self.derivatives.values(), *self.boundary_derivatives.values()]:
+            orders |= set(enumerate(o))
+        return sorted(orders)
+
     def axis_order(self, j: int) -> int:
         """The highest derivative order along axis j in the equation (0 if none)."""
         return max([orders[j] for orders in self.derivatives.values()] + [0])

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gpbayes.conditional import Conditional, axis_params
+from gpbayes.coordinates import Coordinates, Whitened
 from gpbayes.io import import_arviz, write_atomic, write_groups, write_json
 from gpbayes.stops import Stop, describe
 
@@ -96,28 +97,26 @@ class MapFit:
         return jnp.asarray(self.params["U"])
 
     @property
-    def latent(self) -> tuple:
-        """(coordinates, their kind) that the conditional mean off the grid is computed
-        from: z (``z``) on grids of Z_AXES axes or more, where the solver gave it, else U.
+    def latent(self) -> jax.Array | Coordinates:
+        """The coordinates the conditional mean off the grid is computed from: z
+        (``Whitened``) on grids of Z_AXES axes or more, where the solver gave it, else U.
         One mean in exact arithmetic; in floating point K^{-1} U ruins it on 3-D grids
         (three ill-conditioned axes), while on 1-D and 2-D grids z lost 40-100x in
         accuracy against U (benchmarks/journal.md, 2026-12-06, 3-D)."""
         if self.z is None or self.problem.ndim < Z_AXES:
-            return self.u, "u"
-        return jnp.asarray(self.z), "z"
+            return self.u
+        return Whitened(jnp.asarray(self.z))
 
     def predict_grid(self, axes) -> np.ndarray:
         """The conditional mean on the tensor grid spanned by ``axes`` (one array per axis)."""
         axes = tuple(jnp.asarray(x, dtype=jnp.float64) for x in axes)
-        c, coords = self.latent
-        return np.asarray(_predict_grid(self.problem, self.recipe.jitter, coords, self.params, c,
-                                        axes))
+        return np.asarray(_predict_grid(self.problem, self.recipe.jitter, self.params,
+                                        self.latent, axes))
 
     def predict(self, points) -> np.ndarray:
         """The conditional mean at scattered points (M, d), or (M,) in 1-D: shape (M,)."""
         points = np.asarray(points, dtype=float).reshape(len(points), -1)
-        c, coords = self.latent
-        return np.asarray(self.conditional.predict(c, points, coords))
+        return np.asarray(self.conditional.predict(self.latent, points))
 
     @cached_property
     def test_prediction(self) -> np.ndarray:
@@ -138,9 +137,8 @@ class MapFit:
     @cached_property
     def _checks(self) -> dict:
         p = self.problem
-        c, coords = self.latent
-        return {k: float(v) for k, v in _check_values(p, self.recipe.jitter, coords, self.params,
-                                                c, p.midpoint_source).items()}
+        return {k: float(v) for k, v in _check_values(p, self.recipe.jitter, self.params,
+                                                      self.latent, p.midpoint_source).items()}
 
     @property
     def equation_residual_rms(self) -> float:
@@ -332,19 +330,19 @@ def load_fit(out_dir: str | Path, problem, recipe=None) -> MapFit:
                               or ("adam" if summary["kernel_learned"] else "off")), z=z)
 
 
-@partial(jax.jit, static_argnums=(0, 1, 2))
-def _predict_grid(problem, jitter: float, coords: str, params: dict, c, axes: tuple) -> jax.Array:
-    return Conditional(problem, params, jitter).predict_grid(c, axes, coords)
+@partial(jax.jit, static_argnums=(0, 1))
+def _predict_grid(problem, jitter: float, params: dict, c, axes: tuple) -> jax.Array:
+    return Conditional(problem, params, jitter).predict_grid(c, axes)
 
 
-@partial(jax.jit, static_argnums=(0, 1, 2))
-def _check_values(problem, jitter: float, coords: str, params: dict, c, f_mid) -> dict:
+@partial(jax.jit, static_argnums=(0, 1))
+def _check_values(problem, jitter: float, params: dict, c, f_mid) -> dict:
     """The fit's residual checks in one compiled call (eager, each small op compiles on
     its own: seconds per start), from the coordinates c (``MapFit.latent``)."""
     mid = problem.midpoints
     cond = Conditional(problem, params, jitter)
     u = params["U"]
-    fields = cond.fields_on(c, mid, coords)
+    fields = cond.fields_on(c, mid)
     res = cond.operator(fields, mid) - f_mid
     r_mid = jnp.sqrt(jnp.mean(res**2))
     f_rms = jnp.sqrt(jnp.mean(f_mid**2))

@@ -53,6 +53,7 @@ MESSAGES = {  # a stop's words; a tuple: (stat, words) variants, the first whose
                  "{jitter:g}); kept the state after step {kept}. Try a smaller learning_rate "
                  "or a larger jitter.")),
     Stop.INTERRUPTED: (
+        ("before_draws", "interrupted ({signal}) before the first draws"),
         ("draws", "interrupted ({signal}) after {draws} draws per chain"),
         ("sweeps", "interrupted ({signal}) after {sweeps} sweeps; kept the best start so far "
                    "(rerun to finish)"),

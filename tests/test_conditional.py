@@ -12,6 +12,8 @@ from conftest import small_2d_problem, small_problem
 from gpbayes import kron, model
 from gpbayes import operators as op
 from gpbayes.conditional import Conditional
+from gpbayes.coordinates import Whitened
+from gpbayes.gauss_newton import Rotated, rotated_basis
 from gpbayes.problem import Face
 
 
@@ -78,8 +80,9 @@ def test_data_residual_is_the_log_joint_up_to_a_constant():
     assert half(u1) - half(u2) == pytest.approx(float(cond.log_joint(u2) - cond.log_joint(u1)),
                                                 rel=1e-10)
     # the same residual from whitened coordinates
-    np.testing.assert_allclose(cond.data_residual(cond.whiten(u1), "z"), cond.data_residual(u1),
-                               rtol=1e-6, atol=1e-8)
+    z1 = Whitened(cond.whiten(u1))
+    np.testing.assert_allclose(cond.data_residual(z1), cond.data_residual(u1), rtol=1e-6,
+                               atol=1e-8)
 
 
 def is_linear(p):
@@ -126,15 +129,17 @@ def test_whitened_fields_equal_the_fields_of_u():
     cond = Conditional(p, fit.params, 1e-6)
     z = jax.random.normal(jax.random.PRNGKey(1), p.grid)
     u = kron.kron_apply(cond.trils, z)
-    s = kron.kron_apply([b[1] for b in cond.bases], u)
-    a, b, c = cond.fields(u), cond.fields(z, "z"), cond.fields(s, "s")
+    basis = rotated_basis(cond)
+    s = Rotated(kron.kron_apply(basis.e_inv, u), basis)
+    z = Whitened(z)
+    a, b, c = cond.fields(u), cond.fields(z), cond.fields(s)
     assert set(a) == set(b) == set(c) == {"u", "u_xx", "u_xy", "u_y"}
     for k in a:
         scale = float(jnp.max(jnp.abs(a[k])))
         np.testing.assert_allclose(b[k], a[k], rtol=1e-6, atol=1e-7 * scale)
         np.testing.assert_allclose(c[k], a[k], rtol=1e-6, atol=1e-7 * scale)
-    np.testing.assert_allclose(cond.residual(z, "z"), cond.residual(u), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(cond.data_residual(s, "s"), cond.data_residual(u), rtol=1e-6,
+    np.testing.assert_allclose(cond.residual(z), cond.residual(u), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(cond.data_residual(s), cond.data_residual(u), rtol=1e-6,
                                atol=1e-6)
 
 
@@ -147,9 +152,9 @@ def test_the_values_are_the_conditional_mean_not_u():
     u = jnp.asarray(np.random.default_rng(5).normal(size=p.grid))
     mean = cond.predict_grid(u, p.axes)
     assert float(jnp.max(jnp.abs(mean - u))) > 1e-3
-    np.testing.assert_allclose(cond.fields(u, "u", {"u": (0, 0)})["u"], mean, rtol=1e-8,
+    np.testing.assert_allclose(cond.fields(u, {"u": (0, 0)})["u"], mean, rtol=1e-8,
                                atol=1e-10)
-    np.testing.assert_allclose(cond.fields(cond.whiten(u), "z", {"u": (0, 0)})["u"], mean,
+    np.testing.assert_allclose(cond.fields(Whitened(cond.whiten(u)), {"u": (0, 0)})["u"], mean,
                                rtol=1e-8, atol=1e-10)
 
 
@@ -165,7 +170,7 @@ def test_predictions_agree_across_coordinates_and_point_layouts():
     np.testing.assert_allclose(cond.predict(u, pts).reshape(grid.shape), grid, rtol=1e-9,
                                atol=1e-10)
     z = cond.whiten(u)
-    np.testing.assert_allclose(cond.predict_grid(z, p.test_axes, "z"), grid, rtol=1e-6,
+    np.testing.assert_allclose(cond.predict_grid(Whitened(z), p.test_axes), grid, rtol=1e-6,
                                atol=1e-8)
     batch = cond.predict_grid(jnp.stack([u, 2 * u]), p.test_axes)
     np.testing.assert_allclose(batch[1], 2 * grid, rtol=1e-12, atol=1e-12)
@@ -203,3 +208,28 @@ def test_linearised_rows_and_the_pde_mode():
                                least_squares(jac[keep], rhs[keep])[0], rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(cond.evidence_given_pde(anywhere)[0], cond.u_given_rest()[0],
                                rtol=1e-8, atol=1e-10)
+
+
+def test_a_conditional_is_an_immutable_pytree_sharing_its_factors():
+    """The factors are leaves: a compiled function takes a Conditional and returns one
+    (the same factors), ``with_values`` shares them for new precisions and computes them
+    anew for a new kernel, and no attribute can be set."""
+    p, fit = small_2d_problem(n=9)
+    cond = Conditional(p, fit.params, 1e-6)
+    assert {(0, 0), (0, 2), (1, 0), (1, 2)} <= set(cond.matrices)
+    with pytest.raises(AttributeError):
+        cond.jitter = 1.0
+    back = jax.jit(lambda c: c)(cond)
+    assert isinstance(back, Conditional) and back.problem is p
+    for a, b in zip(jax.tree.leaves(cond), jax.tree.leaves(back)):
+        np.testing.assert_array_equal(a, b)
+    u = jnp.asarray(np.random.default_rng(2).normal(size=p.grid))
+    np.testing.assert_allclose(jax.jit(lambda c: c.residual(u))(cond), cond.residual(u),
+                               rtol=1e-12, atol=1e-9)
+    tau = cond.with_values({"log_tau_e": jnp.asarray(3.0)})
+    assert tau.trils is cond.trils and tau.values["log_tau_e"] == 3.0
+    assert "log_tau_e" not in cond.values  # the original is unchanged
+    site = next(k for k in fit.params if k.startswith("log_rho"))
+    other = cond.with_values({site: fit.params[site] + 0.5})
+    assert other.trils is not cond.trils
+    assert not np.allclose(other.kernel_matrix(0), cond.kernel_matrix(0))

@@ -100,3 +100,31 @@ def test_sigterm_writes_checkpoint_and_resume_matches(root, tmp_path):
     for k, v in whole.params.items():
         assert np.array_equal(resumed[f"param/{k}"], v), k
     jax.clear_caches()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_sampling_at_once_even_inside_one_compiled_run(root, tmp_path):
+    """A real SIGTERM on `gpbayes sample` while NUTS runs its one compiled loop (a 1-D grid
+    samples in one run; here a warm-up of 10^6 iterations): the command stops within
+    seconds, writes the MAP and an empty partial posterior, and exits 143."""
+    recipe = tmp_path / "long.toml"
+    recipe.write_text('method = "nuts"\nchains = 2\nwarmup = 1000000\ndraws = 100\n')
+    out = tmp_path / "run"
+    env = dict(os.environ, XLA_FLAGS="--xla_cpu_multi_thread_eigen=false")
+    proc = subprocess.Popen([sys.executable, "-m", "gpbayes.cli", "sample",
+                             str(root / "models/poisson1d-sin100.toml"), "--inference",
+                             str(recipe), "--out", str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "map" / "summary.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)  # NUTS compiling or warming up
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert time.monotonic() - sent < 20, "the signal waited for the compiled loop"
+    assert "interrupted (SIGTERM) before the first draws" in err and "Traceback" not in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stop"] == "interrupted" and summary["complete"] is False
+    assert (out / "map" / "result.nc").exists()

@@ -9,6 +9,7 @@ from conftest import paper_recipe, small_2d_problem
 from gpbayes import gauss_newton
 from gpbayes import operators as op
 from gpbayes.conditional import Conditional
+from gpbayes.coordinates import Whitened
 from gpbayes.infer import solvers
 from gpbayes.stops import Stop
 
@@ -34,7 +35,7 @@ def test_diagonal_is_exact(equation):
     assert np.allclose(h, h.T, rtol=1e-8, atol=1e-8 * np.abs(h).max())
     np.testing.assert_allclose(np.diag(h), np.asarray(diag).reshape(-1), rtol=1e-7)
     # the preconditioner inverts diag(H without the boundary) + the boundary rows exactly
-    rows = gauss_newton.BoundaryRows(cond)
+    rows = gauss_newton.BoundaryRows(cond, gn.basis)
     n = p.size
     b = np.asarray(rows.apply(jnp.eye(n).reshape((n,) + p.grid))).T  # (n_b, n)
     inner = np.diag(h) - 1e4 * np.sum(b**2, axis=0)  # boundary_noise 0.01: scale 100
@@ -75,7 +76,7 @@ def test_boundary_rows_of_every_condition_kind(kind):
     gn = cond.gauss_newton(jnp.asarray(np.random.default_rng(1).normal(size=p.grid)))
     n = p.size
     eye = jnp.eye(n).reshape((n,) + p.grid)
-    rows = gauss_newton.BoundaryRows(cond)
+    rows = gauss_newton.BoundaryRows(cond, gn.basis)
     b = np.asarray(rows.apply(eye)).T  # (n_b, n)
     jac = jax.jacfwd(lambda s: cond.boundary_difference(gn.to_grid(s)))(gn.s0)
     np.testing.assert_allclose(b, np.asarray(jac).reshape(len(b), n), rtol=1e-9,
@@ -112,17 +113,18 @@ def test_preconditioner_cuts_iterations_and_solution_is_exact():
                                atol=1e-8 * np.abs(want).max())
 
 
-def test_axis_bases_factor_k_and_diagonalise_the_derivative_gram_per_decade():
+def test_rotated_basis_factors_k_and_diagonalises_the_derivative_gram_per_decade():
     p, fit = small_2d_problem(n=14)
     cond = Conditional(p, fit.params, fit.recipe.jitter)
-    for j, (e, e_inv, k_inv_e) in enumerate(cond.bases):
+    basis = gauss_newton.rotated_basis(cond)
+    for j, (e, e_inv, k_inv_e) in enumerate(zip(basis.e, basis.e_inv, basis.k_inv_e)):
         e, e_inv, k_inv_e = map(np.asarray, (e, e_inv, k_inv_e))
         k = np.asarray(cond.trils[j] @ cond.trils[j].T)
         np.testing.assert_allclose(e @ e.T, k, atol=1e-10 * np.abs(k).max())
         np.testing.assert_allclose(e_inv @ e, np.eye(len(k)), atol=1e-6)
         np.testing.assert_allclose(k @ k_inv_e, e, atol=1e-8 * np.abs(e).max())
         lam = np.sum(e**2, axis=0)  # the rotation keeps each column within its decade
-        b = np.asarray(cond.axis_operator(j, 2))
+        b = np.asarray(basis.operators[j, 2])
         gram = b.T @ b
         decade = np.floor(np.log10(lam) + 1e-9)
         same = decade[:, None] == decade[None, :]
@@ -161,9 +163,9 @@ def test_preconditioner_takes_the_1d_boundary_rows_exactly():
     gn = cond.gauss_newton(jnp.asarray(np.random.default_rng(1).normal(size=p.grid)))
     assert gauss_newton.exact_boundary_rows(p)
     h = dense_hessian(gn.mv, p.grid)
-    b = np.asarray(gauss_newton.BoundaryRows(cond).apply(jnp.eye(p.size))).T  # (2, n)
+    b = np.asarray(gauss_newton.BoundaryRows(cond, gn.basis).apply(jnp.eye(p.size))).T  # (2, n)
     # Dirichlet rows: the conditional mean's values at the ends, (E - jitter K^-1 E) s
-    e, _, k_inv_e = (np.asarray(x) for x in cond.bases[0])
+    e, k_inv_e = np.asarray(gn.basis.e[0]), np.asarray(gn.basis.k_inv_e[0])
     np.testing.assert_allclose(b, (e - 1e-6 * k_inv_e)[[0, -1]], rtol=1e-12)
     m = reference_preconditioner(h, 100.0 * b)  # boundary noise sd 0.01
     v = np.random.default_rng(2).normal(size=p.size)
@@ -208,7 +210,7 @@ def test_3d_preconditioner_takes_the_boundary_rows_exactly():
     p, cond, gn = _gn_3d_with_derivative_conditions()
     assert gauss_newton.exact_boundary_rows(p)
     h = dense_hessian(gn.mv, p.grid)
-    rows = gauss_newton.BoundaryRows(cond)
+    rows = gauss_newton.BoundaryRows(cond, gn.basis)
     b = np.asarray(rows.apply(jnp.eye(p.size).reshape((-1,) + p.grid))).T
     w = np.random.default_rng(4).uniform(0.5, 2.0, size=p.grid)
     gram = b @ (w.reshape(-1)[:, None] * b.T)
@@ -268,15 +270,16 @@ def test_woodbury_root_squares_to_the_inverse_preconditioner(n):
     p = dataclasses.replace(p, conditions=p.conditions + (neumann,), ghost_cells=0)  # fit.U
     values = {k: v for k, v in fit.params.items() if k != "U"}
     cond = Conditional(p, values, 1e-6)
-    inner = gauss_newton.equation_diagonal(cond, fit.params["U"])
+    basis = gauss_newton.rotated_basis(cond)
+    inner = gauss_newton.equation_diagonal(cond, basis, fit.params["U"])
     eye = jnp.eye(p.size).reshape((p.size,) + p.grid)
-    f = gauss_newton.woodbury_root(cond, inner)(eye).reshape(p.size, p.size)  # rows: F^T
-    p_inv = gauss_newton.woodbury_preconditioner(cond, inner)(eye).reshape(p.size, p.size)
+    f = gauss_newton.woodbury_root(cond, basis, inner)(eye).reshape(p.size, p.size)  # F^T
+    p_inv = gauss_newton.woodbury_preconditioner(cond, basis, inner)(eye).reshape(p.size, p.size)
     np.testing.assert_allclose(f.T @ f, p_inv, rtol=1e-7, atol=1e-9 * np.abs(p_inv).max())
 
 
 def test_whitened_coordinates_agree_and_a_3d_fit_predicts_from_them():
-    """``Conditional.z_from_s`` is z = L^{-1} U of ``to_grid``'s U (per axis the orthogonal
+    """``Rotated.whitened`` is z = L^{-1} U of ``to_grid``'s U (per axis the orthogonal
     L_j^{-1} E_j), and a 3-D fit that carries z predicts from it (``MapFit.latent``): the
     same mean as from U where K is well conditioned (jitter 1e-6 here)."""
     import dataclasses
@@ -285,15 +288,15 @@ def test_whitened_coordinates_agree_and_a_3d_fit_predicts_from_them():
 
     p, cond, gn = _gn_3d_with_derivative_conditions()
     s = jnp.asarray(np.random.default_rng(3).normal(size=p.grid))
-    z = cond.z_from_s(s)
+    z = gauss_newton.Rotated(s, gn.basis).whitened(cond)
     np.testing.assert_allclose(z, cond.whiten(gn.to_grid(s)), rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(jnp.sum(z**2), jnp.sum(s**2), rtol=1e-10)  # orthogonal
     params = {**{k: np.asarray(v) for k, v in cond.values.items()},
               "U": np.asarray(gn.to_grid(s))}
     fit = MapFit(p, params, paper_recipe(jitter=1e-6), 0, 0.0, Stop.CONVERGED, True,
                  z=np.asarray(z))
-    assert fit.latent[1] == "z"
+    assert isinstance(fit.latent, Whitened)
     from_u = dataclasses.replace(fit, z=None)
-    assert from_u.latent[1] == "u"
+    assert not isinstance(from_u.latent, Whitened)
     np.testing.assert_allclose(fit.test_prediction, from_u.test_prediction, rtol=1e-6,
                                atol=1e-8 * np.abs(from_u.test_prediction).max())

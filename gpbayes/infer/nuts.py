@@ -4,6 +4,7 @@ integrated out (``integrates_u``); else U in whitened coordinates with the unkno
 the Laplace mass matrix (dense, or matrix-free beyond MAX_DENSE grid points).
 """
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from numpyro.infer.util import potential_energy
 
 from gpbayes import kron
 from gpbayes.conditional import Conditional, axis_params, with_factors
+from gpbayes.coordinates import Whitened
 from gpbayes.gauss_newton import exact_boundary_rows, woodbury_root
 from gpbayes.infer.diagnostics import TREE_CAP_SHARE, checked_names, nuts_failures, scalar_names
 from gpbayes.infer.marginal import integrates_u, marginal
@@ -189,8 +191,8 @@ def sample_nuts(problem: Problem, init: MapFit, chains: int = 4, warmup: int = 5
     samples, extra, stop, wall = _run_in_chunks(mcmc, jax.random.PRNGKey(seed), draws, chunk,
                                                 interrupt, init_params=start)
     z = jnp.asarray(samples.get("Z", np.zeros((chains, 0, *problem.grid))))
-    grid_and_test = jax.jit(lambda z: (cond.to_grid(z, "z"),
-                                       cond.predict_grid(z, problem.test_axes, "z")))
+    grid_and_test = jax.jit(lambda z: (cond.to_grid(Whitened(z)),
+                                       cond.predict_grid(Whitened(z), problem.test_axes)))
     samples["U"], u_test = map(np.asarray, grid_and_test(z))  # one compiled call
     return NutsResult(problem, init, samples, u_test, extra, wall, chains,
                       **_with_notes(stop, extra))
@@ -227,7 +229,7 @@ def _sample_marginal(problem, init, chains, warmup, draws, seed, progress, chain
         mode, r = m.u_given(x["theta"])
         z = mode + jax.scipy.linalg.solve_triangular(r, x["xi"], lower=False).reshape(
             problem.grid)
-        return m.held.to_grid(z, "z"), m.held.predict_grid(z, problem.test_axes, "z")
+        return m.held.to_grid(Whitened(z)), m.held.predict_grid(Whitened(z), problem.test_axes)
 
     u, u_test = np.zeros(shape + problem.grid), np.zeros(shape + problem.test_grid)
     if shape[1]:
@@ -284,12 +286,11 @@ def _sample_matrix_free(problem, init, chains, warmup, draws, seed, progress, ch
         return gn.basis, gn.s0, gn.inner, gn.diagonal, th0, h_cols, root
 
     basis, s0, inner, diagonal, th0, h_cols, root = setup(jnp.asarray(init.params["U"]))
-    held = Conditional(problem, fixed, jitter)  # its parts computed here, outside any trace
+    held = with_factors(problem, fixed, jitter)
     if problem.conditions and exact_boundary_rows(problem):
-        spread = woodbury_root(held, inner)  # the boundary rows exactly, as in PCG
+        spread = woodbury_root(held, basis, inner)  # the boundary rows exactly, as in PCG
     else:
         spread = lambda w: w / jnp.sqrt(diagonal)  # noqa: E731
-    trils = held.trils
 
     def unpack(x):
         th = th0 + root @ x["t"] if sites else th0
@@ -298,8 +299,8 @@ def _sample_matrix_free(problem, init, chains, warmup, draws, seed, progress, ch
 
     def potential(x):
         s, th = unpack(x)
-        cond = Conditional(problem, {**fixed, **dict(zip(sites, th))}, jitter, trils)
-        r = cond.data_residual(kron.kron_apply(basis, s))
+        cond = held.with_values(dict(zip(sites, th)))
+        r = cond.data_residual(kron.kron_apply(basis.e, s))
         return 0.5 * (jnp.sum(s**2) + jnp.sum(r**2) + jnp.sum(cond.prior_residual**2))
 
     lead = (chains,) if chains > 1 else ()  # numpyro's init_params: one per chain
@@ -315,7 +316,7 @@ def _sample_matrix_free(problem, init, chains, warmup, draws, seed, progress, ch
 
     def draw(x):
         s, th = unpack(x)
-        u = kron.kron_apply(basis, s)
+        u = kron.kron_apply(basis.e, s)
         return u, th, held.predict_grid(u, problem.test_axes)
 
     u, th, u_test = (np.zeros(shape + problem.grid), np.zeros(shape + (len(sites),)),
@@ -347,34 +348,45 @@ def _run_in_chunks(mcmc: MCMC, key, draws: int, chunk: int | None, interrupt,
                    init_params=None) -> tuple:
     """Warm-up and ``draws``: in one compiled loop where ``chunk`` >= ``draws``, else
     warm-up, then ``chunk`` draws per run (None: about ``RUN_SECONDS`` at the warm-up's
-    pace), ``interrupt`` checked between runs. Returns (samples, extra fields, (stop, its
+    pace). Each run is ``_interruptible``: an interrupt stops the sampler at once, with
+    the draws of the runs that finished. Returns (samples, extra fields, (stop, its
     stats), wall time). The model's arguments are bound in the kernel, none passed here."""
     start = time.perf_counter()
     parts, extras, done, stop = [], [], 0, (Stop.DRAWS, {"draws": draws})
 
     def collect(*args, **kwargs):
-        mcmc.run(*args, extra_fields=FIELDS, **kwargs)
-        parts.append(mcmc.get_samples(group_by_chain=True))
-        extras.append(mcmc.get_extra_fields(group_by_chain=True))
-        jax.block_until_ready((parts[-1], extras[-1]))  # dispatch is asynchronous: time it all
-        return mcmc.num_samples
+        def work():
+            mcmc.run(*args, extra_fields=FIELDS, **kwargs)
+            out = mcmc.get_samples(group_by_chain=True), mcmc.get_extra_fields(group_by_chain=True)
+            box.append(jax.block_until_ready(out))  # dispatch is asynchronous: time it all
 
-    if chunk is not None and chunk >= draws:  # each run compiles numpyro's loop anew
-        done = collect(key, init_params=init_params)  # mcmc made with draws samples
-    else:
+        box = []
+        reason = _interruptible(work, interrupt)
+        if not reason:
+            parts.append(box[0][0]), extras.append(box[0][1])
+        return reason
+
+    def warm_up():
         mcmc.warmup(key, extra_fields=FIELDS, init_params=init_params)
         jax.block_until_ready(mcmc.post_warmup_state)
-        if chunk is None:  # the pace includes a compilation: an upper bound
+
+    if chunk is not None and chunk >= draws:  # each run compiles numpyro's loop anew
+        reason = collect(key, init_params=init_params)  # mcmc made with draws samples
+        done = 0 if reason else draws
+    else:
+        reason = _interruptible(warm_up, interrupt)
+        if chunk is None and not reason:  # the pace includes a compilation: an upper bound
             pace = (time.perf_counter() - start) / max(mcmc.num_warmup, 1)
             chunk = max(50, int(RUN_SECONDS / pace))
-        mcmc.num_samples = min(chunk, draws)
-    while done < draws:
-        reason = interrupt() if interrupt else None
-        if reason:
-            stop = (Stop.INTERRUPTED, {"signal": reason, "draws": done})
-            break
-        done += collect(mcmc.post_warmup_state.rng_key)
-        mcmc.post_warmup_state = mcmc.last_state
+        mcmc.num_samples = min(chunk or draws, draws)
+    while done < draws and not reason:
+        reason = collect(mcmc.post_warmup_state.rng_key)
+        if not reason:
+            done += mcmc.num_samples
+            mcmc.post_warmup_state = mcmc.last_state
+    if reason:
+        stop = (Stop.INTERRUPTED, {"signal": reason, "draws": done,
+                                   **({} if parts else {"before_draws": True})})
     wall = time.perf_counter() - start
 
     def joined(chunks):
@@ -384,6 +396,48 @@ def _run_in_chunks(mcmc: MCMC, key, draws: int, chunk: int | None, interrupt,
                 for k in chunks[0]}
 
     return joined(parts), joined(extras), stop, wall
+
+
+POLL_SECONDS = 0.2  # how often a sampler's run in its worker thread checks for an interrupt
+_WORKERS: list[threading.Thread] = []
+
+
+def _interruptible(work: Callable[[], None], interrupt) -> str | None:
+    """Run ``work`` (numpyro's warm-up or run: one compiled loop that no signal stops).
+    With ``interrupt``, checked first, ``work`` runs in a worker thread while this one
+    checks ``interrupt`` every POLL_SECONDS: its reason is returned as soon as it gives
+    one, the work left running (``worker_running``: a command then ends the process
+    without waiting for it). Else None once the work is done (its exception raised here)."""
+    if interrupt is None:
+        work()
+        return None
+    reason = interrupt()
+    if reason:
+        return reason
+    done, errors = threading.Event(), []
+
+    def run():
+        try:
+            work()
+        except BaseException as e:  # noqa: BLE001 (raised again in the caller's thread)
+            errors.append(e)
+        finally:
+            done.set()
+
+    _WORKERS.append(threading.Thread(target=run, daemon=True, name="nuts-run"))
+    _WORKERS[-1].start()
+    while not done.wait(POLL_SECONDS):
+        reason = interrupt()
+        if reason:
+            return reason
+    if errors:
+        raise errors[0]
+    return None
+
+
+def worker_running() -> bool:
+    """True while a sampler's run left by an interrupt still runs (``_interruptible``)."""
+    return any(t.is_alive() for t in _WORKERS)
 
 
 def _with_notes(stop: tuple, extra: dict, path: str = "joint") -> dict:
@@ -422,7 +476,7 @@ def _sample_with_hyper(problem, init, chains, warmup, draws, seed, progress, cha
 
     def u_test(draw):
         cond = Conditional(problem, draw, init.recipe.jitter)
-        return cond.predict_grid(draw["Z"], problem.test_axes, "z")
+        return cond.predict_grid(Whitened(draw["Z"]), problem.test_axes)
 
     flat = {k: samples[k].reshape(-1, *samples[k].shape[2:]) for k in hyper + ["Z"]}
     ut = np.asarray(jax.lax.map(u_test, flat)).reshape(chains, draws, *problem.test_grid)

@@ -15,6 +15,7 @@ from jax.scipy.linalg import solve_triangular
 from tqdm.auto import tqdm
 
 from gpbayes.conditional import Conditional, with_factors
+from gpbayes.coordinates import Whitened
 from gpbayes.errors import SpecError
 from gpbayes.infer.diagnostics import laplace_failures
 from gpbayes.infer.marginal import LAPLACE_MAX, integrates_u, marginal
@@ -40,7 +41,7 @@ def residual_vector(cond: Conditional, latent: dict) -> Array:
     p = cond.problem
     unknowns = {k: v for k, v in latent.items() if k != "Z"}
     cond = cond.with_values(unknowns) if unknowns else cond
-    parts = [cond.data_residual(latent["Z"], "z"), latent["Z"].reshape(-1)]
+    parts = [cond.data_residual(Whitened(latent["Z"])), latent["Z"].reshape(-1)]
     for name, (_, loc, scale) in p.unknowns.items():
         site = p.unknown_sites[name]
         if site in unknowns:
@@ -145,9 +146,9 @@ def gaussian_posterior(problem: Problem, fit: MapFit, solver: str = "auto", samp
          else jnp.zeros((0, 0)))
     cov = w.T @ w  # the unknowns' covariance (R^T R)^{-1} restricted to their sites
     return GaussianPosterior(
-        problem, np.asarray(cond.to_grid(z, "z")),
+        problem, np.asarray(cond.to_grid(Whitened(z))),
         np.asarray(sd(embed(_dense_kron(cond.trils)))).reshape(problem.grid),
-        np.asarray(cond.predict_grid(z, problem.test_axes, "z")),
+        np.asarray(cond.predict_grid(Whitened(z), problem.test_axes)),
         np.asarray(sd(embed(_test_rows(cond)))).reshape(problem.test_grid),
         unknowns=_unknowns(problem, latent, cov),
         failures=tuple(laplace_failures(np.diag(np.asarray(r)))), unknown_cov=np.asarray(cov))
@@ -170,9 +171,9 @@ def marginal_posterior(problem: Problem, fit: MapFit) -> "GaussianPosterior":
         return jnp.sqrt(jnp.sum(given**2, axis=0) + jnp.sum((rows @ spread) ** 2, axis=1))
 
     return GaussianPosterior(
-        problem, np.asarray(held.to_grid(z, "z")),
+        problem, np.asarray(held.to_grid(Whitened(z))),
         np.asarray(sd(_dense_kron(held.trils))).reshape(problem.grid),
-        np.asarray(held.predict_grid(z, problem.test_axes, "z")),
+        np.asarray(held.predict_grid(Whitened(z), problem.test_axes)),
         np.asarray(sd(_test_rows(held))).reshape(problem.test_grid),
         unknowns=_unknowns(problem, theta, cov),
         solver="marginal",
@@ -190,8 +191,8 @@ def psd_root(cov: Array) -> Array:
 def _test_rows(cond: Conditional) -> Array:
     """The map from whitened U to u on the test grid, one row per test point."""
     p, n = cond.problem, cond.problem.size
-    return cond.predict_grid(jnp.eye(n).reshape((n,) + p.grid), p.test_axes,
-                             "z").reshape(n, -1).T
+    return cond.predict_grid(Whitened(jnp.eye(n).reshape((n,) + p.grid)),
+                             p.test_axes).reshape(n, -1).T
 
 
 def _unknowns(problem: Problem, mean: dict, cov: Array) -> dict:
@@ -217,7 +218,7 @@ def structured_posterior(problem: Problem, fit: MapFit, samples: int = 64, seed:
     fixed = fixed_sites(fit)
     iterations, worst = [], 0.0
 
-    def conditional():  # built inside each compiled function (its parts are cached)
+    def conditional():  # built inside each compiled function
         return Conditional(problem, fixed, fit.recipe.jitter)
     sites = list(problem.unknown_sites.values())
 

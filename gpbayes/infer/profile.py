@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 
 from gpbayes import threads
 from gpbayes.conditional import Conditional
-from gpbayes.gauss_newton import exact_boundary_rows
+from gpbayes.coordinates import Whitened
+from gpbayes.gauss_newton import Rotated, exact_boundary_rows, rotated_basis
 from gpbayes.infer import learn
 from gpbayes.infer.init import PLAIN_COMPONENTS, plain_lengths, plain_params, spectral_params
 from gpbayes.infer.policy import CHECK_RISE, LOOSER, ROUNDING, aitken, choose, held_out_cap
@@ -70,13 +71,13 @@ def dense_u_solver(gn_steps: int, joint: bool = True):
         def residual(x):  # heavy (boundary) rows first, the priors last
             z, theta = split(x)
             c = cond.with_values(theta)
-            return jnp.concatenate([c.data_residual(z, "z"), z.reshape(-1), c.prior_residual])
+            return jnp.concatenate([c.data_residual(Whitened(z)), z.reshape(-1), c.prior_residual])
 
         x0 = jnp.concatenate([cond.whiten(u0).reshape(-1)]
                              + [jnp.reshape(cond.values[s], 1) for s in sites])
         x, _ = dense_gauss_newton(residual, x0, gn_steps, safeguard=bool(sites))
         z, theta = split(x)
-        return cond.to_grid(z, "z"), z, theta, 0
+        return cond.to_grid(Whitened(z)), z, theta, 0
 
     return solve
 
@@ -91,7 +92,7 @@ def cg_u_solver(gn_steps: int, tol: float, maxiter: int, joint: bool = True):
 
         def step(_, carry):  # a loop, not unrolled: one compiled step
             u, _, theta, most = carry
-            gn = cond.with_values(theta).gauss_newton(u)
+            gn = cond.with_values(theta).gauss_newton(u, basis)
             if sites:
                 s, theta, k = gn.joint_step(tol, maxiter)
             else:
@@ -99,10 +100,10 @@ def cg_u_solver(gn_steps: int, tol: float, maxiter: int, joint: bool = True):
             return gn.to_grid(s), s, theta, jnp.maximum(most, k)
 
         theta = {s: jnp.asarray(cond.values[s], jnp.float64) for s in sites}
-        _ = cond.bases  # the kernel's factors and bases, computed once outside the loop
+        basis = rotated_basis(cond)  # computed once, outside the loop
         u, s, theta, most = jax.lax.fori_loop(
             0, gn_steps, step, (u, jnp.zeros_like(u), theta, jnp.zeros((), jnp.int32)))
-        return u, cond.z_from_s(s), theta, most  # the unknowns leave the bases as they are
+        return u, Rotated(s, basis).whitened(cond), theta, most  # the unknowns leave the basis
 
     return solve
 

@@ -4,12 +4,14 @@ import json
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
 from conftest import load_example, paper_recipe
+from gpbayes.infer import nuts
 from gpbayes.io import import_arviz
-from gpbayes.stops import Note
+from gpbayes.stops import Note, describe
 
 
 def write_gaussian_case(folder):
@@ -36,7 +38,6 @@ def test_draws_at_the_tree_depth_cap_are_reported(monkeypatch):
     import numpy as np
 
     import gpbayes as gb
-    from gpbayes.infer import nuts
 
     _sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
     from test_posterior import noisy_problem
@@ -110,13 +111,12 @@ def test_sample_command_gaussian_2d_goes_matrix_free(tmp_path, max_iterations, c
     assert (tmp_path / "out" / "posterior.png").stat().st_size > 1000
 
 
-def test_interrupted_sampling_keeps_the_draws_so_far(tmp_path):
+def test_interrupted_sampling_keeps_the_draws_so_far(tmp_path, monkeypatch):
     import sys as _sys
 
     import numpy as np
 
     import gpbayes as gb
-    from gpbayes.infer import nuts
 
     _sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
     from test_posterior import noisy_problem
@@ -125,9 +125,11 @@ def test_interrupted_sampling_keeps_the_draws_so_far(tmp_path):
     fit = gb.fit_map(p, paper_recipe(), steps=500, progress=False)
     calls = []
 
-    def stop_after_one_chunk():
+    monkeypatch.setattr(nuts, "POLL_SECONDS", 1e6)  # checks only before each run
+
+    def stop_after_one_chunk():  # before the warm-up, the first chunk, the second
         calls.append(1)
-        return "SIGINT" if len(calls) > 1 else None
+        return "SIGINT" if len(calls) > 2 else None
 
     r = gb.sample_nuts(p, fit, chains=2, warmup=50, draws=200, chunk=40, progress=False,
                        interrupt=stop_after_one_chunk)
@@ -203,7 +205,7 @@ def test_matrix_free_nuts_matches_the_gaussian_posterior(monkeypatch):
     linear 2-D problem with noisy data its mean and sd agree with the exact Gaussian
     posterior (dense) within Monte-Carlo error."""
     from conftest import small_2d_problem
-    from gpbayes.infer import nuts, posterior
+    from gpbayes.infer import posterior
 
     p, fit = small_2d_problem(n=10)
     fit = _at_jitter(fit)
@@ -226,7 +228,6 @@ def test_each_nuts_path_samples_its_marginal_of_the_unknown(monkeypatch):
     c; their U draws have the same spread."""
     from conftest import marginal_moments, small_inverse_problem
     from gpbayes.infer import marginal as marginal_module
-    from gpbayes.infer import nuts
 
     p, fit = small_inverse_problem()
     fit = _at_jitter(fit)
@@ -275,7 +276,6 @@ def test_nonlinear_pde_unknown_matches_its_exact_posterior(tmp_path, root):
     import importlib.util
 
     import gpbayes as gb
-    from gpbayes.infer import nuts
     from gpbayes.spec import map_recipe_of
 
     modules = {}
@@ -300,3 +300,28 @@ def test_nonlinear_pde_unknown_matches_its_exact_posterior(tmp_path, root):
     assert 0.8 < g.unknowns["a"]["sd"] / exact["sd"] < 1.2, g.unknowns
     ratio = g.test_sd / r.u_test.reshape(-1, *r.u_test.shape[2:]).std(0)
     assert 0.85 < np.median(ratio) < 1.15, np.quantile(ratio, [0.1, 0.5, 0.9])
+
+
+def test_a_signal_during_the_warm_up_stops_the_sampler_at_once():
+    """numpyro's warm-up (and each run) is one compiled loop that no signal stops: it runs
+    in a worker thread while the caller checks the interrupt, and the sampler returns as
+    soon as the interrupt gives a reason, with no draws and the stop saying why."""
+    import time
+
+    class SlowWarmUp:  # an MCMC whose warm-up outlasts the test
+        num_warmup = 10
+
+        def warmup(self, *args, **kwargs):
+            time.sleep(20)
+
+    start = time.perf_counter()
+
+    def interrupt():
+        return "SIGTERM" if time.perf_counter() - start > 0.5 else None
+
+    samples, extra, (code, stats), _ = nuts._run_in_chunks(
+        SlowWarmUp(), jax.random.PRNGKey(0), 100, None, interrupt)
+    assert time.perf_counter() - start < 5
+    assert samples == {} and extra == {} and code == "interrupted"
+    assert describe(code, stats) == "interrupted (SIGTERM) before the first draws"
+    assert nuts.worker_running()

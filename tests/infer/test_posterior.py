@@ -8,6 +8,7 @@ import pytest
 import gpbayes as gb
 from conftest import load_example, paper_recipe
 from gpbayes import operators as op
+from gpbayes.coordinates import Whitened
 from gpbayes.infer.nuts import sample_nuts
 from gpbayes.infer.posterior import gaussian_posterior
 from gpbayes.problem import Face
@@ -140,7 +141,7 @@ def test_residual_vector_is_the_models_log_joint(map_fit):
     z1, z2 = ({"Z": jnp.asarray(rng.normal(size=p.grid))} for _ in range(2))
 
     def neg(latent):
-        u = cond.to_grid(latent["Z"], "z")
+        u = cond.to_grid(Whitened(latent["Z"]))
         return -float(gb.log_density(p, {**cond.values, "U": u}, cond.jitter)[0])
 
     half = [0.5 * float(jnp.sum(residual_vector(cond, z) ** 2)) for z in (z1, z2)]

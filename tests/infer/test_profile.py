@@ -230,7 +230,7 @@ def test_3d_profile_runs_matrix_free():
 
 
 def test_dense_solve_is_accurate_in_one_step(root):
-    """The U solve works in whitened coordinates (Conditional.fields(z, "z")):
+    """The U solve works in whitened coordinates (``Whitened`` coordinates):
     with jitter 1e-10 on a stiff case a second solve from the first one's U (iterative
     refinement) moves it by rounding only (the route through K^{-1} moved it by 2e-2)."""
     import jax.numpy as jnp
