@@ -148,7 +148,7 @@ def _signal_code(stats: dict) -> int:
 def _sample(args):
     import gpbayes as gb
     from gpbayes import checkpoint, plots, spec
-    from gpbayes.infer import nuts, posterior
+    from gpbayes.infer import marginal, nuts, posterior
 
     # the recipe of the method asked for, unless one is named
     recipe = gb.load_inference(args.inference or args.method or "nuts", method=args.method)
@@ -158,6 +158,11 @@ def _sample(args):
     cpu_devices(recipe.chains)  # one per chain, before the first JAX computation
     problem = gb.load_model(args.model)
     method = recipe.method
+    if method == "nuts" and problem.unknowns and not marginal.integrates_u(problem):
+        print(f"gpbayes: note: NUTS integrates U out up to {marginal.MARGINAL_MAX} grid "
+              f"points; on these {problem.size} it samples U with the unknowns, where its step "
+              f"size can collapse; --method gaussian integrates U out up to "
+              f"{marginal.LAPLACE_MAX} points", file=sys.stderr)
     map_recipe = _announce(spec.map_recipe_of(recipe))
     out = Path(args.out or args.resume or Path("runs") / f"{problem.name}-{method}")
     saved = (checkpoint.load(Path(args.resume) / "map", problem, map_recipe)

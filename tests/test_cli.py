@@ -437,3 +437,20 @@ def test_solve_a_model_using_every_function(tmp_path):
 
 def test_every_kernel_decision_has_its_words():
     assert set(KERNEL_WORDS) == set(KERNEL_WHY)
+
+
+def test_sample_says_up_front_when_nuts_cannot_integrate_u_out(root, tmp_path):
+    """With unknowns on a grid beyond the marginal's 500 points (inverse-heat2d, 50 x 50)
+    NUTS samples U too; `gpbayes sample` says so before its MAP, naming --method gaussian
+    (the note is read, then the run is stopped)."""
+    proc = subprocess.Popen([sys.executable, "-m", "gpbayes.cli", "sample",
+                             str(root / "benchmarks/problems/inverse-heat2d.toml"), "--out",
+                             str(tmp_path / "out")], stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [proc.stderr.readline() for _ in range(2)]  # the recipe, then the note
+    finally:
+        proc.kill()
+        proc.communicate()
+    note = lines[1]
+    assert note.startswith("gpbayes: note: NUTS integrates U out up to 500 grid points")
+    assert "on these 2500" in note and "--method gaussian" in note
