@@ -31,10 +31,35 @@ def unknown_values(problem, values: dict) -> dict:
             for name, site in problem.unknown_sites.items()}
 
 
+def operator(problem, unknowns: dict, fields: dict, axes=None) -> Array:
+    """L[u] from u's fields on the tensor grid spanned by ``axes`` (default: the grid), the
+    unknown constants at ``unknowns``: the equation alone needs no kernel factors."""
+    axes = problem.axes if axes is None else axes
+    env = problem.environment(problem.coordinates(axes), {**unknowns, **fields})
+    return jnp.broadcast_to(problem.equation(env), tuple(len(x) for x in axes))
+
+
+def coefficients(problem, unknowns: dict, fields: dict, axes=None) -> dict:
+    """{field name: dL/d field on the grid}: L[u] linearised at ``fields`` (L is pointwise
+    in u's fields; on the grid spanned by ``axes``, default the grid)."""
+    def part(name):
+        def op(g):
+            return operator(problem, unknowns, {**fields, name: g}, axes)
+        return jax.jvp(op, (fields[name],), (jnp.ones_like(fields[name]),))[1]
+
+    return {n: part(n) for n in fields}
+
+
+def is_linear(problem, unknowns: dict) -> bool:
+    """True when L[u] is affine in u's fields (checked on random fields)."""
+    return is_affine(lambda fields: operator(problem, unknowns, fields),
+                     list(problem.derivatives), problem.grid)
+
+
 def with_factors(problem, values: dict, jitter: float) -> "Conditional":
-    """A Conditional built in one compiled call (built eagerly, each small operation of
-    the kernel's matrices compiles on its own): for a sampler that holds the kernel and
-    evaluates the model many times (``gpbayes.model.pde_model(..., held=...)``)."""
+    """A Conditional built in one compiled call (built outside one, each small operation
+    of the kernel's matrices runs and compiles on its own): for a sampler that holds the
+    kernel and evaluates the model many times (``gpbayes.model.pde_model(..., held=...)``)."""
     return jax.jit(lambda v: Conditional(problem, v, jitter))(values)
 
 
@@ -98,11 +123,9 @@ class Conditional:
     # -- the kernel on the grid ---------------------------------------------------------
 
     def kernel_matrix(self, j: int, m: int = 0) -> Array:
-        """k_j^(m)(x_j, x_j): the kernel's m-th derivative along axis j on the grid axis."""
-        if (j, m) in self.matrices:
-            return self.matrices[j, m]
-        return kernels.toeplitz(self.problem.family, self.kernel[j],
-                                jnp.asarray(self.problem.axes[j]), m)
+        """k_j^(m)(x_j, x_j): the kernel's m-th derivative along axis j on the grid axis
+        (the orders of ``Problem.kernel_orders``)."""
+        return self.matrices[j, m]
 
     def cross(self, j: int, points, m: int = 0) -> Array:
         """k_j^(m)(points, x_j): from the grid axis j to any points on that axis."""
@@ -147,10 +170,7 @@ class Conditional:
 
     def operator(self, fields: dict, axes=None) -> Array:
         """L[u] from u's fields on the tensor grid spanned by ``axes`` (default: the grid)."""
-        p = self.problem
-        axes = p.axes if axes is None else axes
-        env = p.environment(p.coordinates(axes), {**self.unknowns, **fields})
-        return jnp.broadcast_to(p.equation(env), tuple(len(x) for x in axes))
+        return operator(self.problem, self.unknowns, fields, axes)
 
     def residual(self, c: Array | Coordinates) -> Array:
         """L[u] - f on every grid point."""
@@ -170,14 +190,8 @@ class Conditional:
         return self.operator(self.fields_on(u, axes), axes) - f
 
     def coefficients(self, fields: dict, axes=None) -> dict:
-        """{field name: dL/d field on the grid}: L[u] linearised at ``fields`` (L is
-        pointwise in u's fields; on the grid spanned by ``axes``, default the grid)."""
-        def part(name):
-            def op(g):
-                return self.operator({**fields, name: g}, axes)
-            return jax.jvp(op, (fields[name],), (jnp.ones_like(fields[name]),))[1]
-
-        return {n: part(n) for n in fields}
+        """{field name: dL/d field}: ``coefficients`` at this model's unknowns."""
+        return coefficients(self.problem, self.unknowns, fields, axes)
 
     def term_scale(self, fields: dict, axes) -> Array:
         """The rms of the equation's largest term on ``axes``: each field's part of L[u],
@@ -188,8 +202,8 @@ class Conditional:
                                   for n in fields]))
 
     def is_linear(self) -> bool:
-        """True when L[u] is affine in u's fields (checked on random fields)."""
-        return is_affine(self.operator, list(self.problem.derivatives), self.problem.grid)
+        """True when L[u] is affine in u's fields (``is_linear``)."""
+        return is_linear(self.problem, self.unknowns)
 
     # -- the likelihood -------------------------------------------------------------------
 

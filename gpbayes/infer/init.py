@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gpbayes import kernels
+from gpbayes.conditional import coefficients, unknown_values
 from gpbayes.infer.learn import MIN_SPACINGS, bounds
 from gpbayes.model import initial_params
 
@@ -124,11 +125,9 @@ def spectral_params(problem, rho_scale: float = 0.3) -> dict:
 def symbol_coefficients(problem) -> dict:
     """{derivative name: its mean coefficient over the grid} in the equation linearised at
     u = 0 (the unknowns at their prior's loc): the constant-coefficient part of L."""
-    from gpbayes.conditional import Conditional  # the factors are never computed here
-
-    cond = Conditional(problem, initial_params(problem), 1.0)
     zeros = {n: jnp.zeros(problem.grid) for n in problem.derivatives}
-    return {n: float(jnp.mean(c)) for n, c in cond.coefficients(zeros).items()}
+    unknowns = unknown_values(problem, initial_params(problem))
+    return {n: float(jnp.mean(c)) for n, c in coefficients(problem, unknowns, zeros).items()}
 
 
 def dispersion_frequencies(problem, j: int, peaks: list) -> list:

@@ -424,6 +424,7 @@ def _interruptible(work: Callable[[], None], interrupt) -> str | None:
         finally:
             done.set()
 
+    _WORKERS[:] = [t for t in _WORKERS if t.is_alive()]  # keep only those still running
     _WORKERS.append(threading.Thread(target=run, daemon=True, name="nuts-run"))
     _WORKERS[-1].start()
     while not done.wait(POLL_SECONDS):

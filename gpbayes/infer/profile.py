@@ -24,7 +24,7 @@ from jax import Array
 from tqdm.auto import tqdm
 
 from gpbayes import threads
-from gpbayes.conditional import Conditional
+from gpbayes.conditional import Conditional, is_linear, unknown_values
 from gpbayes.coordinates import Whitened
 from gpbayes.gauss_newton import Rotated, exact_boundary_rows, rotated_basis
 from gpbayes.infer import learn
@@ -217,7 +217,7 @@ class Starts:
     def __init__(self, problem: Problem, recipe: Recipe, bar, start: float):
         self.problem, self.recipe, self.bar, self.start = problem, recipe, bar, start
         # Gauss-Newton steps per solve: one where the residual is affine in U (no unknown)
-        linear = Conditional(problem, initial_params(problem), recipe.jitter).is_linear()
+        linear = is_linear(problem, unknown_values(problem, initial_params(problem)))
         gn_u = 1 if linear else recipe.gauss_newton_steps
         gn = recipe.gauss_newton_steps if problem.unknowns else gn_u
         dense = is_dense(problem)

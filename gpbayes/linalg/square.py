@@ -13,7 +13,6 @@ by it solves the rest (variable coefficients, mixed derivatives, the values' jit
 """
 
 from dataclasses import dataclass
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +20,7 @@ import numpy as np
 import scipy.linalg as sl
 from scipy.sparse.linalg import LinearOperator, gmres
 
+from gpbayes.conditional import coefficients, operator, unknown_values
 from gpbayes.linalg.kronsum import KronSum, KronSumSolver, SolveStats, mode_dot
 
 TOLERANCE = 1e-10  # GMRES: relative residual of each linear solve
@@ -75,13 +75,14 @@ class SquareSystem:
         if fixed is None:
             raise ValueError("the square system needs Dirichlet conditions only")
         self.free = tuple(np.arange(int(lo), n - int(hi)) for n, (lo, hi) in zip(p.grid, fixed))
-        orders = sorted({m for o in p.derivatives.values() for m in o} | {0})
-        self.d = [{m: self._derivative_matrix(j, m) for m in orders} for j in range(p.ndim)]
+        self.d = [{m: self._derivative_matrix(j, m)
+                   for m in sorted({o[j] for o in p.derivatives.values()} | {0})}
+                  for j in range(p.ndim)]
         self.known = self._known_values()
-        # a fresh Conditional inside each trace: its cached parts must not leak tracers
-        fresh = partial(type(cond), p, jitter=cond.jitter)
-        self.coefficients_fn = jax.jit(lambda v, fields: fresh(v).coefficients(fields))
-        self.operator_fn = jax.jit(lambda v, fields: fresh(v).operator(fields))
+        # the equation alone, at the unknowns of the site values v: no kernel factors
+        self.coefficients_fn = jax.jit(
+            lambda v, fields: coefficients(p, unknown_values(p, v), fields))
+        self.operator_fn = jax.jit(lambda v, fields: operator(p, unknown_values(p, v), fields))
 
     def _derivative_matrix(self, j: int, m: int) -> np.ndarray:
         """D_j^(m) = k_j^(m) K_j^{-1} (K_j with the jitter); D_j^(0) = I."""
