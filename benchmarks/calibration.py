@@ -7,7 +7,7 @@ exact posterior (issue 39, point 4).
 ``helmholtz``: inverse-helmholtz1d (``inverse_problems.helmholtz``: u_xx + k u = f, true
 k = 20, 15 observations with noise sd 0.01, 200 points); ``heat``: inverse-heat2d
 (``inverse_problems.heat``: u_t = nu u_xx from initial data, true nu = 0.2, 30
-observations, 50 x 50; NUTS does not move there: use ``--method gaussian``). Data sets
+observations, 50 x 50, where the default integrates nu on a lattice: ``lattice``). Data sets
 from seeds 0, 1, ...; each goes through the sampling recipe's MAP (``spec.map_recipe_of``)
 and its posterior with the recipe's chains and draws, as ``gpbayes sample`` does (one CPU
 device per chain). Each set's exact posterior (``posterior_reference``: finite

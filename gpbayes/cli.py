@@ -149,6 +149,7 @@ def _sample(args):
     import gpbayes as gb
     from gpbayes import checkpoint, plots, spec
     from gpbayes.infer import marginal, nuts, posterior
+    from gpbayes.trust import failed_parts
 
     # the recipe of the method asked for, unless one is named
     recipe = gb.load_inference(args.inference or args.method or "nuts", method=args.method)
@@ -159,10 +160,7 @@ def _sample(args):
     problem = gb.load_model(args.model)
     method = recipe.method
     if method == "nuts" and problem.unknowns and not marginal.integrates_u(problem):
-        print(f"gpbayes: note: NUTS integrates U out up to {marginal.MARGINAL_MAX} grid "
-              f"points; on these {problem.size} it samples U with the unknowns, where its step "
-              f"size can collapse; --method gaussian integrates U out up to "
-              f"{marginal.LAPLACE_MAX} points", file=sys.stderr)
+        print("gpbayes: note: " + _nuts_note(problem.size), file=sys.stderr)
     map_recipe = _announce(spec.map_recipe_of(recipe))
     out = Path(args.out or args.resume or Path("runs") / f"{problem.name}-{method}")
     saved = (checkpoint.load(Path(args.resume) / "map", problem, map_recipe)
@@ -178,7 +176,13 @@ def _sample(args):
                 return _signal_code(fit.stop_stats) if fit.interrupted else 1
         else:
             fit = checkpoint.map_fit(saved, problem, map_recipe)
-        trusted = _trusted(fit)  # warns now: the posterior is centred on this MAP
+        # U integrated out: the posterior's mean is checked, after; else the MAP, now
+        later = (problem.unknowns and marginal.integrates_u(problem, marginal.LAPLACE_MAX)
+                 and (not recipe.sample_hyper if method == "nuts" else recipe.solver == "auto"))
+        trusted = 0 if later else _trusted(fit)
+        if later and not fit.check["passed"]:
+            print(f"gpbayes: note: the MAP fails its trust check ({failed_parts(fit.check)}); U is "
+                  f"integrated out, so the posterior's mean is checked instead", file=sys.stderr)
         problem = fit.problem  # the kept kernel (the profile solver may pick a plain family)
         _keep_model(args.model, out)
         if method == "gaussian":
@@ -188,6 +192,8 @@ def _sample(args):
             summary = posterior.save(post, fit, out, recipe.source)
             written = plots.posterior_figures(out, problem, fit)
             _print_gaussian(summary, out, written)
+            if post.solver == "marginal":
+                trusted = _trusted(post.mean_fit(fit))
             if post.cg is not None and not post.cg["converged"]:
                 print(f"gpbayes: CG stopped at cg_max_iterations = {recipe.cg_max_iterations} "
                       f"before cg_tolerance; the sd in {out} is not reliable", file=sys.stderr)
@@ -199,6 +205,8 @@ def _sample(args):
                                   sample_hyper=recipe.sample_hyper)
         summary, table = nuts.save(result, out, recipe.source)
         plots.posterior_figures(out, problem, fit)
+        if result.integrates_u and not result.interrupted:
+            trusted = _trusted(result.mean_fit())
     if result.interrupted:
         what = "the partial posterior" if result.u_test.shape[1] else "summary.json (no draws)"
         print(f"gpbayes: {result.stop_reason}; wrote {what} to {out} and the "
@@ -210,16 +218,35 @@ def _sample(args):
         return _signal_code(result.stop_stats)
     if len(table):  # the scalars (unknowns, sampled hyperparameters); u's in summary.csv
         print(table.to_string(max_rows=12))
-    print(f"{problem.name}: {summary['chains']} chains x {summary['draws_per_chain']} draws in "
-          f"{summary['wall_time_s']:.1f} s, {summary['divergences']} divergences, "
-          f"u max r_hat {summary['u_test_max_r_hat']:.3f}, min ess_bulk "
-          f"{summary['u_test_min_ess_bulk']:.0f} ({summary['ess_bulk_per_s']:.0f}/s)")
+    if "lattice" in summary:
+        print(f"{problem.name}: {summary['chains']} x {summary['draws_per_chain']} independent "
+              f"draws from a lattice of {summary['lattice']['nodes']} nodes in "
+              f"{summary['wall_time_s']:.1f} s (U integrated out; no NUTS)")
+    else:
+        print(f"{problem.name}: {summary['chains']} chains x {summary['draws_per_chain']} draws "
+              f"in {summary['wall_time_s']:.1f} s, {summary['divergences']} divergences, "
+              f"u max r_hat {summary['u_test_max_r_hat']:.3f}, min ess_bulk "
+              f"{summary['u_test_min_ess_bulk']:.0f} ({summary['ess_bulk_per_s']:.0f}/s)")
     print(f"wrote {out}/posterior.nc, summary.csv, summary.json, posterior.png; the MAP in "
           f"{out}/map")
     if Note.STEP_COLLAPSED in result.notes:
         print(f"gpbayes: warning: {result.stop_reason}", file=sys.stderr)
         return 1
     return _converged(summary) or trusted
+
+
+def _nuts_note(size: int) -> str:
+    """What the default sampler does with unknowns on a grid of ``size`` points beyond
+    NUTS's marginal (``marginal.MARGINAL_MAX``)."""
+    from gpbayes.infer import marginal
+
+    if size <= marginal.LAPLACE_MAX:
+        return (f"on these {size} grid points (beyond {marginal.MARGINAL_MAX}) each "
+                f"evaluation of the unknowns' marginal is a dense solve, too dear for NUTS's "
+                f"thousands: they are integrated on a lattice instead (U integrated out, "
+                f"independent draws)")
+    return (f"beyond {marginal.LAPLACE_MAX} grid points ({size} here) NUTS samples U with the "
+            f"unknowns, where its step size can collapse")
 
 
 def _print_gaussian(s: dict, out: Path, figures: list) -> None:

@@ -189,6 +189,12 @@ class MapFit:
         """The rms of the noisy boundary rows' mismatch over their noise sd (0 if none)."""
         return self._checks["boundary_z"]
 
+    def at(self, values: dict) -> "MapFit":
+        """This fit with some sites at other ``values`` (U among them: its z is dropped),
+        e.g. a posterior's means, whose trust check is then this one's."""
+        params = {**self.params, **{k: np.asarray(v) for k, v in values.items()}}
+        return replace(self, params=params, z=None if "U" in values else self.z)
+
     @cached_property
     def check(self) -> dict:
         """The trust check (gpbayes.trust): values, thresholds, passed, advice."""

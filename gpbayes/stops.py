@@ -32,6 +32,7 @@ class Note(StrEnum):
 
     STEP_COLLAPSED = "step_collapsed"  # the adapted step size fell below STEP_FLOOR
     TREE_DEPTH = "tree_depth"  # most draws reached NUTS's tree-depth cap
+    LATTICE_CAPPED = "lattice_capped"  # the unknowns' lattice reached its node cap
 
 
 MESSAGES = {  # a stop's words; a tuple: (stat, words) variants, the first whose stat is there
@@ -68,6 +69,10 @@ PATHS = {  # how a sampler ran (NutsResult.path)
     "marginal_laplace": "U integrated out (Laplace: the PDE is nonlinear in U)",
     "matrix_free": "matrix-free (Laplace-scaled coordinates)",
     "hyper": "hyperparameters sampled",
+    "lattice": ("U integrated out (exact given the unknowns), the unknowns integrated on a "
+                "lattice (independent draws, no NUTS)"),
+    "lattice_laplace": ("U integrated out (Laplace: the PDE is nonlinear in U), the unknowns "
+                        "integrated on a lattice (independent draws, no NUTS)"),
 }
 
 NOTES = {
@@ -80,6 +85,10 @@ NOTES = {
                       "are strongly correlated (read ess_bulk); the Gaussian posterior "
                       "(--method gaussian) is its Laplace approximation at a fraction of the "
                       "cost"),
+    Note.LATTICE_CAPPED: ("the unknowns' lattice reached {max_nodes} nodes before its edge "
+                          "fell {drop:g} below its best: the posterior is much wider than its "
+                          "Laplace approximation at the MAP, and the draws are cut at the "
+                          "lattice's edge"),
 }
 
 

@@ -50,10 +50,14 @@ def trust_check(fit) -> dict:
             "advice": "; ".join(f"{k}: try {ADVICE[k]}" for k in failed)}
 
 
+def failed_parts(check: dict) -> str:
+    """What failed, e.g. "observations 5.7 > 3"."""
+    return ", ".join(f"{k} {check['values'][k]:.2g} > {check['thresholds'][k]:g}"
+                     for k in check["failed"])
+
+
 def warning(check: dict) -> str:
     """One line naming what failed and what to try."""
-    parts = [f"{k} {check['values'][k]:.2g} > {check['thresholds'][k]:g}"
-             for k in check["failed"]]
-    return (f"gpbayes: warning: the result fails its trust check ({', '.join(parts)}); "
+    return (f"gpbayes: warning: the result fails its trust check ({failed_parts(check)}); "
             f"{check['advice']}")
 

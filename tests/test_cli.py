@@ -441,8 +441,8 @@ def test_every_kernel_decision_has_its_words():
 
 def test_sample_says_up_front_when_nuts_cannot_integrate_u_out(root, tmp_path):
     """With unknowns on a grid beyond the marginal's 500 points (inverse-heat2d, 50 x 50)
-    NUTS samples U too; `gpbayes sample` says so before its MAP, naming --method gaussian
-    (the note is read, then the run is stopped)."""
+    NUTS cannot afford the unknowns' marginal; `gpbayes sample` says before its MAP that
+    they are integrated on a lattice instead (the note is read, then the run is stopped)."""
     proc = subprocess.Popen([sys.executable, "-m", "gpbayes.cli", "sample",
                              str(root / "benchmarks/problems/inverse-heat2d.toml"), "--out",
                              str(tmp_path / "out")], stderr=subprocess.PIPE, text=True)
@@ -452,5 +452,40 @@ def test_sample_says_up_front_when_nuts_cannot_integrate_u_out(root, tmp_path):
         proc.kill()
         proc.communicate()
     note = lines[1]
-    assert note.startswith("gpbayes: note: NUTS integrates U out up to 500 grid points")
-    assert "on these 2500" in note and "--method gaussian" in note
+    assert note.startswith("gpbayes: note: on these 2500 grid points (beyond 500)")
+    assert "integrated on a lattice" in note
+
+
+def test_sample_default_on_a_2d_grid_integrates_the_unknown_on_a_lattice(root, tmp_path):
+    """Issue 39: `gpbayes sample` with the default recipe on inverse-heat2d's data at
+    24 x 24 (beyond NUTS's 500 points): U integrated out, nu on a lattice, exit 0 (the
+    posterior mean passes the trust check where the joint MAP fails it), and nu within
+    0.3 sd of its exact posterior (``benchmarks/posterior_reference.py``'s method of lines,
+    quadrature), its sd within 15%; posterior.nc opens in ArviZ with nu and u."""
+    from conftest import load_example
+
+    problems = load_example(root, "inverse_problems", "benchmarks")
+    reference = load_example(root, "posterior_reference", "benchmarks")
+    path = tmp_path / "heat.toml"
+    path.write_text(problems.heat(np.random.default_rng(0), n=24))
+    r = run("sample", str(path), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "independent draws from a lattice of" in r.stdout
+    s = json.loads((tmp_path / "out/summary.json").read_text())
+    assert s["path"] == "lattice" and s["converged"] and s["posterior_mean_check"]["passed"]
+    assert s["lattice"]["nodes"] < 40
+    idata = import_arviz().from_netcdf(str(tmp_path / "out/posterior.nc"))
+    nu = idata.posterior["nu"].values
+    assert nu.shape == (4, 250) and idata.posterior["u"].shape[:2] == (4, 250)
+    import gpbayes as gb
+
+    misfit = reference.misfit_evolution(gb.load_model(path), "nu", 16)
+    logs = np.log(nu.mean()) + 6 * np.std(np.log(nu)) * np.linspace(-1, 1, 25)
+    logp = np.array([reference.log_prior(("normal", -1.0, 1.0), t)
+                     - 0.5 * np.sum(misfit(np.exp(t)) ** 2) for t in logs])
+    w = np.exp(logp - logp.max()) / np.exp(logs)  # the exact posterior density of nu
+    grid = np.exp(logs)
+    mean = np.trapezoid(grid * w * grid, logs) / np.trapezoid(w * grid, logs)
+    sd = np.sqrt(np.trapezoid((grid - mean) ** 2 * w * grid, logs) / np.trapezoid(w * grid, logs))
+    got = s["unknowns"]["nu"]
+    assert abs(got["mean"] - mean) < 0.3 * sd and 0.85 < got["sd"] / sd < 1.15, (got, mean, sd)

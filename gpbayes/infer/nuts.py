@@ -1,7 +1,9 @@
 """NUTS (numpyro.infer) on the PDE model, started at the MAP; kernel parameters held at the
-MAP or (``sample_hyper``) sampled. The unknowns of a linear PDE on small grids alone, U
-integrated out (``integrates_u``); else U in whitened coordinates with the unknowns and
-the Laplace mass matrix (dense, or matrix-free beyond MAX_DENSE grid points).
+MAP or (``sample_hyper``) sampled. The unknowns alone, U integrated out, on small grids
+(``integrates_u``); on grids up to ``marginal.LAPLACE_MAX`` points, where the marginal is
+too dear for NUTS, the unknowns are integrated on a lattice instead (``lattice``); else U
+in whitened coordinates with the unknowns and the Laplace mass matrix (dense, or
+matrix-free beyond MAX_DENSE grid points).
 """
 
 import threading
@@ -25,8 +27,9 @@ from gpbayes import kron
 from gpbayes.conditional import Conditional, axis_params, with_factors
 from gpbayes.coordinates import Whitened
 from gpbayes.gauss_newton import exact_boundary_rows, woodbury_root
+from gpbayes.infer import lattice
 from gpbayes.infer.diagnostics import TREE_CAP_SHARE, checked_names, nuts_failures, scalar_names
-from gpbayes.infer.marginal import integrates_u, marginal
+from gpbayes.infer.marginal import LAPLACE_MAX, integrates_u, marginal
 from gpbayes.infer.posterior import laplace
 from gpbayes.infer.solvers import MAX_DENSE
 from gpbayes.io import import_arviz, write_atomic, write_json
@@ -104,11 +107,11 @@ class NutsResult:
             dims["u_exact_test"] = dims["u_test"]
         stats = {"diverging": self.extra["diverging"], "energy": self.extra["energy"],
                  "n_steps": self.extra["num_steps"],
-                 "step_size": self.extra["adapt_state.step_size"]}
+                 "step_size": self.extra["adapt_state.step_size"]} if self.extra else None
         data = self._observation_groups(dims, coords, named) if p.observations else {}
         idata = az.from_dict(posterior=posterior, sample_stats=stats, constant_data=constant,
                              coords=coords, dims=dims, **data,
-                             attrs={"name": p.name, "method": "nuts",
+                             attrs={"name": p.name, "method": "nuts", "path": self.path,
                                     "wall_time_s": self.wall_time_s,
                                     "stop": str(self.stop), "stop_reason": self.stop_reason})
         for group in idata.groups():  # the grid's coordinates along the index dims
@@ -117,6 +120,17 @@ class NutsResult:
                                    if isinstance(v, tuple) and v[0] in ds.dims})
             setattr(idata, group, ds)
         return idata
+
+    @property
+    def integrates_u(self) -> bool:
+        return self.path.startswith(("marginal", "lattice"))
+
+    def mean_fit(self) -> MapFit:
+        """The MAP with U and the sampled sites at their posterior means (what the trust
+        check judges where U is integrated out: the joint MAP's U counts the source as
+        evidence)."""
+        return self.fit.at({k: np.mean(v, axis=(0, 1)) for k, v in self.samples.items()
+                            if k in self.fit.params})
 
     def observations_mean(self) -> np.ndarray:
         """u at the observation points for every draw: (chains, draws, M)."""
@@ -171,6 +185,8 @@ def sample_nuts(problem: Problem, init: MapFit, chains: int = 4, warmup: int = 5
     if integrates_u(problem):
         return _sample_marginal(problem, init, chains, warmup, draws, seed, progress,
                                 chain_method, chunk, interrupt)
+    if integrates_u(problem, LAPLACE_MAX):
+        return sample_lattice(problem, init, chains, draws, seed, progress, interrupt)
     if problem.size > MAX_DENSE:
         return _sample_matrix_free(problem, init, chains, warmup, draws, seed, progress,
                                    chain_method, chunk, interrupt)
@@ -243,6 +259,27 @@ def _sample_marginal(problem, init, chains, warmup, draws, seed, progress, chain
     samples["U"] = u
     return NutsResult(problem, init, samples, u_test, extra, wall, chains,
                       **_with_notes(stop, extra, "marginal" if m.linear else "marginal_laplace"))
+
+
+def sample_lattice(problem: Problem, init: MapFit, chains: int = 4, draws: int = 500,
+                   seed: int = 0, progress: bool = False, interrupt=None) -> "NutsResult":
+    """The unknowns integrated on a lattice (``lattice.sample``: U integrated out), as
+    ``chains`` x ``draws`` independent draws; no NUTS statistics."""
+    m = marginal(problem, init)
+    draws = min(draws, lattice.DRAWS)
+    out = lattice.sample(m, chains, draws, seed, progress, interrupt)
+    path = "lattice" if m.linear else "lattice_laplace"
+    grid = out.get("lattice")
+    if grid is None:  # interrupted before the lattice was whole
+        return NutsResult(problem, init, {}, np.zeros((chains, 0) + problem.test_grid), {},
+                          out["wall_time_s"], chains, Stop.INTERRUPTED,
+                          {"signal": interrupt(), "draws": 0, "before_draws": True}, path)
+    stats = {"draws": draws, "nodes": len(grid.index), "passes": out["passes"],
+             "step": grid.step, "max_nodes": lattice.MAX_NODES, "drop": lattice.DROP,
+             "phases_s": {k: round(v, 2) for k, v in out["phases"].items()}}
+    return NutsResult(problem, init, {**out["samples"], "U": out["U"]}, out["u_test"], {},
+                      out["wall_time_s"], chains, Stop.DRAWS, stats, path,
+                      (Note.LATTICE_CAPPED,) if grid.capped else ())
 
 
 def _map_on_devices(f: Callable, xs):
@@ -506,14 +543,17 @@ def save(result: "NutsResult", out_dir: str | Path, recipe: str = "") -> tuple:
     write_atomic(out / "summary.csv", lambda f: table.to_csv(f))
     u = table.loc[[i for i in table.index if i.startswith("u_test")]]
     failures = nuts_failures(table, checked, result.extra, result.chains, 2**TREE_DEPTH - 1)
+    if Note.LATTICE_CAPPED in result.notes:
+        failures.append(f"the unknowns' lattice reached its cap of {lattice.MAX_NODES} nodes")
     summary = {
         "name": result.problem.name, "method": "nuts", "chains": result.chains,
         "stop": str(result.stop), "path": result.path, "notes": list(result.notes),
         "stop_reason": result.stop_reason, "complete": not result.interrupted,
         "converged": not failures and not result.interrupted, "failures": failures,
         "draws_per_chain": int(result.u_test.shape[1]), "wall_time_s": result.wall_time_s,
-        "divergences": int(result.extra["diverging"].sum()),
-        "mean_leapfrog_steps": float(result.extra["num_steps"].mean()),
+        "divergences": int(result.extra["diverging"].sum()) if result.extra else 0,
+        "mean_leapfrog_steps": (float(result.extra["num_steps"].mean()) if result.extra
+                                else None),
         "u_test_max_r_hat": float(u["r_hat"].max()),
         "u_test_min_ess_bulk": float(u["ess_bulk"].min()),
         "ess_bulk_per_s": float(u["ess_bulk"].min() / result.wall_time_s),
@@ -521,6 +561,10 @@ def save(result: "NutsResult", out_dir: str | Path, recipe: str = "") -> tuple:
         "map_rel_l2_error": result.fit.rel_l2_error,
         "map_check_passed": result.fit.check["passed"],
         "recipe": recipe,
+        **({"posterior_mean_check": result.mean_fit().check} if result.integrates_u else {}),
     }
+    if result.path.startswith("lattice"):
+        summary["lattice"] = {k: result.stop_stats[k] for k in
+                              ("nodes", "passes", "step", "drop", "phases_s")}
     write_json(out / "summary.json", summary)
     return summary, table.loc[[i for i in table.index if not i.startswith("u_test")]]

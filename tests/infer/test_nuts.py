@@ -222,10 +222,11 @@ def test_matrix_free_nuts_matches_the_gaussian_posterior(monkeypatch):
 
 @pytest.mark.slow
 def test_each_nuts_path_samples_its_marginal_of_the_unknown(monkeypatch):
-    """With an unknown (c in u_xx + c u_yy): the default on a small grid (c alone, U
-    integrated out, the PDE a constraint) and the matrix-free path (U and c jointly,
-    the source counted as evidence) each agree with a quadrature of their marginal of
-    c; their U draws have the same spread."""
+    """With an unknown (c in u_xx + c u_yy): the default on a small grid (c alone by NUTS,
+    U integrated out, the PDE a constraint), the lattice (the same marginal integrated on
+    a lattice, as beyond MARGINAL_MAX points) and the matrix-free path (U and c jointly by
+    NUTS, the source counted as evidence) each agree with a quadrature of their marginal
+    of c; their U draws have the same spread."""
     from conftest import marginal_moments, small_inverse_problem
     from gpbayes.infer import marginal as marginal_module
 
@@ -233,16 +234,20 @@ def test_each_nuts_path_samples_its_marginal_of_the_unknown(monkeypatch):
     fit = _at_jitter(fit)
     marginal = nuts.sample_nuts(p, fit, chains=1, warmup=150, draws=300, progress=False)
     assert marginal.path == "marginal"
-    monkeypatch.setattr(nuts, "MAX_DENSE", 50)
     monkeypatch.setattr(marginal_module, "MARGINAL_MAX", 50)
+    grid = nuts.sample_nuts(p, fit, chains=1, warmup=150, draws=300, progress=False)
+    assert grid.path == "lattice" and grid.extra == {}
+    monkeypatch.setattr(nuts, "MAX_DENSE", 50)
+    monkeypatch.setattr(nuts, "LAPLACE_MAX", 50)
     free = nuts.sample_nuts(p, fit, chains=1, warmup=150, draws=300, progress=False)
     assert free.path == "matrix_free" and free.extra["diverging"].sum() == 0
-    for r, evidence in ((marginal, True), (free, False)):
+    for r, evidence in ((marginal, True), (grid, True), (free, False)):
         c = r.samples["c"][0]
         mean, sd = marginal_moments(fit, "c", c, evidence)
-        assert abs(c.mean() - mean) < 0.3 * sd and 0.8 < c.std() / sd < 1.25
-    ratio = free.samples["U"][0].std(0) / marginal.samples["U"][0].std(0)
-    assert 0.8 < ratio.mean() < 1.25
+        assert abs(c.mean() - mean) < 0.3 * sd and 0.8 < c.std() / sd < 1.25, r.path
+    for r in (grid, free):
+        ratio = r.samples["U"][0].std(0) / marginal.samples["U"][0].std(0)
+        assert 0.8 < ratio.mean() < 1.25, r.path
 
 
 def test_draws_map_on_one_device_per_chain():

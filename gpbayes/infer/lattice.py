@@ -1,0 +1,225 @@
+"""The unknowns' marginal integrated on a lattice (INLA's grid strategy: Rue, Martino and
+Chopin 2009), for grids where NUTS cannot afford the marginal: beyond
+``marginal.MARGINAL_MAX`` points one evaluation is a dense QR (1.5 s at 50 x 50 here) and
+NUTS needs thousands; a lattice over a few unknowns needs tens.
+
+The lattice lives in the coordinates that whiten the marginal's Laplace approximation at
+the MAP (theta = centre + root @ (STEP_d * index)); it grows outward from the centre, one
+ring of neighbours at a time, from every node within DROP of the best log density so far
+(so it walks to the mode if the MAP's values are off), and is rebuilt in the lattice's
+own moments when they show the scale was wrong. The unknowns' draws take a node by its
+weight and a uniform offset within its cell; U's draws come from its Gaussian given the
+unknowns at the draw's node. Exact where the PDE is linear in U, up to the lattice's
+quadrature (its moments) and the cells' width (the draws' variance: ``draw_theta``).
+"""
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from tqdm.auto import tqdm
+
+from gpbayes import threads
+from gpbayes.coordinates import Whitened
+from gpbayes.infer.marginal import Marginal
+
+STEP = {1: 0.5, 2: 0.75}  # spacing in Laplace sds, by the number of unknowns (else 1.0)
+DROP = 8.0  # nodes this far below the best log density are not expanded (e^-8 of its mass)
+MAX_NODES = 400  # a lattice that needs more stops and says so
+RESCALE = 2.0  # a lattice sd off the Laplace one by more than this factor: built again
+PASSES = 3  # lattices built at most
+BATCH = 64  # U draws per compiled call
+DRAWS = 250  # independent draws per chain at most (worth NUTS's 1000: their ess is their
+# number), each with U on the grid and the test grid (100 MB at 50 x 50 for 4 chains)
+MODE_STEPS = 20  # quasi-Newton steps to the marginal's mode at most
+MODE_TOLERANCE = 0.05  # a step below this many Laplace sds ends them
+
+
+@dataclass
+class Lattice:
+    """Evaluated nodes: ``index`` (K, d) integers, ``theta`` (K, d) the unknowns' flat
+    values, ``log_density`` (K,) minus the potential; ``centre``, ``root``, ``step`` map
+    an index to theta; ``capped``: MAX_NODES stopped the growth."""
+
+    index: np.ndarray
+    theta: np.ndarray
+    log_density: np.ndarray
+    centre: np.ndarray
+    root: np.ndarray
+    step: float
+    capped: bool
+
+    @property
+    def weights(self) -> np.ndarray:
+        w = np.exp(self.log_density - self.log_density.max())
+        return w / w.sum()
+
+    def moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """The mean and covariance of theta under the lattice's weights (the trapezoid
+        rule on a uniform lattice: accurate far below its spacing for a smooth density)."""
+        w = self.weights
+        mean = w @ self.theta
+        d = self.theta - mean
+        return mean, (d * w[:, None]).T @ d
+
+
+def grow(potential: Callable[[np.ndarray], float], centre: np.ndarray, root: np.ndarray,
+         step: float, workers: int = 1, interrupt=None, bar=None) -> Lattice | None:
+    """The lattice from ``centre`` (module docstring); ``potential`` of flat theta. None if
+    ``interrupt`` gave a reason between rings."""
+    d = len(centre)
+    values: dict[tuple, float] = {}
+    ring, capped = [(0,) * d], False
+    with ThreadPoolExecutor(workers) as pool:
+        while ring:
+            if interrupt and interrupt():
+                return None
+            thetas = [centre + root @ (step * np.asarray(i, float)) for i in ring]
+            for i, v in zip(ring, pool.map(potential, thetas)):
+                values[i] = -v if np.isfinite(v) else -np.inf
+            if bar is not None:
+                bar.update(len(ring))
+            best = max(values.values())
+            ring = sorted({n for i, v in values.items() if v > best - DROP
+                           for n in _neighbours(i) if n not in values})
+            if len(values) + len(ring) > MAX_NODES:
+                ring, capped = [], bool(ring)
+    index = np.array(list(values), int)
+    return Lattice(index, centre + (step * index) @ root.T,
+                   np.array(list(values.values())), centre, root, step, capped)
+
+
+def _neighbours(i: tuple) -> list[tuple]:
+    return [i[:a] + (i[a] + s,) + i[a + 1:] for a in range(len(i)) for s in (-1, 1)]
+
+
+def build(potential: Callable, centre: np.ndarray, cov: np.ndarray, workers: int = 1,
+          interrupt=None, bar=None) -> tuple[Lattice | None, int]:
+    """The lattice (``grow``) in the whitening of ``cov`` about ``centre``, built again
+    in its own moments while they differ from the Laplace scale by more than RESCALE (at
+    most PASSES times). Returns (lattice or None if interrupted, passes)."""
+    step = STEP.get(len(centre), 1.0)
+    for passes in range(1, PASSES + 1):
+        root = np.linalg.cholesky(cov)
+        lattice = grow(potential, centre, root, step, workers, interrupt, bar)
+        if lattice is None:
+            return lattice, passes
+        mean, new = lattice.moments()  # truncated where capped: the next pass is wider
+        ratio = np.linalg.eigvalsh(np.linalg.solve(root, np.linalg.solve(root, new).T))
+        fits = np.all((ratio >= RESCALE**-2) & (ratio <= RESCALE**2)) and not lattice.capped
+        if fits or passes == PASSES:
+            return lattice, passes
+        centre, cov = mean, new
+    raise AssertionError("unreachable")
+
+
+def draw_theta(lattice: Lattice, count: int, rng: np.random.Generator) -> tuple:
+    """``count`` draws (count, d) of the unknowns: a node by its weight, then a uniform
+    offset within its cell. Their mean is the lattice's; their variance exceeds it by
+    step^2/12 per whitened axis (sd +1% at STEP 0.5), the price of continuous draws.
+    Returns (draws, their nodes)."""
+    node = rng.choice(len(lattice.index), size=count, p=lattice.weights)
+    x = lattice.index[node] + rng.uniform(-0.5, 0.5, size=(count, lattice.index.shape[1]))
+    return lattice.centre + (lattice.step * x) @ lattice.root.T, node
+
+
+def find_mode(f: Callable, value_and_grad: Callable, x: np.ndarray, hessian: np.ndarray,
+              steps: int = MODE_STEPS) -> tuple[np.ndarray, np.ndarray]:
+    """The marginal's mode from the MAP's values ``x``: quasi-Newton steps (BFGS updates
+    of the Hessian at the MAP, or the identity where that is not positive definite), each
+    halved until the potential falls, until the step is below MODE_TOLERANCE Laplace sds.
+    Returns (mode, covariance: the updated Hessian's inverse)."""
+    h = hessian if np.all(np.linalg.eigvalsh(hessian) > 0) else np.eye(len(x))
+    x = np.asarray(x, float)
+    value, grad = (np.asarray(a) for a in value_and_grad(jnp.asarray(x)))
+    for _ in range(steps):
+        step = -np.linalg.solve(h, grad)
+        if float(step @ h @ step) < MODE_TOLERANCE**2:
+            break
+        t = 1.0
+        while True:
+            new_value, new_grad = (np.asarray(a) for a in value_and_grad(jnp.asarray(x + t * step)))
+            if new_value <= value or t < 1e-3:
+                break
+            t /= 2
+        s, y = t * step, new_grad - grad
+        if s @ y > 0:  # BFGS: keeps h positive definite
+            hs = h @ s
+            h = h - np.outer(hs, hs) / (s @ hs) + np.outer(y, y) / (s @ y)
+        x, value, grad = x + s, new_value, new_grad
+    return x, np.linalg.inv(h)
+
+
+def sample(m: Marginal, chains: int, draws: int, seed: int, progress: bool = False,
+           interrupt=None) -> dict:
+    """Draws of the unknowns (by site) and of U from the marginal ``m`` on a lattice:
+    {"samples": {site: (chains, draws)}, "U": (chains, draws, *grid), "u_test": ...,
+    "lattice": Lattice, "passes", "wall_time_s"}; "lattice" None when interrupted."""
+    start = time.perf_counter()
+    problem = m.problem
+    flat, unravel = ravel_pytree(m.theta)
+    f = jax.jit(lambda x: m.potential(unravel(x)))
+    hessian = np.asarray(m.laplace(steps=0)[1])
+    phases = {"hessian": time.perf_counter() - start}
+    centre, cov = find_mode(f, jax.jit(jax.value_and_grad(f)), flat, hessian)
+    phases["mode"] = time.perf_counter() - start - sum(phases.values())
+    workers = threads.start_workers()
+    with tqdm(disable=not progress, desc="lattice", unit="node") as bar:
+        lattice, passes = build(lambda x: float(f(jnp.asarray(x))), centre, cov,
+                                workers, interrupt, bar)
+    phases["lattice"] = time.perf_counter() - start - sum(phases.values())
+    if lattice is None:
+        return {"lattice": None, "passes": passes, "wall_time_s": time.perf_counter() - start}
+    rng = np.random.default_rng(seed)
+    theta, node = draw_theta(lattice, chains * draws, rng)
+    u, u_test = _u_draws(m, lattice, node, rng, workers)
+    phases["u_draws"] = time.perf_counter() - start - sum(phases.values())
+    shape = (chains, draws)
+    return {"samples": {site: theta[:, j].reshape(shape)
+                        for j, site in enumerate(m.theta)},
+            "U": u.reshape(shape + problem.grid),
+            "u_test": u_test.reshape(shape + problem.test_grid),
+            "lattice": lattice, "passes": passes, "phases": phases,
+            "wall_time_s": time.perf_counter() - start}
+
+
+def _u_draws(m: Marginal, lattice: Lattice, node: np.ndarray, rng, workers: int) -> tuple:
+    """U on the grid and the test grid for each draw, from U's Gaussian given the unknowns
+    at the draw's ``node``: one factorisation per node used, the draws in batches of
+    BATCH (fixed shapes: each function compiles once)."""
+    p, held = m.problem, m.held
+    _, unravel = ravel_pytree(m.theta)
+    factor = jax.jit(lambda x: m.u_given(unravel(x)))
+
+    @jax.jit
+    def fields(mode, r, xi):  # xi (BATCH, N) standard normal
+        z = mode.reshape(-1)[:, None] + jax.scipy.linalg.solve_triangular(r, xi.T, lower=False)
+
+        def one(z):
+            w = Whitened(z.reshape(p.grid))
+            return held.to_grid(w), held.predict_grid(w, p.test_axes)
+
+        return jax.vmap(one)(z.T)
+
+    u = np.zeros((len(node),) + p.grid)
+    u_test = np.zeros((len(node),) + p.test_grid)
+    jobs = [(k, np.flatnonzero(node == k)) for k in np.unique(node)]
+    noise = {k: rng.standard_normal((-(-len(rows) // BATCH) * BATCH, p.size)) for k, rows in jobs}
+
+    def work(job):
+        k, rows = job
+        mode, r = factor(jnp.asarray(lattice.theta[k]))
+        parts = [fields(mode, r, jnp.asarray(noise[k][i:i + BATCH]))
+                 for i in range(0, len(noise[k]), BATCH)]
+        grid, test = (np.concatenate([np.asarray(q[j]) for q in parts]) for j in (0, 1))
+        return rows, grid[:len(rows)], test[:len(rows)]
+
+    with ThreadPoolExecutor(workers) as pool:
+        for rows, grid, test in pool.map(work, jobs):
+            u[rows], u_test[rows] = grid, test
+    return u, u_test
