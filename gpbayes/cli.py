@@ -149,7 +149,6 @@ def _sample(args):
     import gpbayes as gb
     from gpbayes import checkpoint, plots, spec
     from gpbayes.infer import marginal, nuts, posterior
-    from gpbayes.trust import failed_parts
 
     # the recipe of the method asked for, unless one is named
     recipe = gb.load_inference(args.inference or args.method or "nuts", method=args.method)
@@ -176,13 +175,7 @@ def _sample(args):
                 return _signal_code(fit.stop_stats) if fit.interrupted else 1
         else:
             fit = checkpoint.map_fit(saved, problem, map_recipe)
-        # U integrated out: the posterior's mean is checked, after; else the MAP, now
-        later = (problem.unknowns and marginal.integrates_u(problem, marginal.LAPLACE_MAX)
-                 and (not recipe.sample_hyper if method == "nuts" else recipe.solver == "auto"))
-        trusted = 0 if later else _trusted(fit)
-        if later and not fit.check["passed"]:
-            print(f"gpbayes: note: the MAP fails its trust check ({failed_parts(fit.check)}); U is "
-                  f"integrated out, so the posterior's mean is checked instead", file=sys.stderr)
+        trusted = _map_trusted(problem, fit, recipe)  # None: the posterior's mean, later
         problem = fit.problem  # the kept kernel (the profile solver may pick a plain family)
         _keep_model(args.model, out)
         if method == "gaussian":
@@ -192,7 +185,7 @@ def _sample(args):
             summary = posterior.save(post, fit, out, recipe.source)
             written = plots.posterior_figures(out, problem, fit)
             _print_gaussian(summary, out, written)
-            if post.solver == "marginal":
+            if trusted is None:
                 trusted = _trusted(post.mean_fit(fit))
             if post.cg is not None and not post.cg["converged"]:
                 print(f"gpbayes: CG stopped at cg_max_iterations = {recipe.cg_max_iterations} "
@@ -205,7 +198,7 @@ def _sample(args):
                                   sample_hyper=recipe.sample_hyper)
         summary, table = nuts.save(result, out, recipe.source)
         plots.posterior_figures(out, problem, fit)
-        if result.integrates_u and not result.interrupted:
+        if trusted is None and not result.interrupted:
             trusted = _trusted(result.mean_fit())
     if result.interrupted:
         what = "the partial posterior" if result.u_test.shape[1] else "summary.json (no draws)"
@@ -216,23 +209,46 @@ def _sample(args):
             sys.stdout.flush(), sys.stderr.flush()
             os._exit(_signal_code(result.stop_stats))
         return _signal_code(result.stop_stats)
-    if len(table):  # the scalars (unknowns, sampled hyperparameters); u's in summary.csv
-        print(table.to_string(max_rows=12))
-    if "lattice" in summary:
-        print(f"{problem.name}: {summary['chains']} x {summary['draws_per_chain']} independent "
-              f"draws from a lattice of {summary['lattice']['nodes']} nodes in "
-              f"{summary['wall_time_s']:.1f} s (U integrated out; no NUTS)")
-    else:
-        print(f"{problem.name}: {summary['chains']} chains x {summary['draws_per_chain']} draws "
-              f"in {summary['wall_time_s']:.1f} s, {summary['divergences']} divergences, "
-              f"u max r_hat {summary['u_test_max_r_hat']:.3f}, min ess_bulk "
-              f"{summary['u_test_min_ess_bulk']:.0f} ({summary['ess_bulk_per_s']:.0f}/s)")
-    print(f"wrote {out}/posterior.nc, summary.csv, summary.json, posterior.png; the MAP in "
-          f"{out}/map")
+    _print_nuts(summary, table, out)
     if Note.STEP_COLLAPSED in result.notes:
         print(f"gpbayes: warning: {result.stop_reason}", file=sys.stderr)
         return 1
     return _converged(summary) or trusted
+
+
+def _print_nuts(s: dict, table, out: Path) -> None:
+    """One compact block: the scalars (unknowns, sampled hyperparameters; u's are in
+    summary.csv), how they were drawn, the files."""
+    if len(table):
+        print(table.to_string(max_rows=12))
+    if "lattice" in s:
+        print(f"{s['name']}: {s['chains']} x {s['draws_per_chain']} independent draws from a "
+              f"lattice of {s['lattice']['nodes']} nodes in {s['wall_time_s']:.1f} s (U "
+              f"integrated out; no NUTS)")
+    else:
+        print(f"{s['name']}: {s['chains']} chains x {s['draws_per_chain']} draws in "
+              f"{s['wall_time_s']:.1f} s, {s['divergences']} divergences, u max r_hat "
+              f"{s['u_test_max_r_hat']:.3f}, min ess_bulk {s['u_test_min_ess_bulk']:.0f} "
+              f"({s['ess_bulk_per_s']:.0f}/s)")
+    print(f"wrote {out}/posterior.nc, summary.csv, summary.json, posterior.png; the MAP in "
+          f"{out}/map")
+
+
+def _map_trusted(problem, fit, recipe) -> int | None:
+    """The MAP's trust check, or None where U is integrated out (the posterior's mean is
+    checked after it instead: the joint MAP's U counts the source as evidence); a note
+    then says the MAP failed it."""
+    from gpbayes.infer import marginal
+    from gpbayes.trust import failed_parts
+
+    later = (problem.unknowns and marginal.integrates_u(problem, marginal.LAPLACE_MAX)
+             and (not recipe.sample_hyper if recipe.method == "nuts" else recipe.solver == "auto"))
+    if not later:
+        return _trusted(fit)
+    if not fit.check["passed"]:
+        print(f"gpbayes: note: the MAP fails its trust check ({failed_parts(fit.check)}); U is "
+              f"integrated out, so the posterior's mean is checked instead", file=sys.stderr)
+    return None
 
 
 def _nuts_note(size: int) -> str:
