@@ -271,13 +271,14 @@ def test_draws_map_on_one_device_per_chain():
 
 
 @pytest.mark.slow
-def test_nonlinear_pde_unknown_matches_its_exact_posterior(tmp_path, root):
+def test_nonlinear_pde_unknown_matches_its_exact_posterior(tmp_path, root, monkeypatch):
     """A PDE nonlinear in U (u_xx + a u (u^2 - 1) = f, 20 noisy observations, 80 points):
     NUTS on a alone, U integrated out by its Laplace approximation at U's mode given the
     PDE, against a's exact posterior (finite differences and quadrature, no GP): the
     mean within 0.3 exact sds, the sd within 20% (the joint model, the source counted
     as evidence, gave sds 140x too narrow on such a problem: issue 39); the same for the
-    Gaussian posterior (``marginal_posterior``), whose sd of u matches NUTS's draws."""
+    Gaussian posterior (``marginal_posterior``), whose sd of u matches NUTS's draws, and
+    for the lattice (the path beyond MARGINAL_MAX points), whose U draws spread as NUTS's."""
     import importlib.util
 
     import gpbayes as gb
@@ -304,6 +305,16 @@ def test_nonlinear_pde_unknown_matches_its_exact_posterior(tmp_path, root):
     assert abs(g.unknowns["a"]["mean"] - exact["mean"]) < 0.3 * exact["sd"], g.unknowns
     assert 0.8 < g.unknowns["a"]["sd"] / exact["sd"] < 1.2, g.unknowns
     ratio = g.test_sd / r.u_test.reshape(-1, *r.u_test.shape[2:]).std(0)
+    assert 0.85 < np.median(ratio) < 1.15, np.quantile(ratio, [0.1, 0.5, 0.9])
+    from gpbayes.infer import marginal
+
+    monkeypatch.setattr(marginal, "MARGINAL_MAX", 50)
+    grid = nuts.sample_nuts(fit.problem, fit, chains=2, draws=250, progress=False)
+    a = grid.samples["a"].ravel()
+    assert grid.path == "lattice_laplace" and len(a) == 500
+    assert abs(a.mean() - exact["mean"]) < 0.3 * exact["sd"], (a.mean(), a.std(), exact)
+    assert 0.8 < a.std() / exact["sd"] < 1.2, (a.mean(), a.std(), exact)
+    ratio = grid.u_test.reshape(-1, *grid.u_test.shape[2:]).std(0) / g.test_sd
     assert 0.85 < np.median(ratio) < 1.15, np.quantile(ratio, [0.1, 0.5, 0.9])
 
 
