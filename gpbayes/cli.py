@@ -9,7 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from gpbayes.errors import SpecError
+from gpbayes.errors import NumericalError, SpecError
 from gpbayes.io import write_atomic
 from gpbayes.stops import Note
 from gpbayes.threads import cpu_devices
@@ -394,6 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as err:
         print(f"gpbayes: error: {err}", file=sys.stderr)
         return 2
+    except NumericalError as err:
+        print(f"gpbayes: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("gpbayes: interrupted", file=sys.stderr)
         return 130

@@ -1,4 +1,4 @@
-"""The project's own error type for bad input."""
+"""The project's own error types: bad input, and numerical trouble a run cannot go past."""
 
 
 class SpecError(ValueError):
@@ -7,3 +7,8 @@ class SpecError(ValueError):
     def __init__(self, message, source=None, key=None):
         where = ": ".join(str(p) for p in (source, key) if p)
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class NumericalError(ArithmeticError):
+    """A computation that cannot go on (e.g. a marginal that is not finite anywhere it was
+    evaluated). The message is one line; what was done before it is kept."""

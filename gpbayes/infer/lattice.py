@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from gpbayes import threads
 from gpbayes.coordinates import Whitened
+from gpbayes.errors import NumericalError
 from gpbayes.infer.marginal import Marginal
 
 STEP = {1: 0.5, 2: 0.75}  # spacing in Laplace sds, by the number of unknowns (else 1.0)
@@ -89,6 +90,10 @@ def grow(potential: Callable[[np.ndarray], float], centre: np.ndarray, root: np.
                            for n in _neighbours(i) if n not in values})
             if len(values) + len(ring) > MAX_NODES:
                 ring, capped = [], bool(ring)
+    if not np.isfinite(max(values.values())):
+        raise NumericalError(f"the unknowns' marginal is not finite at any of the {len(values)} "
+                             f"lattice nodes about {np.round(centre, 6).tolist()} (the MAP in "
+                             f"DIR/map is kept)")
     index = np.array(list(values), int)
     return Lattice(index, centre + (step * index) @ root.T,
                    np.array(list(values.values())), centre, root, step, capped)
@@ -128,16 +133,19 @@ def draw_theta(lattice: Lattice, count: int, rng: np.random.Generator) -> tuple:
     return lattice.centre + (lattice.step * x) @ lattice.root.T, node
 
 
-def find_mode(f: Callable, value_and_grad: Callable, x: np.ndarray, hessian: np.ndarray,
-              steps: int = MODE_STEPS) -> tuple[np.ndarray, np.ndarray]:
+def find_mode(value_and_grad: Callable, x: np.ndarray, hessian: np.ndarray,
+              steps: int = MODE_STEPS, interrupt=None) -> tuple[np.ndarray, np.ndarray]:
     """The marginal's mode from the MAP's values ``x``: quasi-Newton steps (BFGS updates
     of the Hessian at the MAP, or the identity where that is not positive definite), each
-    halved until the potential falls, until the step is below MODE_TOLERANCE Laplace sds.
+    halved until the potential falls, until the step is below MODE_TOLERANCE Laplace sds
+    (or no halving lowers it: the lattice, which walks, goes on from there).
     Returns (mode, covariance: the updated Hessian's inverse)."""
     h = hessian if np.all(np.linalg.eigvalsh(hessian) > 0) else np.eye(len(x))
     x = np.asarray(x, float)
     value, grad = (np.asarray(a) for a in value_and_grad(jnp.asarray(x)))
     for _ in range(steps):
+        if interrupt and interrupt():
+            break
         step = -np.linalg.solve(h, grad)
         if float(step @ h @ step) < MODE_TOLERANCE**2:
             break
@@ -147,6 +155,8 @@ def find_mode(f: Callable, value_and_grad: Callable, x: np.ndarray, hessian: np.
             if new_value <= value or t < 1e-3:
                 break
             t /= 2
+        if not new_value <= value:  # no fall along the step: the lattice searches from here
+            break
         s, y = t * step, new_grad - grad
         if s @ y > 0:  # BFGS: keeps h positive definite
             hs = h @ s
@@ -166,18 +176,20 @@ def sample(m: Marginal, chains: int, draws: int, seed: int, progress: bool = Fal
     f = jax.jit(lambda x: m.potential(unravel(x)))
     hessian = np.asarray(m.laplace(steps=0)[1])
     phases = {"hessian": time.perf_counter() - start}
-    centre, cov = find_mode(f, jax.jit(jax.value_and_grad(f)), flat, hessian)
+    centre, cov = find_mode(jax.jit(jax.value_and_grad(f)), flat, hessian,
+                            interrupt=interrupt)
     phases["mode"] = time.perf_counter() - start - sum(phases.values())
     workers = threads.start_workers()
     with tqdm(disable=not progress, desc="lattice", unit="node") as bar:
         lattice, passes = build(lambda x: float(f(jnp.asarray(x))), centre, cov,
                                 workers, interrupt, bar)
     phases["lattice"] = time.perf_counter() - start - sum(phases.values())
-    if lattice is None:
-        return {"lattice": None, "passes": passes, "wall_time_s": time.perf_counter() - start}
     rng = np.random.default_rng(seed)
-    theta, node = draw_theta(lattice, chains * draws, rng)
-    u, u_test = _u_draws(m, lattice, node, rng, workers)
+    theta, node = draw_theta(lattice, chains * draws, rng) if lattice else (None, None)
+    drawn = _u_draws(m, lattice, node, rng, workers, interrupt) if lattice else None
+    if drawn is None:  # interrupted
+        return {"lattice": None, "passes": passes, "wall_time_s": time.perf_counter() - start}
+    u, u_test = drawn
     phases["u_draws"] = time.perf_counter() - start - sum(phases.values())
     shape = (chains, draws)
     return {"samples": {site: theta[:, j].reshape(shape)
@@ -188,10 +200,12 @@ def sample(m: Marginal, chains: int, draws: int, seed: int, progress: bool = Fal
             "wall_time_s": time.perf_counter() - start}
 
 
-def _u_draws(m: Marginal, lattice: Lattice, node: np.ndarray, rng, workers: int) -> tuple:
+def _u_draws(m: Marginal, lattice: Lattice, node: np.ndarray, rng, workers: int,
+             interrupt=None) -> tuple | None:
     """U on the grid and the test grid for each draw, from U's Gaussian given the unknowns
     at the draw's ``node``: one factorisation per node used, the draws in batches of
-    BATCH (fixed shapes: each function compiles once)."""
+    BATCH (fixed shapes: each function compiles once). None if ``interrupt`` gave a
+    reason between nodes."""
     p, held = m.problem, m.held
     _, unravel = ravel_pytree(m.theta)
     factor = jax.jit(lambda x: m.u_given(unravel(x)))
@@ -213,6 +227,8 @@ def _u_draws(m: Marginal, lattice: Lattice, node: np.ndarray, rng, workers: int)
 
     def work(job):
         k, rows = job
+        if interrupt and interrupt():
+            return None
         mode, r = factor(jnp.asarray(lattice.theta[k]))
         parts = [fields(mode, r, jnp.asarray(noise[k][i:i + BATCH]))
                  for i in range(0, len(noise[k]), BATCH)]
@@ -220,6 +236,9 @@ def _u_draws(m: Marginal, lattice: Lattice, node: np.ndarray, rng, workers: int)
         return rows, grid[:len(rows)], test[:len(rows)]
 
     with ThreadPoolExecutor(workers) as pool:
-        for rows, grid, test in pool.map(work, jobs):
-            u[rows], u_test[rows] = grid, test
+        done = list(pool.map(work, jobs))
+    if any(d is None for d in done):
+        return None
+    for rows, grid, test in done:
+        u[rows], u_test[rows] = grid, test
     return u, u_test

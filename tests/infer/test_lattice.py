@@ -67,7 +67,15 @@ def test_mode_from_far_with_a_wrong_hessian():
         x = np.asarray(x)
         return 0.5 * x @ x + 0.05 * x[0] ** 4 / 4, x + 0.05 * np.array([x[0] ** 3, 0.0])
 
-    x, cov = lattice.find_mode(lambda x: value_and_grad(x)[0], value_and_grad,
-                               np.array([3.0, -10.0]), 4 * np.eye(2))
+    x, cov = lattice.find_mode(value_and_grad, np.array([3.0, -10.0]), 4 * np.eye(2))
     np.testing.assert_allclose(x, 0.0, atol=0.05)
     assert np.all(np.diag(cov) > 0.5) and np.all(np.diag(cov) < 2.0)
+
+
+def test_a_marginal_not_finite_anywhere_stops_with_one_line():
+    """A potential that is nowhere finite raises NumericalError (the command prints it on
+    one line and exits 1, the MAP kept) instead of drawing from NaN weights."""
+    from gpbayes.errors import NumericalError
+
+    with pytest.raises(NumericalError, match="not finite at any of the"):
+        lattice.build(lambda x: np.nan, np.zeros(1), np.eye(1))

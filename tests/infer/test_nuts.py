@@ -341,3 +341,26 @@ def test_a_signal_during_the_warm_up_stops_the_sampler_at_once():
     assert samples == {} and extra == {} and code == "interrupted"
     assert describe(code, stats) == "interrupted (SIGTERM) before the first draws"
     assert nuts.worker_running()
+
+
+def test_an_interrupt_stops_the_lattice_before_its_draws(tmp_path, monkeypatch):
+    """The lattice path checks the interrupt between its rings and its nodes' U draws: a
+    signal during it ends with no draws and says so (summary.json only)."""
+    from conftest import small_inverse_problem
+    from gpbayes.infer import marginal as marginal_module
+
+    p, fit = small_inverse_problem()
+    monkeypatch.setattr(marginal_module, "MARGINAL_MAX", 50)
+    calls = []
+
+    def stop_in_the_lattice():  # the mode search's steps, then the lattice's first ring
+        calls.append(1)
+        return "SIGTERM" if len(calls) > 1 else None
+
+    r = nuts.sample_nuts(p, _at_jitter(fit), chains=2, draws=50, progress=False,
+                         interrupt=stop_in_the_lattice)
+    assert r.path == "lattice" and r.interrupted and r.u_test.shape[:2] == (2, 0)
+    assert "interrupted (SIGTERM) before the first draws" in r.stop_reason
+    summary, table = nuts.save(r, tmp_path)
+    assert table is None and summary["draws_per_chain"] == 0
+    assert not (tmp_path / "posterior.nc").exists()
