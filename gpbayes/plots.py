@@ -274,7 +274,9 @@ def nuts_figures(problem, idata, out_dir: Path, fit=None) -> list[str]:
     ``band_figure``) and trace.png (the unknowns)."""
     u = idata.posterior["u_test"]
     mean, sd = u.mean(("chain", "draw")).values, u.std(("chain", "draw")).values
-    save_figure(band_figure(problem, mean, sd, f"{problem.name}: NUTS posterior", fit),
+    path = str(getattr(idata, "attrs", {}).get("path", ""))  # how the sampler ran
+    how = "unknowns on a lattice" if path.startswith("lattice") else "NUTS"
+    save_figure(band_figure(problem, mean, sd, f"{problem.name}: {how} posterior", fit),
                 out_dir / "posterior.png")
     names = scalar_names(problem, idata)
     save_figure(trace_figure(idata, names), out_dir / "trace.png")
