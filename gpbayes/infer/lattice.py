@@ -3,11 +3,11 @@ Chopin 2009), for grids where NUTS cannot afford the marginal: beyond
 ``marginal.MARGINAL_MAX`` points one evaluation is a dense QR (1.5 s at 50 x 50 here) and
 NUTS needs thousands; a lattice over a few unknowns needs tens.
 
-The lattice lives in the coordinates that whiten the marginal's Laplace approximation at
-the MAP (theta = centre + root @ (STEP_d * index)); it grows outward from the centre, one
-ring of neighbours at a time, from every node within DROP of the best log density so far
-(so it walks to the mode if the MAP's values are off), and is rebuilt in the lattice's
-own moments when they show the scale was wrong. The unknowns' draws take a node by its
+Quasi-Newton steps from the MAP's values find the marginal's mode (``find_mode``). The
+lattice lives in the coordinates that whiten the curvature there (theta = centre + root
+@ (STEP_d * index)); it grows outward from the centre, one ring of neighbours at a time,
+from every node within DROP of the best log density so far (so it walks on where the
+mode was missed), and is rebuilt in its own moments when they show the scale was wrong. The unknowns' draws take a node by its
 weight and a uniform offset within its cell; U's draws come from its Gaussian given the
 unknowns at the draw's node. Exact where the PDE is linear in U, up to the lattice's
 quadrature (its moments) and the cells' width (the draws' variance: ``draw_theta``).
