@@ -12,8 +12,6 @@ ROUNDING = 100  # a fall of the log joint up to ROUNDING x tolerance (relative) 
 CHECK_RANGE = 10  # starts whose check score is within this factor of the best compete
 LOOSER = 100  # CG tolerance factor of the kernel learning's trial solves
 CHECK_RISE = 2  # a start stops once its check score rises past this factor of its lowest
-HOPELESS = 1.0  # check score above which a screened start is no solution (the midpoint
-# residual larger than the equation's terms): a race of such starts alone goes no further
 STEADY_MAX, STEADY_SPREAD = 0.9, 0.1  # a steady linear rate for Aitken's jump (``aitken``)
 
 

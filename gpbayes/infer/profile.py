@@ -29,15 +29,7 @@ from gpbayes.coordinates import Whitened
 from gpbayes.gauss_newton import Rotated, exact_boundary_rows, rotated_basis
 from gpbayes.infer import learn
 from gpbayes.infer.init import PLAIN_COMPONENTS, plain_lengths, plain_params, spectral_params
-from gpbayes.infer.policy import (
-    CHECK_RISE,
-    HOPELESS,
-    LOOSER,
-    ROUNDING,
-    aitken,
-    choose,
-    held_out_cap,
-)
+from gpbayes.infer.policy import CHECK_RISE, LOOSER, ROUNDING, aitken, choose, held_out_cap
 from gpbayes.infer.solvers import dense_gauss_newton, is_dense
 from gpbayes.model import initial_params
 from gpbayes.problem import Problem
@@ -192,7 +184,7 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
         runs = Starts(problem, recipe, bar, start)
         own = [c for c in todo if c[1] is problem]
         if recipe.screen_sweeps and len(todo) > 1:  # the model file's family, then plain
-            runs.race(own, interrupt, give_up=len(own) < len(todo))
+            runs.race(own, interrupt)
             if len(own) < len(todo) and not runs.resolved():
                 runs.race(todo[len(own):], interrupt)
         else:
@@ -374,16 +366,13 @@ class Starts:
         self.bar.total += 1
         return self.run(label, fit.problem, fit.params, fresh=False, **kwargs)
 
-    def race(self, group: list, interrupt=None, give_up: bool = False) -> None:
+    def race(self, group: list, interrupt=None) -> None:
         """Successive halving over the starts of ``group``: ``screen_sweeps`` sweeps each,
         the better half by check twice as many more, and so on; the last to its end.
-        Each round's runs run at once (``rounds``). ``give_up`` (another group races
-        next): no round after the screen when every start's check is above HOPELESS."""
+        Each round's runs run at once (``rounds``)."""
         budget = self.recipe.screen_sweeps
         done = self.rounds([(lb, prob, init, {"budget": budget}) for lb, prob, init in group])
         pool = [(score, fit, lb) for (fit, score), (lb, _, _) in zip(done, group)]
-        if give_up and all(score > HOPELESS for score, _, _ in pool):
-            return
         while not (interrupt and interrupt()):
             pool = sorted(pool, key=lambda x: x[0])[:max(1, len(pool) // 2)]
             last, budget = len(pool) == 1, 2 * budget

@@ -309,23 +309,6 @@ def test_the_race_keeps_the_start_that_running_every_start_keeps(fast_fit):
     assert len(fast_fit.history) < len(full.history)
 
 
-def test_a_hopeless_screen_ends_its_race_and_the_plain_families_race(fast_fit, monkeypatch):
-    """Where every start of the model file's family has a check above HOPELESS after its
-    screen (no solution: suite g03's spectral starts screen at 2.5), that race goes no
-    further and the plain families race: here HOPELESS is set below every check."""
-    from gpbayes.infer import profile
-
-    monkeypatch.setattr(profile, "HOPELESS", -1.0)
-    fit = gb.fit_map(fast_fit.problem, fast_fit.recipe, progress=False)
-    family = fast_fit.problem.family
-    own = [c for c in fit.candidates if c["start"].startswith(family)]
-    assert len(own) == len(fast_fit.recipe.rho_scales)
-    for c in own:  # each ran its screen and no more
-        sweeps = [h for h in fit.history if h["start"] == c["start"]]
-        assert len(sweeps) <= fast_fit.recipe.screen_sweeps and not c["chosen"]
-    assert len(fit.candidates) > len(own) and fit.check["passed"]
-
-
 def test_the_race_in_threads_equals_the_race_in_turn(fast_fit, monkeypatch):
     """A round's starts run in threads at once (``threads.start_workers``); each start's
     sweeps are its own, so the fit, its history and its candidates are those of the same
