@@ -186,7 +186,7 @@ def _sample(args):
             written = plots.posterior_figures(out, problem, fit)
             _print_gaussian(summary, out, written)
             if trusted is None:
-                trusted = _trusted(post.mean_fit(fit))
+                trusted = _trusted(summary["posterior_mean_check"])
             if post.cg is not None and not post.cg["converged"]:
                 print(f"gpbayes: CG stopped at cg_max_iterations = {recipe.cg_max_iterations} "
                       f"before cg_tolerance; the sd in {out} is not reliable", file=sys.stderr)
@@ -199,7 +199,7 @@ def _sample(args):
         summary, table = nuts.save(result, out, recipe.source)
         plots.posterior_figures(out, problem, fit)
         if trusted is None and not result.interrupted:
-            trusted = _trusted(result.mean_fit())
+            trusted = _trusted(summary["posterior_mean_check"])
     if result.interrupted:
         what = "the partial posterior" if result.u_test.shape[1] else "summary.json (no draws)"
         print(f"gpbayes: {result.stop_reason}; wrote {what} to {out} and the "
@@ -244,7 +244,7 @@ def _map_trusted(problem, fit, recipe) -> int | None:
     later = (problem.unknowns and marginal.integrates_u(problem, marginal.LAPLACE_MAX)
              and (not recipe.sample_hyper if recipe.method == "nuts" else recipe.solver == "auto"))
     if not later:
-        return _trusted(fit)
+        return _trusted(fit.check)
     if not fit.check["passed"]:
         print(f"gpbayes: note: the MAP fails its trust check ({failed_parts(fit.check)}); U is "
               f"integrated out, so the posterior's mean is checked instead", file=sys.stderr)
@@ -317,16 +317,16 @@ def _solve(args):
         return _signal_code(fit.stop_stats)
     if fit.failed:
         return 1
-    return _trusted(fit)
+    return _trusted(fit.check)
 
 
-def _trusted(fit) -> int:
-    """0, or UNTRUSTED with a warning line when the result fails its trust check."""
+def _trusted(check: dict) -> int:
+    """0, or UNTRUSTED with a warning line when a result fails its trust ``check``."""
     from gpbayes.trust import warning
 
-    if fit.check["passed"]:
+    if check["passed"]:
         return 0
-    print(warning(fit.check), file=sys.stderr)
+    print(warning(check), file=sys.stderr)
     return UNTRUSTED
 
 

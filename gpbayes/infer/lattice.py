@@ -7,10 +7,11 @@ Quasi-Newton steps from the MAP's values find the marginal's mode (``find_mode``
 lattice lives in the coordinates that whiten the curvature there (theta = centre + root
 @ (STEP_d * index)); it grows outward from the centre, one ring of neighbours at a time,
 from every node within DROP of the best log density so far (so it walks on where the
-mode was missed), and is rebuilt in its own moments when they show the scale was wrong. The unknowns' draws take a node by its
-weight and a uniform offset within its cell; U's draws come from its Gaussian given the
-unknowns at the draw's node. Exact where the PDE is linear in U, up to the lattice's
-quadrature (its moments) and the cells' width (the draws' variance: ``draw_theta``).
+mode was missed), and is rebuilt in its own moments when they show the scale was wrong.
+The unknowns' draws take a node by its weight and a uniform offset within its cell; U's
+draws come from its Gaussian given the unknowns at the draw's node. Exact where the PDE
+is linear in U, up to the lattice's quadrature (its moments) and the cells' width (the
+draws' variance: ``draw_theta``).
 """
 
 import time
@@ -108,19 +109,17 @@ def build(potential: Callable, centre: np.ndarray, cov: np.ndarray, workers: int
     """The lattice (``grow``) in the whitening of ``cov`` about ``centre``, built again
     in its own moments while they differ from the Laplace scale by more than RESCALE (at
     most PASSES times). Returns (lattice or None if interrupted, passes)."""
-    step = STEP.get(len(centre), 1.0)
-    for passes in range(1, PASSES + 1):
-        root = np.linalg.cholesky(cov)
+    step, passes = STEP.get(len(centre), 1.0), 0
+    while True:
+        root, passes = np.linalg.cholesky(cov), passes + 1
         lattice = grow(potential, centre, root, step, workers, interrupt, bar)
-        if lattice is None:
+        if lattice is None or passes == PASSES:
             return lattice, passes
         mean, new = lattice.moments()  # truncated where capped: the next pass is wider
         ratio = np.linalg.eigvalsh(np.linalg.solve(root, np.linalg.solve(root, new).T))
-        fits = np.all((ratio >= RESCALE**-2) & (ratio <= RESCALE**2)) and not lattice.capped
-        if fits or passes == PASSES:
+        if np.all((ratio >= RESCALE**-2) & (ratio <= RESCALE**2)) and not lattice.capped:
             return lattice, passes
         centre, cov = mean, new
-    raise AssertionError("unreachable")
 
 
 def draw_theta(lattice: Lattice, count: int, rng: np.random.Generator) -> tuple:
@@ -184,11 +183,14 @@ def sample(m: Marginal, chains: int, draws: int, seed: int, progress: bool = Fal
         lattice, passes = build(lambda x: float(f(jnp.asarray(x))), centre, cov,
                                 workers, interrupt, bar)
     phases["lattice"] = time.perf_counter() - start - sum(phases.values())
+    stopped = {"lattice": None, "passes": passes}  # an interrupt, before the draws
+    if lattice is None:
+        return {**stopped, "wall_time_s": time.perf_counter() - start}
     rng = np.random.default_rng(seed)
-    theta, node = draw_theta(lattice, chains * draws, rng) if lattice else (None, None)
-    drawn = _u_draws(m, lattice, node, rng, workers, interrupt) if lattice else None
-    if drawn is None:  # interrupted
-        return {"lattice": None, "passes": passes, "wall_time_s": time.perf_counter() - start}
+    theta, node = draw_theta(lattice, chains * draws, rng)
+    drawn = _u_draws(m, lattice, node, rng, workers, interrupt)
+    if drawn is None:
+        return {**stopped, "wall_time_s": time.perf_counter() - start}
     u, u_test = drawn
     phases["u_draws"] = time.perf_counter() - start - sum(phases.values())
     shape = (chains, draws)
