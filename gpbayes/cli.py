@@ -158,8 +158,9 @@ def _sample(args):
     cpu_devices(recipe.chains)  # one per chain, before the first JAX computation
     problem = gb.load_model(args.model)
     method = recipe.method
-    if method == "nuts" and problem.unknowns and not marginal.integrates_u(problem):
-        print("gpbayes: note: " + _nuts_note(problem.size), file=sys.stderr)
+    if method == "nuts" and not recipe.sample_hyper and marginal.sampler(problem) in (
+            "lattice", "joint"):
+        print("gpbayes: note: " + _nuts_note(problem), file=sys.stderr)
     map_recipe = _announce(spec.map_recipe_of(recipe))
     out = Path(args.out or args.resume or Path("runs") / f"{problem.name}-{method}")
     saved = (checkpoint.load(Path(args.resume) / "map", problem, map_recipe)
@@ -241,8 +242,9 @@ def _map_trusted(problem, fit, recipe) -> int | None:
     from gpbayes.infer import marginal
     from gpbayes.trust import failed_parts
 
-    later = (problem.unknowns and marginal.integrates_u(problem, marginal.LAPLACE_MAX)
-             and (not recipe.sample_hyper if recipe.method == "nuts" else recipe.solver == "auto"))
+    later = (marginal.sampler(problem) in ("nuts", "lattice") and not recipe.sample_hyper
+             if recipe.method == "nuts" else
+             marginal.integrates_u(problem, marginal.LAPLACE_MAX) and recipe.solver == "auto")
     if not later:
         return _trusted(fit.check)
     if not fit.check["passed"]:
@@ -251,20 +253,23 @@ def _map_trusted(problem, fit, recipe) -> int | None:
     return None
 
 
-def _nuts_note(size: int) -> str:
-    """What the default sampler does with unknowns on a grid of ``size`` points beyond
-    NUTS's marginal (``marginal.MARGINAL_MAX``)."""
+def _nuts_note(problem) -> str:
+    """What the default sampler does with unknowns on a grid beyond NUTS's marginal
+    (``marginal.sampler``)."""
     from gpbayes.infer import marginal
 
-    if size <= marginal.LAPLACE_MAX:
+    size = problem.size
+    if marginal.sampler(problem) == "lattice":
+        how = ("a dense solve" if size <= marginal.LAPLACE_MAX else
+               "a set of matrix-free solves")
         return (f"on these {size} grid points (beyond {marginal.MARGINAL_MAX}) each "
-                f"evaluation of the unknowns' marginal is a dense solve, too dear for NUTS's "
+                f"evaluation of the unknowns' marginal is {how}, too dear for NUTS's "
                 f"thousands: they are integrated on a lattice instead (U integrated out, "
                 f"independent draws)")
-    return (f"beyond {marginal.LAPLACE_MAX} grid points ({size} here) NUTS samples U with the "
-            f"unknowns (the marginal is out of reach), which can take hours or fail (a 100 x "
-            f"100 advection problem drew nothing in 22 minutes); --method gaussian gives their "
-            f"joint Laplace approximation in minutes")
+    return (f"beyond {marginal.LAPLACE_MAX} grid points ({size} here) with a PDE nonlinear in U "
+            f"or without measurements, NUTS samples U with the unknowns (their marginal is out "
+            f"of reach), which can take hours or fail; --method gaussian gives their joint "
+            f"Laplace approximation in minutes")
 
 
 def _print_gaussian(s: dict, out: Path, figures: list) -> None:

@@ -362,10 +362,27 @@ class Conditional:
         e = self._evidence_and_prior_rows
         rows = (jac[~e], rhs[~e], jac[e], rhs[e])
         x = predictive.mode(*rows)
-        units = np.sum(np.log(p.row_noise[~p.tempered_rows]))
-        if p.observations is not None:  # the rows are (prediction - data) / noise
+        return x.reshape(p.grid), (jac @ x - rhs)[:-n], predictive.log_density(*rows) - self._units
+
+    def evidence_matrix_free(self, u: Array, tol: float, cov_tol: float, maxiter: int,
+                             warm: tuple | None = None) -> tuple:
+        """``evidence_given_pde`` for a linear PDE on any grid, no matrix formed (PCG
+        solves with implicit derivatives: ``predictive.structured``), U's conditional mode
+        solved from grid values ``u`` (or from ``warm``, the solves at nearby values):
+        returns (U at the mode, r there, log density, the solves for ``warm``)."""
+        gn = self.gauss_newton(u)
+        s, r, log_p, solves = predictive.structured(gn, self.evidence_rows, tol, cov_tol,
+                                                    maxiter, warm)
+        return gn.to_grid(s), r, log_p - self._units, solves
+
+    @property
+    def _units(self) -> float:
+        """log of the measurements' noise sds: the rows are (prediction - data) / noise."""
+        p = self.problem
+        units = float(np.sum(np.log(p.row_noise[~p.tempered_rows])))
+        if p.observations is not None:
             units += len(p.observations[1]) * math.log(p.observations[2])
-        return x.reshape(p.grid), (jac @ x - rhs)[:-n], predictive.log_density(*rows) - units
+        return units
 
     def pde_mode(self, start: Array, steps: int) -> Array:
         """U's mode (whitened) given the PDE's own rows and its prior, the measurements

@@ -41,7 +41,8 @@ def axis_site_names(problem: Problem, j: int) -> list[str]:
 
 def pde_model(problem: Problem, jitter: float = 1e-6, whiten: bool = False,
               sample_hyper: bool = False, held: Conditional | None = None,
-              marginal: bool = False, start: Array | None = None) -> None:
+              marginal: bool = False, start: Array | None = None,
+              matrix_free: bool = False, warm: tuple | None = None) -> None:
     """The NumPyro model of the PDE. Sites (per axis v in the problem's variables):
 
       log_w_v, log_rho_v, mu_v   kernel parameters, flat priors (flat on log w = Jeffreys)
@@ -64,6 +65,10 @@ def pde_model(problem: Problem, jitter: float = 1e-6, whiten: bool = False,
     sites where the PDE is linear in U; elsewhere ``start`` (whitened U) is given and the
     terms are linearised at U's mode given the PDE's rows (``Conditional.pde_mode``,
     LAPLACE_STEPS Gauss-Newton steps from it): a Laplace approximation.
+    ``matrix_free=True`` (a linear PDE with measurements, ``start`` U on the grid): the
+    same factor by PCG solves (``Conditional.evidence_matrix_free``), no matrix formed;
+    ``warm``: those solves at nearby values of the unknowns, to start from (no
+    derivatives then).
     With measurements (observations, noisy boundary rows) the factor is instead their
     predictive given the PDE's own rows (``Conditional.evidence_given_pde``): the PDE a
     constraint, not evidence; the GP's prior predictive of the source would otherwise
@@ -90,7 +95,7 @@ def pde_model(problem: Problem, jitter: float = 1e-6, whiten: bool = False,
     cond = Conditional(problem, values, jitter) if held is None else held.with_values(varying)
     t = problem.tempered_rows  # the other rows are noisy observations
     if marginal:
-        z, parts = _integrate_u(cond, start)
+        z, parts = _integrate_u(cond, start, matrix_free, warm)
         if parts is None:  # the measurements' predictive given the PDE: nothing more
             return
         gap, residual, mean = parts
@@ -120,14 +125,23 @@ def pde_model(problem: Problem, jitter: float = 1e-6, whiten: bool = False,
         numpyro.sample("observations", dist.Normal(mean, noise), obs=jnp.asarray(data))
 
 
+MATRIX_FREE = (1e-10, 1e-3, 20000)  # the matrix-free evidence's PCG: U's mode to 1e-10,
+# the measurements' covariance columns to 1e-3 (their error then 1e-3 relative; on
+# inverse-advection-periodic2d the log density moved by 7e-11), iterations at most
 LAPLACE_STEPS = 2  # Gauss-Newton steps to U's mode given the PDE, per evaluation, from a
 # start at the MAP's unknowns (nonlinear PDEs, ``marginal=True``; journal: "Laplace within")
 
 
-def _integrate_u(cond: Conditional, start: Array | None) -> tuple:
+def _integrate_u(cond: Conditional, start: Array | None, matrix_free: bool,
+                 warm: tuple | None) -> tuple:
     """The factor of ``pde_model(..., marginal=True)``; returns U's conditional mode z*
     and the data terms' parts there (``split_data_residual``), or None for the parts
     where the factor is the measurements' predictive (whose sites it then records)."""
+    if matrix_free:  # a linear PDE with measurements; ``start``: U on the grid
+        u, r, log_p, _ = cond.evidence_matrix_free(start, *MATRIX_FREE, warm)
+        numpyro.factor("evidence", log_p)
+        _record(cond, u, r)
+        return None, None
     at = None if start is None else jax.lax.stop_gradient(cond.pde_mode(start, LAPLACE_STEPS))
     if not cond.evidence_rows.any():
         z, root, r = cond.u_given_rest(at)
@@ -135,11 +149,16 @@ def _integrate_u(cond: Conditional, start: Array | None) -> tuple:
         return z, cond.split_data_residual(r)
     z, r, log_p = cond.evidence_given_pde(at)
     numpyro.factor("evidence", log_p)
+    _record(cond, cond.to_grid(Whitened(z)), r)
+    return z, None
+
+
+def _record(cond: Conditional, u: Array, r: Array) -> None:
+    """U's conditional mode and the data terms there, as deterministic sites."""
     gap, residual, _ = cond.split_data_residual(r)
-    numpyro.deterministic("U", cond.to_grid(Whitened(z)))
+    numpyro.deterministic("U", u)
     numpyro.deterministic("residual", residual)
     numpyro.deterministic("boundary_gap", gap)
-    return z, None
 
 
 def gaussian_volume(z: Array, root: Array) -> Array:

@@ -26,7 +26,6 @@ from jax.flatten_util import ravel_pytree
 from tqdm.auto import tqdm
 
 from gpbayes import threads
-from gpbayes.coordinates import Whitened
 from gpbayes.errors import NumericalError
 from gpbayes.infer.marginal import Marginal
 
@@ -35,7 +34,6 @@ DROP = 8.0  # nodes this far below the best log density are not expanded (e^-8 o
 MAX_NODES = 400  # a lattice that needs more stops and says so
 RESCALE = 2.0  # a lattice sd off the Laplace one by more than this factor: built again
 PASSES = 3  # lattices built at most
-BATCH = 64  # U draws per compiled call
 DRAWS = 250  # independent draws per chain at most (worth NUTS's 1000: their ess is their
 # number), each with U on the grid and the test grid (100 MB at 50 x 50 for 4 chains)
 MODE_STEPS = 20  # quasi-Newton steps to the marginal's mode at most
@@ -164,6 +162,48 @@ def find_mode(value_and_grad: Callable, x: np.ndarray, hessian: np.ndarray,
     return x, np.linalg.inv(h)
 
 
+DIFFERENCE = 0.1  # the step of ``differences``, in Laplace sds
+
+
+def differences(f: Callable[[np.ndarray], float], sd: np.ndarray) -> Callable:
+    """x -> (f(x), its gradient by central differences of DIFFERENCE sd per axis)."""
+    def value_and_grad(x):
+        x = np.asarray(x, float)
+        grad = np.zeros_like(x)
+        for i, h in enumerate(DIFFERENCE * sd):
+            e = np.zeros_like(x)
+            e[i] = h
+            grad[i] = (f(x + e) - f(x - e)) / (2 * h)
+        return f(x), grad
+
+    return value_and_grad
+
+
+def curvature(f: Callable[[np.ndarray], float], x: np.ndarray, rounds: int = 2) -> np.ndarray:
+    """The Hessian of f at x by central second differences: steps of 1e-3 (1 + |x|), then
+    half the sds that gives (the lattice's spacing, where the values vary by about 1/8)."""
+    d, h = len(x), 1e-3 * (1 + np.abs(x))
+    for _ in range(rounds):
+        f0, hess = f(x), np.zeros((d, d))
+        for i in range(d):
+            for j in range(i, d):
+                ei, ej = np.eye(d)[i] * h[i], np.eye(d)[j] * h[j]
+                if i == j:
+                    hess[i, i] = (f(x + ei) - 2 * f0 + f(x - ei)) / h[i] ** 2
+                else:
+                    hess[i, j] = hess[j, i] = (f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej)
+                                               + f(x - ei - ej)) / (4 * h[i] * h[j])
+        h = 0.5 * _sd(hess, h)
+    return hess
+
+
+def _sd(hessian: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """The Laplace sds of a Hessian, ``fallback`` where it is not positive definite."""
+    if not np.all(np.linalg.eigvalsh(hessian) > 0):
+        return fallback
+    return np.sqrt(np.diag(np.linalg.inv(hessian)))
+
+
 def sample(m: Marginal, chains: int, draws: int, seed: int, progress: bool = False,
            interrupt=None) -> dict:
     """Draws of the unknowns (by site) and of U from the marginal ``m`` on a lattice:
@@ -172,23 +212,27 @@ def sample(m: Marginal, chains: int, draws: int, seed: int, progress: bool = Fal
     start = time.perf_counter()
     problem = m.problem
     flat, unravel = ravel_pytree(m.theta)
-    f = jax.jit(lambda x: m.potential(unravel(x)))
-    hessian = np.asarray(m.laplace(steps=0)[1])
+    if m.u_map is None:
+        hessian = np.asarray(m.laplace(steps=0)[1])
+        f = jax.jit(lambda x: m.potential(unravel(x)))
+        value_and_grad = jax.jit(jax.value_and_grad(f))
+    else:  # matrix-free: differences of values whose solves start at the MAP's
+        near = m.near(flat)
+        hessian = curvature(near, flat)
+        value_and_grad = differences(near, _sd(hessian, np.ones_like(flat)))
     phases = {"hessian": time.perf_counter() - start}
-    centre, cov = find_mode(jax.jit(jax.value_and_grad(f)), flat, hessian,
-                            interrupt=interrupt)
+    centre, cov = find_mode(value_and_grad, flat, hessian, interrupt=interrupt)
     phases["mode"] = time.perf_counter() - start - sum(phases.values())
     workers = threads.start_workers()
     with tqdm(disable=not progress, desc="lattice", unit="node") as bar:
-        lattice, passes = build(lambda x: float(f(jnp.asarray(x))), centre, cov,
-                                workers, interrupt, bar)
+        lattice, passes = build(m.near(centre), centre, cov, workers, interrupt, bar)
     phases["lattice"] = time.perf_counter() - start - sum(phases.values())
     stopped = {"lattice": None, "passes": passes}  # an interrupt, before the draws
     if lattice is None:
         return {**stopped, "wall_time_s": time.perf_counter() - start}
     rng = np.random.default_rng(seed)
     theta, node = draw_theta(lattice, chains * draws, rng)
-    drawn = _u_draws(m, lattice, node, rng, workers, interrupt)
+    drawn = m.u_draws(lattice.theta, node, int(rng.integers(2**31)), workers, interrupt)
     if drawn is None:
         return {**stopped, "wall_time_s": time.perf_counter() - start}
     u, u_test = drawn
@@ -200,47 +244,3 @@ def sample(m: Marginal, chains: int, draws: int, seed: int, progress: bool = Fal
             "u_test": u_test.reshape(shape + problem.test_grid),
             "lattice": lattice, "passes": passes, "phases": phases,
             "wall_time_s": time.perf_counter() - start}
-
-
-def _u_draws(m: Marginal, lattice: Lattice, node: np.ndarray, rng, workers: int,
-             interrupt=None) -> tuple | None:
-    """U on the grid and the test grid for each draw, from U's Gaussian given the unknowns
-    at the draw's ``node``: one factorisation per node used, the draws in batches of
-    BATCH (fixed shapes: each function compiles once). None if ``interrupt`` gave a
-    reason between nodes."""
-    p, held = m.problem, m.held
-    _, unravel = ravel_pytree(m.theta)
-    factor = jax.jit(lambda x: m.u_given(unravel(x)))
-
-    @jax.jit
-    def fields(mode, r, xi):  # xi (BATCH, N) standard normal
-        z = mode.reshape(-1)[:, None] + jax.scipy.linalg.solve_triangular(r, xi.T, lower=False)
-
-        def one(z):
-            w = Whitened(z.reshape(p.grid))
-            return held.to_grid(w), held.predict_grid(w, p.test_axes)
-
-        return jax.vmap(one)(z.T)
-
-    u = np.zeros((len(node),) + p.grid)
-    u_test = np.zeros((len(node),) + p.test_grid)
-    jobs = [(k, np.flatnonzero(node == k)) for k in np.unique(node)]
-    noise = {k: rng.standard_normal((-(-len(rows) // BATCH) * BATCH, p.size)) for k, rows in jobs}
-
-    def work(job):
-        k, rows = job
-        if interrupt and interrupt():
-            return None
-        mode, r = factor(jnp.asarray(lattice.theta[k]))
-        parts = [fields(mode, r, jnp.asarray(noise[k][i:i + BATCH]))
-                 for i in range(0, len(noise[k]), BATCH)]
-        grid, test = (np.concatenate([np.asarray(q[j]) for q in parts]) for j in (0, 1))
-        return rows, grid[:len(rows)], test[:len(rows)]
-
-    with ThreadPoolExecutor(workers) as pool:
-        done = list(pool.map(work, jobs))
-    if any(d is None for d in done):
-        return None
-    for rows, grid, test in done:
-        u[rows], u_test[rows] = grid, test
-    return u, u_test

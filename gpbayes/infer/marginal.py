@@ -4,18 +4,25 @@ approximation (the Gaussian posterior's unknowns) and U's Gaussian given the unk
 Exact where the PDE is linear in U; elsewhere linearised at U's mode given the PDE.
 """
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 from jax.flatten_util import ravel_pytree
+from jax.scipy.linalg import solve_triangular
 from numpyro.handlers import condition
 from numpyro.infer.util import potential_energy
 
-from gpbayes.conditional import Conditional, with_factors
-from gpbayes.model import LAPLACE_STEPS, pde_model
+from gpbayes.conditional import Conditional, is_linear, with_factors
+from gpbayes.coordinates import Whitened
+from gpbayes.errors import NumericalError
+from gpbayes.gauss_newton import rotated_basis
+from gpbayes.model import LAPLACE_STEPS, MATRIX_FREE, pde_model
 from gpbayes.problem import Problem
 from gpbayes.results import MapFit, fixed_sites
 
@@ -24,6 +31,9 @@ LAPLACE_MAX = 4000  # grid points: the Gaussian posterior's unknowns take the ma
 # Laplace approximation (a few dense evaluations: 1.4 s each on a 50 x 50 grid here)
 START_STEPS = 10  # Gauss-Newton steps to U's mode given the PDE at the MAP (nonlinear PDEs)
 NEWTON_STEPS = 6  # Newton steps on the unknowns to the marginal's mode (from the MAP's)
+BATCH = 64  # U's draws per compiled call
+DRAW_TOLERANCE = 1e-3  # PCG's, for a matrix-free draw of U: on inverse-advection-periodic2d
+# U's sd over 64 draws is that of 1e-6 solves to 1e-5 relative, at half the iterations
 
 
 def integrates_u(problem: Problem, limit: int | None = None) -> bool:
@@ -32,6 +42,27 @@ def integrates_u(problem: Problem, limit: int | None = None) -> bool:
     approximation's is LAPLACE_MAX)."""
     return bool(problem.unknowns) and problem.size <= (MARGINAL_MAX if limit is None
                                                        else limit)
+
+
+def matrix_free(problem: Problem) -> bool:
+    """Whether the marginal is evaluated without a matrix (``pde_model(...,
+    matrix_free=True)``): unknowns on a grid beyond LAPLACE_MAX points, a PDE linear in U
+    and measurements (observations or noisy boundary rows) to be their evidence."""
+    noisy = problem.observations is not None or bool((~problem.tempered_rows).any())
+    return (bool(problem.unknowns) and problem.size > LAPLACE_MAX and noisy
+            and is_linear(problem, {n: loc for n, (_, loc, _) in problem.unknowns.items()}))
+
+
+def sampler(problem: Problem) -> str:
+    """How ``gpbayes sample`` (NUTS, kernel held) draws the unknowns: "nuts" on their
+    marginal (up to MARGINAL_MAX points), "lattice" (its dense marginal up to LAPLACE_MAX
+    points, matrix-free beyond where ``matrix_free``), else "joint" (NUTS on U with
+    them); "none" without unknowns."""
+    if not problem.unknowns:
+        return "none"
+    if integrates_u(problem):
+        return "nuts"
+    return "lattice" if integrates_u(problem, LAPLACE_MAX) or matrix_free(problem) else "joint"
 
 
 @dataclass(frozen=True)
@@ -45,6 +76,20 @@ class Marginal:
     z_start: Array | None  # U's mode given the PDE at the MAP (whitened), if nonlinear
     theta: dict
     potential: object
+    u_map: Array | None = None  # the MAP's U on the grid where the marginal is matrix-free
+    warm_potential: object = None  # (solves, theta) -> potential, there: from the solves
+
+    def near(self, flat: np.ndarray) -> Callable[[np.ndarray], float]:
+        """Flat theta -> the potential (a float). Matrix-free: its solves start from
+        those at ``flat``, to the same tolerances (cheap for nearby values, no derivatives:
+        the lattice's values); dense: ``potential``."""
+        _, unravel = ravel_pytree(self.theta)
+        if self.u_map is None:
+            f = jax.jit(lambda x: self.potential(unravel(x)))
+            return lambda x: float(f(jnp.asarray(x)))
+        solves = jax.jit(lambda x: self.held.with_values(unravel(x)).evidence_matrix_free(
+            self.u_map, *MATRIX_FREE)[3])(jnp.asarray(flat))
+        return lambda x: float(self.warm_potential(solves, unravel(jnp.asarray(x))))
 
     def u_given(self, theta: dict) -> tuple[Array, Array]:
         """U's Gaussian given the unknowns, whitened: (mode z*, R), R^T R its precision."""
@@ -52,6 +97,93 @@ class Marginal:
         at = None if self.linear else cond.pde_mode(self.z_start, LAPLACE_STEPS)
         mode, root, _ = cond.u_given_rest(at)
         return mode, root
+
+    def u_draws(self, thetas: np.ndarray, node: np.ndarray, seed: int, workers: int = 1,
+                interrupt=None) -> tuple | None:
+        """Draws of U from its Gaussian given the measurements and the unknowns at
+        ``thetas[node]`` (flat, one row per node): (U (N, *grid), u on the test grid (N,
+        *test)), or None if ``interrupt`` gave a reason between nodes. Dense: from the
+        factor of ``u_given`` at each node used, in compiled batches of BATCH. Matrix-free:
+        U's mode at each node used, then perturbation-optimisation (``structured_posterior``),
+        H^{-1} (eta + J^T xi) to DRAW_TOLERANCE, in batches of BATCH draws whose operators
+        are each draw's own (vmap over the unknowns: no batch is part-empty)."""
+        p, held = self.problem, self.held
+        _, unravel = ravel_pytree(self.theta)
+        test = p.test_axes
+        used = np.unique(node)
+        keys = iter(jax.random.split(jax.random.PRNGKey(seed), len(node) + len(used)))
+        if self.u_map is None:
+            factor = jax.jit(lambda x: self.u_given(unravel(x)))
+
+            @jax.jit
+            def batch(mode, r, key):
+                xi = jax.random.normal(key, (BATCH, p.size))
+                z = mode.reshape(-1)[:, None] + solve_triangular(r, xi.T, lower=False)
+                w = Whitened(z.T.reshape((BATCH,) + p.grid))
+                return held.to_grid(w), held.predict_grid(w, test)
+
+            def work(job):
+                k, rows, key = job
+                if interrupt and interrupt():
+                    return None
+                mode, r = factor(jnp.asarray(thetas[k]))
+                parts = [batch(mode, r, kk) for kk in jax.random.split(key, -(-len(rows) // BATCH))]
+                return rows, *(np.concatenate([np.asarray(q[j]) for q in parts])[:len(rows)]
+                               for j in (0, 1))
+
+            jobs = [(k, np.flatnonzero(node == k), next(keys)) for k in used]
+            with ThreadPoolExecutor(workers) as pool:
+                done = list(pool.map(work, jobs))
+            if any(d is None for d in done):
+                return None
+            u, u_test = np.zeros((len(node),) + p.grid), np.zeros((len(node),) + p.test_grid)
+            for rows, grid, at_test in done:
+                u[rows], u_test[rows] = grid, at_test
+            return u, u_test
+        return self._matrix_free_draws(thetas, node, used, keys, interrupt)
+
+    def _matrix_free_draws(self, thetas, node, used, keys, interrupt) -> tuple | None:
+        p, held = self.problem, self.held
+        _, unravel = ravel_pytree(self.theta)
+        tol, maxiter = MATRIX_FREE[0], MATRIX_FREE[2]
+        basis = jax.jit(rotated_basis)(held)
+
+        def operator(x):
+            return held.with_values(unravel(x)).gauss_newton(self.u_map, basis)
+
+        mode = jax.jit(lambda x: operator(x).step(tol, maxiter)[:2])
+
+        @jax.jit
+        def batch(x, s, key):  # x (BATCH, d), s (BATCH, *grid): each draw's node and mode
+            def one(x, s, key):
+                gn, k1, k2 = operator(x), *jax.random.split(key)
+                rhs = jax.random.normal(k1, p.grid) + gn.vjp(jax.random.normal(k2, gn.r0.shape))
+                ds, k, _ = gn.solve(rhs, DRAW_TOLERANCE, maxiter)
+                return gn.to_grid(s + ds), k
+
+            u, k = jax.vmap(one)(x, s, jax.random.split(key, BATCH))
+            return u, held.predict_grid(u, p.test_axes), jnp.max(k)
+
+        modes = {}
+        for k in used:
+            if interrupt and interrupt():
+                return None
+            modes[k], its = mode(jnp.asarray(thetas[k]))
+            if int(its) >= maxiter:
+                raise NumericalError(f"U's mode did not converge in {maxiter} PCG iterations "
+                                     f"at the unknowns {np.asarray(thetas[k]).tolist()}")
+        pad = np.concatenate([node, np.full(-len(node) % BATCH, node[0])])
+        parts = []
+        for start in range(0, len(pad), BATCH):
+            if interrupt and interrupt():
+                return None
+            rows = pad[start:start + BATCH]
+            u, u_test, its = batch(jnp.asarray(thetas[rows]), jnp.stack([modes[k] for k in rows]),
+                                   next(keys))
+            if int(its) >= maxiter:
+                raise NumericalError(f"U's draws did not converge in {maxiter} PCG iterations")
+            parts.append((np.asarray(u), np.asarray(u_test)))
+        return tuple(np.concatenate([q[j] for q in parts])[:len(node)] for j in (0, 1))
 
     def laplace(self, steps: int = NEWTON_STEPS) -> tuple[dict, Array]:
         """The marginal's mode (``steps`` Newton steps with the exact Hessian from the
@@ -83,10 +215,17 @@ def marginal(problem: Problem, fit: MapFit) -> Marginal:
     jitter = fit.recipe.jitter
     held = with_factors(problem, fixed_sites(fit), jitter)
     linear = held.is_linear()
+    theta = {k: jnp.asarray(fit.params[k]) for k in sites}
+    if matrix_free(problem):
+        u_map = jnp.asarray(fit.params["U"])
+        model = condition(partial(pde_model, problem, jitter=jitter, held=held, marginal=True,
+                                  start=u_map, matrix_free=True), data=fixed_sites(fit, sites))
+        warm = jax.jit(lambda w, v: potential_energy(model, (), {"warm": w}, v))
+        return Marginal(problem, held, True, None, theta,
+                        jax.jit(partial(potential_energy, model, (), {})), u_map, warm)
     at_map = jax.jit(partial(held.pde_mode, steps=START_STEPS))
     z_start = None if linear else at_map(held.whiten(jnp.asarray(fit.params["U"])))
     model = condition(partial(pde_model, problem, jitter=jitter, held=held, marginal=True,
                               start=z_start), data=fixed_sites(fit, sites))
-    theta = {k: jnp.asarray(fit.params[k]) for k in sites}
     return Marginal(problem, held, linear, z_start, theta,
                     jax.jit(partial(potential_energy, model, (), {})))

@@ -1,7 +1,7 @@
 """NUTS (numpyro.infer) on the PDE model, started at the MAP; kernel parameters held at the
 MAP or (``sample_hyper``) sampled. The unknowns alone, U integrated out, on small grids
-(``integrates_u``); on grids up to ``marginal.LAPLACE_MAX`` points, where the marginal is
-too dear for NUTS, the unknowns are integrated on a lattice instead (``lattice``); else U
+(``integrates_u``); on larger grids, where the marginal is too dear for NUTS, the unknowns
+are integrated on a lattice instead (``lattice``; ``marginal.sampler`` says where); else U
 in whitened coordinates with the unknowns and the Laplace mass matrix (dense, or
 matrix-free beyond MAX_DENSE grid points).
 """
@@ -29,7 +29,7 @@ from gpbayes.coordinates import Whitened
 from gpbayes.gauss_newton import exact_boundary_rows, woodbury_root
 from gpbayes.infer import lattice
 from gpbayes.infer.diagnostics import TREE_CAP_SHARE, checked_names, nuts_failures, scalar_names
-from gpbayes.infer.marginal import LAPLACE_MAX, integrates_u, marginal
+from gpbayes.infer.marginal import integrates_u, marginal, sampler
 from gpbayes.infer.posterior import laplace
 from gpbayes.infer.solvers import MAX_DENSE
 from gpbayes.io import import_arviz, write_atomic, write_json
@@ -185,7 +185,7 @@ def sample_nuts(problem: Problem, init: MapFit, chains: int = 4, warmup: int = 5
     if integrates_u(problem):
         return _sample_marginal(problem, init, chains, warmup, draws, seed, progress,
                                 chain_method, chunk, interrupt)
-    if integrates_u(problem, LAPLACE_MAX):
+    if sampler(problem) == "lattice":
         return sample_lattice(problem, init, chains, draws, seed, progress, interrupt)
     if problem.size > MAX_DENSE:
         return _sample_matrix_free(problem, init, chains, warmup, draws, seed, progress,
@@ -276,6 +276,7 @@ def sample_lattice(problem: Problem, init: MapFit, chains: int = 4, draws: int =
                           {"signal": interrupt(), "draws": 0, "before_draws": True}, path)
     stats = {"draws": draws, "nodes": len(grid.index), "passes": out["passes"],
              "step": grid.step, "max_nodes": lattice.MAX_NODES, "drop": lattice.DROP,
+             "marginal": "dense" if m.u_map is None else "matrix-free",
              "phases_s": {k: round(v, 2) for k, v in out["phases"].items()}}
     return NutsResult(problem, init, {**out["samples"], "U": out["U"]}, out["u_test"], {},
                       out["wall_time_s"], chains, Stop.DRAWS, stats, path,
@@ -565,6 +566,6 @@ def save(result: "NutsResult", out_dir: str | Path, recipe: str = "") -> tuple:
     }
     if result.path.startswith("lattice"):
         summary["lattice"] = {k: result.stop_stats[k] for k in
-                              ("nodes", "passes", "step", "drop", "phases_s")}
+                              ("nodes", "passes", "step", "drop", "marginal", "phases_s")}
     write_json(out / "summary.json", summary)
     return summary, table.loc[[i for i in table.index if not i.startswith("u_test")]]

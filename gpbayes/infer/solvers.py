@@ -65,20 +65,20 @@ def backtrack(f: Callable[[Array], Array], f0: Array, halvings: int = 30) -> Arr
 
 
 def pcg(matvec: Callable, b: Array, precond: Callable, tol: float, maxiter: int,
-        ndim: int) -> tuple:
+        ndim: int, x0: Array | None = None) -> tuple:
     """Preconditioned conjugate gradients for SPD ``matvec``, batched over leading axes of b
     (the last ``ndim`` axes are the grid); ``precond`` applies the inverse preconditioner.
     Stops when |H x - b| <= tol |b| for every right-hand side or after maxiter steps (|.|
     of CG's recursive residual); returns (x, iterations, the largest recomputed relative
-    residual |b - H x| / |b|)."""
+    residual |b - H x| / |b|). ``x0``: the start (default 0)."""
     axes = tuple(range(b.ndim - ndim, b.ndim))
 
     def dot(x, y):
         return jnp.sum(x * y, axis=axes, keepdims=True)
 
     bnorm = jnp.sqrt(dot(b, b))
-    x = jnp.zeros_like(b)
-    r = b
+    x = jnp.zeros_like(b) if x0 is None else x0
+    r = b if x0 is None else b - matvec(x0)
     z = precond(r)
     p = z
     rz = dot(r, z)

@@ -12,12 +12,16 @@ import math
 
 import jax
 import jax.numpy as jnp
-from jax import Array
+import numpy as np
+from jax import Array, lax
 from jax.scipy.linalg import cho_solve, solve_triangular
 
+from gpbayes.infer import solvers
 from gpbayes.infer.solvers import least_squares
 
 LOG_2PI = math.log(2 * math.pi)
+REFINE = 2  # solves of U's mode given the PDE (``structured``): the second on the first's
+# recomputed residual
 
 
 def _factors(jac_c: Array, rhs_c: Array, jac_e: Array, rhs_e: Array) -> tuple:
@@ -64,3 +68,49 @@ def mode(jac_c: Array, rhs_c: Array, jac_e: Array, rhs_e: Array) -> Array:
     x_c, root, _, w, chol, a = _factors(jac_c, rhs_c, jac_e, rhs_e)
     return x_c - solve_triangular(root, w @ solve_triangular(chol, a, trans=1, lower=True),
                                   lower=False)
+
+
+def structured(gn, rows: np.ndarray, tol: float, cov_tol: float, maxiter: int,
+               warm: tuple | None = None) -> tuple:
+    """``log_density`` and ``mode`` without forming J: the rows of the Gauss-Newton
+    operator ``gn`` (coordinates s, H = I + J^T J) where ``rows`` is True are the
+    measurements, the others the PDE's (H_c = I + J_c^T J_c). x_c = H_c^{-1} J_c^T d_c is
+    solved to ``tol``, the m columns W = H_c^{-1} J_e^T to ``cov_tol`` (they enter only S =
+    I + J_e W, whose error is then cov_tol relative). Each solve is PCG inside
+    ``lax.custom_linear_solve``, so derivatives come by implicit differentiation (more
+    solves), never through CG's iterations; x_c from gn's point, refined REFINE times.
+    ``warm`` (x_c, W) at nearby values instead: each solve starts there, to the same
+    tolerance of the same right-hand side (no derivatives then). Returns (s at the mode
+    given all rows, the residual of all rows there, log N(d_e; J_e x_c, S), (x_c, W))."""
+    keep = jnp.asarray(~rows, dtype=gn.r0.dtype)
+    index = np.flatnonzero(rows)
+    ndim = gn.ndim
+
+    def h_c(v):  # batched over leading axes
+        flat = v.reshape((-1,) + v.shape[v.ndim - ndim:])
+        out = flat + jax.vmap(lambda x: gn.vjp(keep * gn.jvp(x)))(flat)
+        return out.reshape(v.shape)
+
+    def pcg(b, tolerance, x0=None):
+        return solvers.pcg(h_c, b, gn.preconditioner, tolerance, maxiter, ndim, x0)[0]
+
+    def solve(b, tolerance):
+        return lax.custom_linear_solve(h_c, b, lambda _, rhs: pcg(rhs, tolerance),
+                                       symmetric=True)
+
+    s0 = lax.stop_gradient(gn.s0)
+    cols = jax.vmap(lambda i: gn.vjp(jnp.zeros_like(gn.r0).at[i].set(1.0)))(index)  # J_e^T
+    if warm is None:
+        x_c = s0
+        for _ in range(REFINE):  # iterative refinement: each on the recomputed gradient
+            x_c = x_c - solve(x_c + gn.vjp(keep * (gn.r0 + gn.jvp(x_c - s0))), tol)
+        w = solve(cols, cov_tol)
+    else:
+        x_c = pcg(-gn.vjp(keep * (gn.r0 - gn.jvp(s0))), tol, warm[0])
+        w = pcg(cols, cov_tol, warm[1])
+    r_e = (gn.r0 + gn.jvp(x_c - s0))[index]
+    s_mat = jnp.eye(len(index)) + jax.vmap(gn.jvp)(w)[:, index]
+    chol = jnp.linalg.cholesky(0.5 * (s_mat + s_mat.T))
+    a = solve_triangular(chol, r_e, lower=True)
+    mode = x_c - jnp.tensordot(solve_triangular(chol, a, trans=1, lower=True), w, axes=1)
+    return mode, gn.r0 + gn.jvp(mode - s0), _value(chol, a), (x_c, w)

@@ -224,9 +224,10 @@ def test_matrix_free_nuts_matches_the_gaussian_posterior(monkeypatch):
 def test_each_nuts_path_samples_its_marginal_of_the_unknown(monkeypatch):
     """With an unknown (c in u_xx + c u_yy): the default on a small grid (c alone by NUTS,
     U integrated out, the PDE a constraint), the lattice (the same marginal integrated on
-    a lattice, as beyond MARGINAL_MAX points) and the matrix-free path (U and c jointly by
-    NUTS, the source counted as evidence) each agree with a quadrature of their marginal
-    of c; their U draws have the same spread."""
+    a lattice, as beyond MARGINAL_MAX points), the lattice on the matrix-free marginal (as
+    beyond LAPLACE_MAX points) and the joint path (U and c jointly by NUTS, matrix-free,
+    the source counted as evidence: beyond LAPLACE_MAX where the PDE is nonlinear) each
+    agree with a quadrature of their marginal of c; their U draws have the same spread."""
     from conftest import marginal_moments, small_inverse_problem
     from gpbayes.infer import marginal as marginal_module
 
@@ -236,18 +237,23 @@ def test_each_nuts_path_samples_its_marginal_of_the_unknown(monkeypatch):
     assert marginal.path == "marginal"
     monkeypatch.setattr(marginal_module, "MARGINAL_MAX", 50)
     grid = nuts.sample_nuts(p, fit, chains=1, warmup=150, draws=300, progress=False)
-    assert grid.path == "lattice" and grid.extra == {}
+    assert grid.path == "lattice" and grid.stop_stats["marginal"] == "dense"
+    monkeypatch.setattr(marginal_module, "LAPLACE_MAX", 50)
+    solves = nuts.sample_nuts(p, fit, chains=1, warmup=150, draws=300, progress=False)
+    assert solves.path == "lattice" and solves.stop_stats["marginal"] == "matrix-free"
     monkeypatch.setattr(nuts, "MAX_DENSE", 50)
-    monkeypatch.setattr(nuts, "LAPLACE_MAX", 50)
+    monkeypatch.setattr(marginal_module, "matrix_free", lambda problem: False)
     free = nuts.sample_nuts(p, fit, chains=1, warmup=150, draws=300, progress=False)
     assert free.path == "matrix_free" and free.extra["diverging"].sum() == 0
-    for r, evidence in ((marginal, True), (grid, True), (free, False)):
+    for r, evidence in ((marginal, True), (grid, True), (solves, True), (free, False)):
         c = r.samples["c"][0]
         mean, sd = marginal_moments(fit, "c", c, evidence)
         assert abs(c.mean() - mean) < 0.3 * sd and 0.8 < c.std() / sd < 1.25, r.path
-    for r in (grid, free):
+    for r in (grid, solves, free):
         ratio = r.samples["U"][0].std(0) / marginal.samples["U"][0].std(0)
         assert 0.8 < ratio.mean() < 1.25, r.path
+    u, v = solves.samples["U"][0], grid.samples["U"][0]  # means apart by Monte-Carlo error
+    assert np.mean(np.abs(u.mean(0) - v.mean(0)) / v.std(0)) < 0.15
 
 
 def test_draws_map_on_one_device_per_chain():
