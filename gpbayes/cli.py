@@ -242,9 +242,8 @@ def _map_trusted(problem, fit, recipe) -> int | None:
     from gpbayes.infer import marginal
     from gpbayes.trust import failed_parts
 
-    later = (marginal.sampler(problem) in ("nuts", "lattice") and not recipe.sample_hyper
-             if recipe.method == "nuts" else
-             marginal.integrates_u(problem, marginal.LAPLACE_MAX) and recipe.solver == "auto")
+    later = marginal.sampler(problem) in ("nuts", "lattice") and (
+        not recipe.sample_hyper if recipe.method == "nuts" else recipe.solver == "auto")
     if not later:
         return _trusted(fit.check)
     if not fit.check["passed"]:

@@ -126,8 +126,8 @@ def pde_model(problem: Problem, jitter: float = 1e-6, whiten: bool = False,
 
 
 MATRIX_FREE = (1e-10, 1e-3, 20000)  # the matrix-free evidence's PCG: U's mode to 1e-10,
-# the measurements' covariance columns to 1e-3 (their error then 1e-3 relative; on
-# inverse-advection-periodic2d the log density moved by 7e-11), iterations at most
+# the measurements' covariance columns to 1e-3 at most (tighter where they matter:
+# ``predictive.structured``), iterations at most
 LAPLACE_STEPS = 2  # Gauss-Newton steps to U's mode given the PDE, per evaluation, from a
 # start at the MAP's unknowns (nonlinear PDEs, ``marginal=True``; journal: "Laplace within")
 

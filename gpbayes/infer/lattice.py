@@ -204,6 +204,27 @@ def _sd(hessian: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     return np.sqrt(np.diag(np.linalg.inv(hessian)))
 
 
+def mode(m: Marginal, interrupt=None, phases: dict | None = None) -> tuple:
+    """The marginal's mode from the MAP's values (``find_mode``) and the covariance there:
+    from autodiff's Hessian (dense), or from differences of values whose solves start at
+    the MAP's (matrix-free: ``curvature``, ``differences``). ``phases`` gets the seconds of
+    "hessian" and "mode"."""
+    start, phases = time.perf_counter(), {} if phases is None else phases
+    flat, unravel = ravel_pytree(m.theta)
+    if m.u_map is None:
+        hessian = np.asarray(m.laplace(steps=0)[1])
+        f = jax.jit(lambda x: m.potential(unravel(x)))
+        value_and_grad = jax.jit(jax.value_and_grad(f))
+    else:
+        near = m.near(flat)
+        hessian = curvature(near, flat)
+        value_and_grad = differences(near, _sd(hessian, np.ones_like(flat)))
+    phases["hessian"] = time.perf_counter() - start
+    out = find_mode(value_and_grad, flat, hessian, interrupt=interrupt)
+    phases["mode"] = time.perf_counter() - start - phases["hessian"]
+    return out
+
+
 def sample(m: Marginal, chains: int, draws: int, seed: int, progress: bool = False,
            interrupt=None) -> dict:
     """Draws of the unknowns (by site) and of U from the marginal ``m`` on a lattice:
@@ -211,18 +232,8 @@ def sample(m: Marginal, chains: int, draws: int, seed: int, progress: bool = Fal
     "lattice": Lattice, "passes", "wall_time_s"}; "lattice" None when interrupted."""
     start = time.perf_counter()
     problem = m.problem
-    flat, unravel = ravel_pytree(m.theta)
-    if m.u_map is None:
-        hessian = np.asarray(m.laplace(steps=0)[1])
-        f = jax.jit(lambda x: m.potential(unravel(x)))
-        value_and_grad = jax.jit(jax.value_and_grad(f))
-    else:  # matrix-free: differences of values whose solves start at the MAP's
-        near = m.near(flat)
-        hessian = curvature(near, flat)
-        value_and_grad = differences(near, _sd(hessian, np.ones_like(flat)))
-    phases = {"hessian": time.perf_counter() - start}
-    centre, cov = find_mode(value_and_grad, flat, hessian, interrupt=interrupt)
-    phases["mode"] = time.perf_counter() - start - sum(phases.values())
+    phases = {}
+    centre, cov = mode(m, interrupt, phases)
     workers = threads.start_workers()
     with tqdm(disable=not progress, desc="lattice", unit="node") as bar:
         lattice, passes = build(m.near(centre), centre, cov, workers, interrupt, bar)

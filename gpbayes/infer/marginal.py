@@ -142,6 +142,20 @@ class Marginal:
             return u, u_test
         return self._matrix_free_draws(thetas, node, used, keys, interrupt)
 
+    def u_modes(self, thetas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """U's mode given the measurements and the unknowns at each row of ``thetas`` (flat),
+        on the grid and the test grid (matrix-free: one PCG solve each)."""
+        _, unravel = ravel_pytree(self.theta)
+
+        @jax.jit
+        def one(x):
+            gn = self.held.with_values(unravel(x)).gauss_newton(self.u_map)
+            u = gn.to_grid(gn.step(MATRIX_FREE[0], MATRIX_FREE[2])[0])
+            return u, self.held.predict_grid(u, self.problem.test_axes)
+
+        out = [one(jnp.asarray(x)) for x in thetas]
+        return tuple(np.stack([np.asarray(o[j]) for o in out]) for j in (0, 1))
+
     def _matrix_free_draws(self, thetas, node, used, keys, interrupt) -> tuple | None:
         p, held = self.problem, self.held
         _, unravel = ravel_pytree(self.theta)

@@ -17,8 +17,9 @@ from tqdm.auto import tqdm
 from gpbayes.conditional import Conditional, with_factors
 from gpbayes.coordinates import Whitened
 from gpbayes.errors import SpecError
+from gpbayes.infer import lattice
 from gpbayes.infer.diagnostics import laplace_failures
-from gpbayes.infer.marginal import LAPLACE_MAX, integrates_u, marginal
+from gpbayes.infer.marginal import LAPLACE_MAX, integrates_u, marginal, matrix_free
 from gpbayes.infer.solvers import MAX_DENSE, dense_gauss_newton
 from gpbayes.io import import_arviz, write_atomic, write_json
 from gpbayes.problem import Problem
@@ -127,14 +128,15 @@ def gaussian_posterior(problem: Problem, fit: MapFit, solver: str = "auto", samp
 
     ``solver``: "dense" (QR of the whole Jacobian, grids up to MAX_DENSE points), "cg"
     (matrix-free, any grid: ``structured_posterior``); both the joint Laplace
-    approximation of U and the unknowns. "auto": with unknowns on grids up to
-    ``marginal.LAPLACE_MAX`` points ``marginal_posterior``, else dense when it fits.
+    approximation of U and the unknowns. "auto": with unknowns ``marginal_posterior``
+    where U can be integrated out (grids up to ``marginal.LAPLACE_MAX`` points, or
+    beyond where ``marginal.matrix_free``), else dense when it fits, else "cg".
     """
+    if solver == "auto" and (integrates_u(problem, LAPLACE_MAX) or matrix_free(problem)):
+        return marginal_posterior(problem, fit, seed, samples)
     if solver == "cg" or (solver == "auto" and problem.size > MAX_DENSE):
         return structured_posterior(problem, fit, samples, seed, tolerance, max_iterations,
                                     progress)
-    if solver == "auto" and integrates_u(problem, LAPLACE_MAX):
-        return marginal_posterior(problem, fit)
     sites = tuple(problem.unknown_sites.values())
     latent, r, _, cond = laplace(problem, fit, keep=sites)
     z = latent["Z"]
@@ -160,13 +162,16 @@ def gaussian_posterior(problem: Problem, fit: MapFit, solver: str = "auto", samp
         failures=tuple(laplace_failures(np.diag(np.asarray(r)))), unknown_cov=np.asarray(cov))
 
 
-def marginal_posterior(problem: Problem, fit: MapFit) -> "GaussianPosterior":
-    """With unknowns on grids of at most ``marginal.LAPLACE_MAX`` points: the unknowns'
+def marginal_posterior(problem: Problem, fit: MapFit, seed: int = 0,
+                       samples: int = 64) -> "GaussianPosterior":
+    """With unknowns where U can be integrated out (``gaussian_posterior``): the unknowns'
     Laplace approximation on their marginal (U integrated out, the PDE a constraint: the
     model NUTS samples), and U's Gaussian given them at their mode, widened by its mode's
     change with them. The joint Laplace approximation of U and the unknowns counts the
     source as evidence: 100x too narrow on inverse-nonlinear1d (benchmarks/README.md)."""
     m = marginal(problem, fit)
+    if m.u_map is not None:
+        return _matrix_free_marginal_posterior(m, seed, samples)
     theta, hessian = m.laplace()
     cov = jnp.linalg.inv(hessian)
     z, r, spread = m.spread(theta, psd_root(cov))
@@ -185,6 +190,35 @@ def marginal_posterior(problem: Problem, fit: MapFit) -> "GaussianPosterior":
         solver="marginal",
         failures=tuple(laplace_failures(np.diag(np.asarray(jnp.linalg.cholesky(hessian))))),
         unknown_cov=np.asarray(cov))
+
+
+def _matrix_free_marginal_posterior(m, seed: int, samples: int = 64) -> "GaussianPosterior":
+    """``marginal_posterior`` beyond LAPLACE_MAX points (``marginal.matrix_free``): the
+    unknowns' mode and Hessian from differences of the matrix-free marginal
+    (``lattice.mode``, ``lattice.curvature`` there), U's mean its mode given them, its sd
+    from ``samples`` perturbation-optimisation draws given them (``Marginal.u_draws``)
+    widened by its mode's slope in them (central differences of 0.1 sd)."""
+    p = m.problem
+    x, _ = lattice.mode(m)
+    hessian = lattice.curvature(m.near(x), x)
+    cov = np.linalg.inv(hessian)
+    u, u_test = m.u_draws(x[None], np.zeros(samples, int), seed)
+    h = 0.1 * np.sqrt(np.abs(np.diag(cov)))
+    ends = np.concatenate([x + np.diag(h), x - np.diag(h)])
+    means = m.u_modes(ends)
+    root = np.asarray(psd_root(jnp.asarray(cov)))
+    spread = [np.tensordot(root.T, np.stack([(a[i] - a[i + len(x)]) / (2 * h[i])
+                                             for i in range(len(x))]), axes=1) for a in means]
+    mean, test_mean = m.u_modes(x[None])
+    sd, test_sd = (np.sqrt(np.mean((d - c[0]) ** 2, 0) + np.sum(s**2, 0))
+                   for d, c, s in ((u, mean, spread[0]), (u_test, test_mean, spread[1])))
+    _, unravel = ravel_pytree(m.theta)
+    return GaussianPosterior(
+        p, mean[0], sd, test_mean[0], test_sd,
+        unknowns=_unknowns(p, unravel(jnp.asarray(x)), jnp.asarray(cov)), solver="marginal",
+        samples=samples,
+        failures=tuple(laplace_failures(np.diag(np.asarray(jnp.linalg.cholesky(hessian))))),
+        unknown_cov=cov)
 
 
 def psd_root(cov: Array) -> Array:

@@ -22,6 +22,7 @@ from gpbayes.infer.solvers import least_squares
 LOG_2PI = math.log(2 * math.pi)
 REFINE = 2  # solves of U's mode given the PDE (``structured``): the second on the first's
 # recomputed residual
+COVARIANCE = 1e-4  # the log density's error allowed from ``structured``'s covariance solves
 
 
 def _factors(jac_c: Array, rhs_c: Array, jac_e: Array, rhs_e: Array) -> tuple:
@@ -75,13 +76,15 @@ def structured(gn, rows: np.ndarray, tol: float, cov_tol: float, maxiter: int,
     """``log_density`` and ``mode`` without forming J: the rows of the Gauss-Newton
     operator ``gn`` (coordinates s, H = I + J^T J) where ``rows`` is True are the
     measurements, the others the PDE's (H_c = I + J_c^T J_c). x_c = H_c^{-1} J_c^T d_c is
-    solved to ``tol``, the m columns W = H_c^{-1} J_e^T to ``cov_tol`` (they enter only S =
-    I + J_e W, whose error is then cov_tol relative). Each solve is PCG inside
-    ``lax.custom_linear_solve``, so derivatives come by implicit differentiation (more
-    solves), never through CG's iterations; x_c from gn's point, refined REFINE times.
-    ``warm`` (x_c, W) at nearby values instead: each solve starts there, to the same
-    tolerance of the same right-hand side (no derivatives then). Returns (s at the mode
-    given all rows, the residual of all rows there, log N(d_e; J_e x_c, S), (x_c, W))."""
+    solved to ``tol``; the m columns W = H_c^{-1} J_e^T enter only S = I + J_e W, so they
+    are solved to ``cov_tol``, then (where S - I is not small) again to COVARIANCE / (m
+    |S - I|): the log density's error from them is then about COVARIANCE. Each solve is
+    PCG inside ``lax.custom_linear_solve``, so derivatives come by implicit
+    differentiation (more solves), never through CG's iterations; x_c from gn's point,
+    refined REFINE times. ``warm`` (x_c, W, W's tolerance) at nearby values instead: each
+    solve starts there, to the same tolerance of the same right-hand side (no derivatives
+    then). Returns (s at the mode given all rows, the residual of all rows there,
+    log N(d_e; J_e x_c, S), ``warm`` for nearby values)."""
     keep = jnp.asarray(~rows, dtype=gn.r0.dtype)
     index = np.flatnonzero(rows)
     ndim = gn.ndim
@@ -98,6 +101,9 @@ def structured(gn, rows: np.ndarray, tol: float, cov_tol: float, maxiter: int,
         return lax.custom_linear_solve(h_c, b, lambda _, rhs: pcg(rhs, tolerance),
                                        symmetric=True)
 
+    def s_minus_i(w):
+        return jax.vmap(gn.jvp)(w)[:, index]
+
     s0 = lax.stop_gradient(gn.s0)
     cols = jax.vmap(lambda i: gn.vjp(jnp.zeros_like(gn.r0).at[i].set(1.0)))(index)  # J_e^T
     if warm is None:
@@ -105,12 +111,15 @@ def structured(gn, rows: np.ndarray, tol: float, cov_tol: float, maxiter: int,
         for _ in range(REFINE):  # iterative refinement: each on the recomputed gradient
             x_c = x_c - solve(x_c + gn.vjp(keep * (gn.r0 + gn.jvp(x_c - s0))), tol)
         w = solve(cols, cov_tol)
+        size = jnp.linalg.norm(lax.stop_gradient(s_minus_i(w)), 2)
+        w_tol = jnp.clip(COVARIANCE / (len(index) * size), 1e-12, cov_tol)
+        w = lax.cond(w_tol < cov_tol, lambda: solve(cols, w_tol), lambda: w)
     else:
         x_c = pcg(-gn.vjp(keep * (gn.r0 - gn.jvp(s0))), tol, warm[0])
-        w = pcg(cols, cov_tol, warm[1])
+        w, w_tol = pcg(cols, warm[2], warm[1]), warm[2]
     r_e = (gn.r0 + gn.jvp(x_c - s0))[index]
-    s_mat = jnp.eye(len(index)) + jax.vmap(gn.jvp)(w)[:, index]
+    s_mat = jnp.eye(len(index)) + s_minus_i(w)
     chol = jnp.linalg.cholesky(0.5 * (s_mat + s_mat.T))
     a = solve_triangular(chol, r_e, lower=True)
     mode = x_c - jnp.tensordot(solve_triangular(chol, a, trans=1, lower=True), w, axes=1)
-    return mode, gn.r0 + gn.jvp(mode - s0), _value(chol, a), (x_c, w)
+    return mode, gn.r0 + gn.jvp(mode - s0), _value(chol, a), (x_c, w, w_tol)

@@ -197,6 +197,29 @@ def test_auto_solver_goes_matrix_free_past_the_dense_limit():
     assert s.sd[0, :].max() < 0.3 * s.sd[28:36, 28:36].min()
 
 
+def test_marginal_laplace_beyond_the_dense_limit_matches_the_dense_one(monkeypatch):
+    """Beyond LAPLACE_MAX points (lowered here to 50) the "auto" Gaussian posterior takes
+    the marginal's Laplace approximation matrix-free (differences of PCG evaluations, U's
+    sd from perturbation-optimisation draws): c's mean and sd equal the dense marginal's
+    (autodiff Hessian, QR) to 0.05 sd and 2%; U's mean to 0.05 of its sd and its sd to
+    Monte-Carlo error (256 draws)."""
+    from conftest import small_inverse_problem
+    from gpbayes.infer import marginal, posterior
+
+    p, fit = small_inverse_problem()
+    dense = gaussian_posterior(p, fit)
+    monkeypatch.setattr(marginal, "LAPLACE_MAX", 50)
+    monkeypatch.setattr(posterior, "LAPLACE_MAX", 50)
+    free = gaussian_posterior(p, fit, samples=256)
+    assert dense.solver == free.solver == "marginal" and free.converged
+    a, b = dense.unknowns["c"], free.unknowns["c"]
+    assert abs(a["mean"] - b["mean"]) < 0.05 * a["sd"]
+    assert b["sd"] == pytest.approx(a["sd"], rel=0.02)
+    assert np.max(np.abs(free.mean - dense.mean) / dense.sd) < 0.05  # modes 0.05 sd apart
+    assert 0.85 < np.mean(free.sd / dense.sd) < 1.15
+    assert 0.85 < np.mean(free.test_sd / dense.test_sd) < 1.15
+
+
 def unknown_k_problem():
     return gb.Problem(
         name="unknown-k", variables=V, domain=[(0, 1)], grid=(30,), test_grid=(25,),

@@ -57,15 +57,14 @@ def test_derivative_forward_reverse_and_second_order():
 def test_matrix_free_evidence_equals_the_dense_one():
     """``structured`` (PCG, implicit derivatives; ``Conditional.evidence_matrix_free``)
     against the dense QR (``evidence_given_pde``) on a 2-D grid with an unknown c and 12
-    observations: the log density, its first and second derivatives in c, and U's mode;
+    observations: the log density, its derivative in c, and U's mode;
     the warm start from the solves at a nearby c gives the same value."""
     from conftest import small_inverse_problem
-
     from gpbayes.conditional import Conditional
     from gpbayes.coordinates import Whitened
     from gpbayes.results import fixed_sites
 
-    p, fit = small_inverse_problem(n=12)
+    p, fit = small_inverse_problem()
     held = Conditional(p, fixed_sites(fit), fit.recipe.jitter)
     u = fit.params["U"]
 
@@ -81,8 +80,8 @@ def test_matrix_free_evidence_equals_the_dense_one():
 
     c = jnp.asarray(1.9)
     np.testing.assert_allclose(value(c), dense(c), rtol=1e-9)
-    for d in (jax.grad, jax.hessian):
-        np.testing.assert_allclose(jax.jit(d(value))(c), jax.jit(d(dense))(c), rtol=1e-5)
+    np.testing.assert_allclose(jax.jit(jax.grad(value))(c), jax.jit(jax.grad(dense))(c),
+                               rtol=1e-6)
     cond = held.with_values({"c": c})
     np.testing.assert_allclose(free(c)[0], cond.to_grid(Whitened(cond.evidence_given_pde()[0])),
                                rtol=1e-8, atol=1e-10)
