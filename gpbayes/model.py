@@ -65,15 +65,11 @@ def pde_model(problem: Problem, jitter: float = 1e-6, whiten: bool = False,
     sites where the PDE is linear in U; elsewhere ``start`` (whitened U) is given and the
     terms are linearised at U's mode given the PDE's rows (``Conditional.pde_mode``,
     LAPLACE_STEPS Gauss-Newton steps from it): a Laplace approximation.
-    ``matrix_free=True`` (a linear PDE with measurements, ``start`` U on the grid): the
-    same factor by PCG solves (``Conditional.evidence_matrix_free``), no matrix formed;
-    ``warm``: those solves at nearby values of the unknowns, to start from (no
-    derivatives then).
     With measurements (observations, noisy boundary rows) the factor is instead their
     predictive given the PDE's own rows (``Conditional.evidence_given_pde``): the PDE a
-    constraint, not evidence; the GP's prior predictive of the source would otherwise
-    pin the unknowns (inverse-helmholtz1d: the source alone gives k = 19.53 +- 0.14).
-    """
+    constraint, not evidence (the source alone gives inverse-helmholtz1d k = 19.53).
+    ``matrix_free=True`` (a linear PDE, ``start`` U on the grid): that factor by PCG
+    (``Conditional.evidence_matrix_free``); ``warm``: its solves nearby, to start from."""
 
     def prior(name, shape):
         return hyper_prior(problem, name) if sample_hyper else _flat(shape)
