@@ -87,8 +87,7 @@ class Marginal:
         if self.u_map is None:
             f = jax.jit(lambda x: self.potential(unravel(x)))
             return lambda x: float(f(jnp.asarray(x)))
-        solves = jax.jit(lambda x: self.held.with_values(unravel(x)).evidence_matrix_free(
-            self.u_map, *MATRIX_FREE)[3])(jnp.asarray(flat))
+        solves = _evidence_solves(self.held, self.u_map, unravel(jnp.asarray(flat)))
         return lambda x: float(self.warm_potential(solves, unravel(jnp.asarray(x))))
 
     def u_given(self, theta: dict) -> tuple[Array, Array]:
@@ -107,93 +106,73 @@ class Marginal:
         U's mode at each node used, then perturbation-optimisation (``structured_posterior``),
         H^{-1} (eta + J^T xi) to DRAW_TOLERANCE, in batches of BATCH draws whose operators
         are each draw's own (vmap over the unknowns: no batch is part-empty)."""
+        used = np.unique(node)
+        if self.u_map is not None:
+            return self._matrix_free_draws(thetas, node, used, seed, interrupt)
         p, held = self.problem, self.held
         _, unravel = ravel_pytree(self.theta)
         test = p.test_axes
-        used = np.unique(node)
-        keys = iter(jax.random.split(jax.random.PRNGKey(seed), len(node) + len(used)))
-        if self.u_map is None:
-            factor = jax.jit(lambda x: self.u_given(unravel(x)))
+        keys = jax.random.split(jax.random.PRNGKey(seed), len(used))
+        factor = jax.jit(lambda x: self.u_given(unravel(x)))
 
-            @jax.jit
-            def batch(mode, r, key):
-                xi = jax.random.normal(key, (BATCH, p.size))
-                z = mode.reshape(-1)[:, None] + solve_triangular(r, xi.T, lower=False)
-                w = Whitened(z.T.reshape((BATCH,) + p.grid))
-                return held.to_grid(w), held.predict_grid(w, test)
+        @jax.jit
+        def batch(mode, r, key):
+            xi = jax.random.normal(key, (BATCH, p.size))
+            z = mode.reshape(-1)[:, None] + solve_triangular(r, xi.T, lower=False)
+            w = Whitened(z.T.reshape((BATCH,) + p.grid))
+            return held.to_grid(w), held.predict_grid(w, test)
 
-            def work(job):
-                k, rows, key = job
-                if interrupt and interrupt():
-                    return None
-                mode, r = factor(jnp.asarray(thetas[k]))
-                parts = [batch(mode, r, kk) for kk in jax.random.split(key, -(-len(rows) // BATCH))]
-                return rows, *(np.concatenate([np.asarray(q[j]) for q in parts])[:len(rows)]
-                               for j in (0, 1))
-
-            jobs = [(k, np.flatnonzero(node == k), next(keys)) for k in used]
-            with ThreadPoolExecutor(workers) as pool:
-                done = list(pool.map(work, jobs))
-            if any(d is None for d in done):
+        def work(job):
+            k, rows, key = job
+            if interrupt and interrupt():
                 return None
-            u, u_test = np.zeros((len(node),) + p.grid), np.zeros((len(node),) + p.test_grid)
-            for rows, grid, at_test in done:
-                u[rows], u_test[rows] = grid, at_test
-            return u, u_test
-        return self._matrix_free_draws(thetas, node, used, keys, interrupt)
+            mode, r = factor(jnp.asarray(thetas[k]))
+            parts = [batch(mode, r, kk) for kk in jax.random.split(key, -(-len(rows) // BATCH))]
+            return rows, *(np.concatenate([np.asarray(q[j]) for q in parts])[:len(rows)]
+                           for j in (0, 1))
+
+        jobs = [(k, np.flatnonzero(node == k), key) for k, key in zip(used, keys)]
+        with ThreadPoolExecutor(workers) as pool:
+            done = list(pool.map(work, jobs))
+        if any(d is None for d in done):
+            return None
+        u, u_test = np.zeros((len(node),) + p.grid), np.zeros((len(node),) + p.test_grid)
+        for rows, grid, at_test in done:
+            u[rows], u_test[rows] = grid, at_test
+        return u, u_test
 
     def u_modes(self, thetas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """U's mode given the measurements and the unknowns at each row of ``thetas`` (flat),
         on the grid and the test grid (matrix-free: one PCG solve each)."""
         _, unravel = ravel_pytree(self.theta)
-
-        @jax.jit
-        def one(x):
-            gn = self.held.with_values(unravel(x)).gauss_newton(self.u_map)
-            u = gn.to_grid(gn.step(MATRIX_FREE[0], MATRIX_FREE[2])[0])
-            return u, self.held.predict_grid(u, self.problem.test_axes)
-
-        out = [one(jnp.asarray(x)) for x in thetas]
+        basis = jax.jit(rotated_basis)(self.held)
+        out = [_u_mode(self.held, self.u_map, basis, unravel(jnp.asarray(x)))[2:]
+               for x in thetas]
         return tuple(np.stack([np.asarray(o[j]) for o in out]) for j in (0, 1))
 
-    def _matrix_free_draws(self, thetas, node, used, keys, interrupt) -> tuple | None:
-        p, held = self.problem, self.held
+    def _matrix_free_draws(self, thetas, node, used, seed, interrupt) -> tuple | None:
+        maxiter = MATRIX_FREE[2]
         _, unravel = ravel_pytree(self.theta)
-        tol, maxiter = MATRIX_FREE[0], MATRIX_FREE[2]
-        basis = jax.jit(rotated_basis)(held)
-
-        def operator(x):
-            return held.with_values(unravel(x)).gauss_newton(self.u_map, basis)
-
-        mode = jax.jit(lambda x: operator(x).step(tol, maxiter)[:2])
-
-        @jax.jit
-        def batch(x, s, key):  # x (BATCH, d), s (BATCH, *grid): each draw's node and mode
-            def one(x, s, key):
-                gn, k1, k2 = operator(x), *jax.random.split(key)
-                rhs = jax.random.normal(k1, p.grid) + gn.vjp(jax.random.normal(k2, gn.r0.shape))
-                ds, k, _ = gn.solve(rhs, DRAW_TOLERANCE, maxiter)
-                return gn.to_grid(s + ds), k
-
-            u, k = jax.vmap(one)(x, s, jax.random.split(key, BATCH))
-            return u, held.predict_grid(u, p.test_axes), jnp.max(k)
-
+        basis = jax.jit(rotated_basis)(self.held)
         modes = {}
         for k in used:
             if interrupt and interrupt():
                 return None
-            modes[k], its = mode(jnp.asarray(thetas[k]))
+            modes[k], its, _, _ = _u_mode(self.held, self.u_map, basis,
+                                          unravel(jnp.asarray(thetas[k])))
             if int(its) >= maxiter:
                 raise NumericalError(f"U's mode did not converge in {maxiter} PCG iterations "
                                      f"at the unknowns {np.asarray(thetas[k]).tolist()}")
         pad = np.concatenate([node, np.full(-len(node) % BATCH, node[0])])
+        keys = jax.random.split(jax.random.PRNGKey(seed), len(pad) // BATCH)
         parts = []
-        for start in range(0, len(pad), BATCH):
+        for start, key in zip(range(0, len(pad), BATCH), keys):
             if interrupt and interrupt():
                 return None
             rows = pad[start:start + BATCH]
-            u, u_test, its = batch(jnp.asarray(thetas[rows]), jnp.stack([modes[k] for k in rows]),
-                                   next(keys))
+            batch = jax.vmap(unravel)(jnp.asarray(thetas[rows]))
+            u, u_test, its = _u_draw_batch(self.held, self.u_map, basis, batch,
+                                           jnp.stack([modes[k] for k in rows]), key)
             if int(its) >= maxiter:
                 raise NumericalError(f"U's draws did not converge in {maxiter} PCG iterations")
             parts.append((np.asarray(u), np.asarray(u_test)))
@@ -221,6 +200,41 @@ class Marginal:
         mode, r = self.u_given(theta)
         slope = jax.jacfwd(lambda x: self.u_given(unravel(x))[0].reshape(-1))(flat)
         return mode, r, slope @ root
+
+
+# Compiled once per problem and shape (the Conditional is an argument, its problem static),
+# not once per call: the matrix-free marginal's solves, U's modes and U's draws.
+
+@jax.jit
+def _evidence_solves(held: Conditional, u_map: Array, theta: dict) -> tuple:
+    """The matrix-free evidence's solves at ``theta``, to start nearby ones from."""
+    return held.with_values(theta).evidence_matrix_free(u_map, *MATRIX_FREE)[3]
+
+
+@jax.jit
+def _u_mode(held: Conditional, u_map: Array, basis, theta: dict) -> tuple:
+    """U's mode given the measurements and ``theta`` by PCG from ``u_map``: (s, PCG
+    iterations, U on the grid, u on the test grid)."""
+    gn = held.with_values(theta).gauss_newton(u_map, basis)
+    s, its, _ = gn.step(MATRIX_FREE[0], MATRIX_FREE[2])
+    u = gn.to_grid(s)
+    return s, its, u, held.predict_grid(u, held.problem.test_axes)
+
+
+@jax.jit
+def _u_draw_batch(held: Conditional, u_map: Array, basis, theta: dict, s: Array,
+                  key: Array) -> tuple:
+    """BATCH draws of U, one per row of ``theta`` (dict of (BATCH,) arrays) about its mode
+    ``s`` (rotated coordinates): perturbation-optimisation, H^{-1} (eta + J^T xi) to
+    DRAW_TOLERANCE. Returns (U, u on the test grid, the most PCG iterations)."""
+    def one(theta, s, key):
+        gn, k1, k2 = held.with_values(theta).gauss_newton(u_map, basis), *jax.random.split(key)
+        rhs = jax.random.normal(k1, s.shape) + gn.vjp(jax.random.normal(k2, gn.r0.shape))
+        ds, k, _ = gn.solve(rhs, DRAW_TOLERANCE, MATRIX_FREE[2])
+        return gn.to_grid(s + ds), k
+
+    u, k = jax.vmap(one)(theta, s, jax.random.split(key, len(s)))
+    return u, held.predict_grid(u, held.problem.test_axes), jnp.max(k)
 
 
 def marginal(problem: Problem, fit: MapFit) -> Marginal:
