@@ -329,7 +329,7 @@ class GaussNewton:
         self.cond = cond
         self.ndim = cond.problem.ndim
         self.basis = basis = rotated_basis(cond) if basis is None else basis
-        self.s0 = kron.kron_apply(basis.e_inv, u)
+        self.s0 = self.from_grid(u)
         self.r0 = cond.data_residual(self.to_grid(self.s0))
         # J from s directly: each field one mode product per axis (``RotatedBasis``)
         self.jvp = jax.linearize(lambda s: cond.data_residual(Rotated(s, basis)), self.s0)[1]
@@ -346,6 +346,10 @@ class GaussNewton:
     def to_grid(self, s: Array) -> Array:
         """U = (E_1 kron ... E_d) s (on the last d axes)."""
         return kron.kron_apply(self.basis.e, s)
+
+    def from_grid(self, u: Array) -> Array:
+        """s = (E_1 kron ... E_d)^{-1} U (on the last d axes)."""
+        return kron.kron_apply(self.basis.e_inv, u)
 
     def vjp(self, v: Array) -> Array:
         return self._transpose(v)[0]

@@ -81,7 +81,7 @@ def structured(gn, rows: np.ndarray, tol: float, cov_tol: float, maxiter: int,
     |S - I|): the log density's error from them is then about COVARIANCE. Each solve is
     PCG inside ``lax.custom_linear_solve``, so derivatives come by implicit
     differentiation (more solves), never through CG's iterations; x_c from gn's point,
-    refined REFINE times. ``warm`` (x_c, W, W's tolerance) at nearby values instead: each
+    refined REFINE times. ``warm`` (x_c and W on the grid, W's tolerance) at nearby values: each
     solve starts there, to the same tolerance of the same right-hand side (no derivatives
     then). Returns (s at the mode given all rows, the residual of all rows there,
     log N(d_e; J_e x_c, S), ``warm`` for nearby values)."""
@@ -114,12 +114,13 @@ def structured(gn, rows: np.ndarray, tol: float, cov_tol: float, maxiter: int,
         size = jnp.linalg.norm(lax.stop_gradient(s_minus_i(w)), 2)
         w_tol = jnp.clip(COVARIANCE / (len(index) * size), 1e-12, cov_tol)
         w = lax.cond(w_tol < cov_tol, lambda: solve(cols, w_tol), lambda: w)
-    else:
-        x_c = pcg(-gn.vjp(keep * (gn.r0 - gn.jvp(s0))), tol, warm[0])
-        w, w_tol = pcg(cols, warm[2], warm[1]), warm[2]
+    else:  # on the grid: the basis s lives in is recomputed per call, not bitwise the same
+        x_c = pcg(-gn.vjp(keep * (gn.r0 - gn.jvp(s0))), tol, gn.from_grid(warm[0]))
+        w, w_tol = pcg(cols, warm[2], gn.from_grid(warm[1])), warm[2]
     r_e = (gn.r0 + gn.jvp(x_c - s0))[index]
     s_mat = jnp.eye(len(index)) + s_minus_i(w)
     chol = jnp.linalg.cholesky(0.5 * (s_mat + s_mat.T))
     a = solve_triangular(chol, r_e, lower=True)
     mode = x_c - jnp.tensordot(solve_triangular(chol, a, trans=1, lower=True), w, axes=1)
-    return mode, gn.r0 + gn.jvp(mode - s0), _value(chol, a), (x_c, w, w_tol)
+    return mode, gn.r0 + gn.jvp(mode - s0), _value(chol, a), (gn.to_grid(x_c), gn.to_grid(w),
+                                                              w_tol)
