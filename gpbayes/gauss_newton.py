@@ -199,13 +199,17 @@ class BoundaryRows:
         return diag
 
 
-MAX_CAPACITANCE = 8000  # boundary rows taken exactly up to this many (n_b^2 doubles)
+MAX_CAPACITANCE = 2000  # boundary rows taken exactly up to this many (n_b^2 doubles)
 
 
 def exact_boundary_rows(problem) -> bool:
     """True where the preconditioner takes the boundary rows exactly (Woodbury, with an
     n_b x n_b capacitance formed and factored per operator): up to MAX_CAPACITANCE rows
-    (every 1-D and 2-D grid here; 3-D up to about 36^3); beyond, by their diagonal."""
+    (2-D grids up to 500^2, 3-D up to about 18^3); beyond, by their diagonal. The
+    capacitance's two triangular solves per CG iteration read n_b^2 doubles: on 32^3
+    (6144 rows) 44 ms against 0.7 ms for the operator's product, and PCG with the
+    diagonal alone needed 2.5x the iterations in 1/20 of the time (benchmarks/journal.md,
+    "3-D: the capacitance's cost")."""
     return sum(problem.part_sizes) <= MAX_CAPACITANCE
 
 

@@ -12,6 +12,7 @@ class Stop(StrEnum):
     CONVERGED = "converged"  # the log joint's relative change at or below the tolerance
     ROUNDING = "rounding"  # the log joint stopped rising at rounding level
     CHECK_MINIMUM = "check_minimum"  # the held-out check rose: its lowest sweep kept
+    CHECK_FLAT = "check_flat"  # converged at a looser tolerance once the check levelled off
     CG_BUDGET = "cg_budget"  # a solve needed more than cg_max_iterations: the lowest check kept
     LEARNING_CG_BUDGET = "learning_cg_budget"  # the same in a kernel-learning run
     SWEEP_BUDGET = "sweep_budget"  # a run's sweep budget (a race round) used up
@@ -22,7 +23,8 @@ class Stop(StrEnum):
     DRAWS = "draws"  # a sampler drew what it was asked
 
 
-CONVERGED = frozenset({Stop.CONVERGED, Stop.ROUNDING, Stop.CHECK_MINIMUM, Stop.CG_BUDGET})
+CONVERGED = frozenset({Stop.CONVERGED, Stop.ROUNDING, Stop.CHECK_MINIMUM, Stop.CHECK_FLAT,
+                       Stop.CG_BUDGET})
 """The profile solver's ends that leave a finished start (its choice then rests on the
 check); a sweep budget, non-finite objective or interrupt leave an unfinished one."""
 
@@ -41,6 +43,8 @@ MESSAGES = {  # a stop's words; a tuple: (stat, words) variants, the first whose
                     "kept the sweep before)"),
     Stop.CHECK_MINIMUM: ("check minimum (the check rose {rise}x at sweep {sweep}; kept the "
                          "sweep of its lowest, its U and the precisions it was solved at)"),
+    Stop.CHECK_FLAT: ("log joint converged at the looser tolerance of a levelled check (it "
+                      "fell less than {fall:.0%} over the two sweeps to sweep {sweep})"),
     Stop.CG_BUDGET: ("CG budget (sweep {sweep} needed more than cg_max_iterations: the "
                      "precisions' climb ends there; kept the sweep of the lowest check)"),
     Stop.LEARNING_CG_BUDGET: ("CG reached cg_max_iterations at sweep {sweep}; kept the last "

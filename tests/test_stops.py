@@ -4,7 +4,7 @@ import pytest
 
 from gpbayes.stops import CONVERGED, Note, Stop, describe
 
-STATS = {"tolerance": 1e-9, "sweep": 3, "rise": 2, "budget": 4, "draws": 500,
+STATS = {"tolerance": 1e-9, "sweep": 3, "rise": 2, "fall": 0.1, "budget": 4, "draws": 500,
          "step_size": 1e-300, "capped": 0.75, "cap": 1023}
 
 

@@ -5,14 +5,28 @@ threshold; the mechanism (the sweeps, the race) is ``gpbayes.infer.profile``'s.
 
 import numpy as np
 
+from gpbayes.gauss_newton import exact_boundary_rows
 from gpbayes.problem import Problem
 from gpbayes.results import MapFit
+from gpbayes.spec import Recipe
 
 ROUNDING = 100  # a fall of the log joint up to ROUNDING x tolerance (relative) is rounding
 CHECK_RANGE = 10  # starts whose check score is within this factor of the best compete
 LOOSER = 100  # CG tolerance factor of the kernel learning's trial solves
 CHECK_RISE = 2  # a start stops once its check score rises past this factor of its lowest
+CHECK_FALL = 0.1  # a check that fell by less than this share over two sweeps levelled off
+LEVELLED = 100  # once it levelled off the log joint converges at this x the tolerance
 STEADY_MAX, STEADY_SPREAD = 0.9, 0.1  # a steady linear rate for Aitken's jump (``aitken``)
+DIAGONAL_BUDGET = 10  # CG budget factor where the boundary rows are by their diagonal
+
+
+def cg_budget(problem: Problem, recipe: Recipe) -> int:
+    """The CG budget of one U solve: ``recipe.cg_max_iterations``, times DIAGONAL_BUDGET
+    where the preconditioner takes the boundary rows by their diagonal (3-D grids beyond
+    ``gauss_newton.MAX_CAPACITANCE`` rows): there an iteration costs a small fraction of
+    one with the capacitance (1/20 on 32^3) and a solve needs a few times as many."""
+    diagonal = problem.conditions and not exact_boundary_rows(problem)
+    return recipe.cg_max_iterations * (DIAGONAL_BUDGET if diagonal else 1)
 
 
 def aitken(trail: list[dict], caps: dict) -> dict:

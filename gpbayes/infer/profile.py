@@ -7,7 +7,10 @@ unbounded), each step up costs more CG work, and U starts to fit rounding. A sta
 sweeps are therefore held out by the check (``check_score``: the PDE residual at the cell
 midpoints and the boundary mismatch): once it rises past CHECK_RISE x its lowest, the
 start keeps the sweep of its lowest, its U and the precisions U was solved at (U is their
-exact conditional maximum; the objective is minus the log joint there). ``tau_max`` caps
+exact conditional maximum; the objective is minus the log joint there); on the CG path,
+once it has levelled off (fallen by less than CHECK_FALL over two sweeps), the log joint
+converges at LEVELLED x the tolerance (the dense path's sweeps cost milliseconds: there
+the start converges fully, and the kernel learning starts from it). ``tau_max`` caps
 the climb where the check does not rise.
 """
 
@@ -29,7 +32,17 @@ from gpbayes.coordinates import Whitened
 from gpbayes.gauss_newton import Rotated, exact_boundary_rows, rotated_basis
 from gpbayes.infer import learn
 from gpbayes.infer.init import PLAIN_COMPONENTS, plain_lengths, plain_params, spectral_params
-from gpbayes.infer.policy import CHECK_RISE, LOOSER, ROUNDING, aitken, choose, held_out_cap
+from gpbayes.infer.policy import (
+    CHECK_FALL,
+    CHECK_RISE,
+    LEVELLED,
+    LOOSER,
+    ROUNDING,
+    aitken,
+    cg_budget,
+    choose,
+    held_out_cap,
+)
 from gpbayes.infer.solvers import dense_gauss_newton, is_dense
 from gpbayes.model import initial_params
 from gpbayes.problem import Problem
@@ -220,14 +233,14 @@ class Starts:
         linear = is_linear(problem, unknown_values(problem, initial_params(problem)))
         gn_u = 1 if linear else recipe.gauss_newton_steps
         gn = recipe.gauss_newton_steps if problem.unknowns else gn_u
-        dense = is_dense(problem)
+        self.dense = dense = is_dense(problem)
+        self.maxiter = maxiter = cg_budget(problem, recipe)
         self.solve = (dense_u_solver(gn) if dense else
-                      cg_u_solver(gn, recipe.cg_tolerance, recipe.cg_max_iterations))
+                      cg_u_solver(gn, recipe.cg_tolerance, maxiter))
         # the learning's trial solves hold the unknowns and need less: each sweep ends
         # with a solve at cg_tolerance
         self.trial = (dense_u_solver(gn_u, joint=False) if dense else
-                      cg_u_solver(gn_u, recipe.cg_tolerance * LOOSER, recipe.cg_max_iterations,
-                                  joint=False))
+                      cg_u_solver(gn_u, recipe.cg_tolerance * LOOSER, maxiter, joint=False))
         self.cap = float(np.log(recipe.tau_max))
         self.log_tau_b0 = float(np.log(min(boundary_start(problem, recipe), recipe.tau_max)))
         self.sweeps, self.history, self.starts, self.cut = {}, [], [], set()
@@ -271,17 +284,18 @@ class Starts:
         (reason, stats), objective = (Stop.SWEEP_BUDGET, {"budget": budget}), None
         trail, before_jump = [], None  # accepted precisions; the state a jump left
         caps = {"log_tau_e": min(self.cap, cap_e), "log_tau_b": self.cap}
-        lowest, previous = self.carry.get(id(resume), ((np.inf, None), np.inf))
+        lowest, previous, checks = self.carry.get(id(resume), ((np.inf, None), np.inf, []))
+        checks, flat = list(checks), False  # the run's check score per accepted sweep
         for i in range(budget):
             solved_at = log_tau
             new_theta, new_u, new_tau, obj, (k, held, new_z) = sweep(theta, u, log_tau,
                                                                      jnp.float64(cap_e))
             obj, k = float(obj), int(k)
             jumped, before_jump = before_jump, None
-            if jumped is not None and not (obj < previous and k < recipe.cg_max_iterations):
+            if jumped is not None and not (obj < previous and k < self.maxiter):
                 log_tau, trail = jumped, []  # the jump did not raise the log joint: undo it
                 continue
-            failure = failed_sweep(obj, k, recipe, objective is not None, learning)
+            failure = failed_sweep(obj, k, self.maxiter, objective is not None, learning)
             if failure is Stop.CG_BUDGET:  # the unconverged solve competes by the check
                 state = (new_theta, new_u, solved_at, float(held), new_z)
                 capped = (self.score(prob, state), state)
@@ -293,19 +307,26 @@ class Starts:
                 reason, stats = failure or Stop.ROUNDING, {"sweep": i + 1}
                 break
             theta, u, log_tau, objective, z = new_theta, new_u, new_tau, obj, new_z
-            log.append({"start": label, "objective": obj, "cg_iterations": k,
-                        "time_s": time.perf_counter() - self.start,
-                        **{n: float(v) for n, v in new_tau.items()}})
+            entry = {"start": label, "objective": obj, "cg_iterations": k,
+                     "time_s": time.perf_counter() - self.start,
+                     **{n: float(v) for n, v in new_tau.items()}}
+            log.append(entry)
             if not learning:  # the check holds out the precisions' climb (module docstring)
                 state = (theta, u, solved_at, float(held), z)
-                score = self.score(prob, state)
+                score = entry["check"] = self.score(prob, state)
                 if score > CHECK_RISE * lowest[0]:
                     theta, u, log_tau, objective, z = lowest[1]
                     reason, stats = Stop.CHECK_MINIMUM, {"rise": CHECK_RISE, "sweep": i + 1}
                     break
                 lowest = min(lowest, (score, state), key=lambda x: x[0])
-            if abs(previous - obj) <= recipe.tolerance * abs(obj):
-                reason, stats = Stop.CONVERGED, {"tolerance": recipe.tolerance}
+                checks.append(score)
+                flat = (not self.dense and len(checks) > 2
+                        and score > (1 - CHECK_FALL) * checks[-3])
+            change = abs(previous - obj) / abs(obj)
+            if change <= recipe.tolerance or (flat and change <= LEVELLED * recipe.tolerance):
+                reason, stats = ((Stop.CONVERGED, {"tolerance": recipe.tolerance})
+                                 if change <= recipe.tolerance else
+                                 (Stop.CHECK_FLAT, {"fall": CHECK_FALL, "sweep": i + 1}))
                 break
             previous = obj
             trail.append({n: float(v) for n, v in log_tau.items()})
@@ -318,7 +339,7 @@ class Starts:
                      converged=reason in CONVERGED, history=self.history, objective=objective,
                      kernel_why="learned" if learning else "",
                      z=None if z is None else np.asarray(z))
-        self.carry[id(fit)] = (lowest, previous)
+        self.carry[id(fit)] = (lowest, previous, checks)
         return fit
 
     def score(self, prob: Problem, state: tuple) -> float:
@@ -434,15 +455,15 @@ class Starts:
         return best, chosen, why
 
 
-def failed_sweep(obj: float, k: int, recipe: Recipe, any_kept: bool,
+def failed_sweep(obj: float, k: int, maxiter: int, any_kept: bool,
                  learning: bool = False) -> Stop | None:
     """The stop of a sweep that ends its run, else None: a non-finite objective, or CG at
-    ``cg_max_iterations`` once a state is kept (the budget: the precisions' climb ends
-    there and the unconverged state competes by the check; in a learning run, which has no
-    check, the last converged state is kept)."""
+    its budget ``maxiter`` (``policy.cg_budget``) once a state is kept (the precisions'
+    climb ends there and the unconverged state competes by the check; in a learning run,
+    which has no check, the last converged state is kept)."""
     if not np.isfinite(obj):
         return Stop.NON_FINITE
-    if k < recipe.cg_max_iterations or not any_kept:
+    if k < maxiter or not any_kept:
         return None
     return Stop.LEARNING_CG_BUDGET if learning else Stop.CG_BUDGET
 
