@@ -45,6 +45,7 @@ class Recipe:
     learning_rate: float = 0.01
     steps: int = 5000  # Adam: steps
     jitter: float = 3e-11
+    plain_jitter: float = 1e-12  # profile: the plain-family starts' jitter in 1-D (dense)
     chunk: int = 100  # steps per compiled call; progress updates between chunks
     sweeps: int = 25  # profile: alternation sweeps per start at most
     init: str = "spectrum"  # frequencies from the data's FFT, or "paper"
@@ -98,7 +99,8 @@ def _types(cls) -> dict:
 KINDS = {"map": Recipe, "nuts": SampleRecipe, "gaussian": SampleRecipe}  # method -> class
 CHOICES = {"method": tuple(KINDS), "optimizer": ("adam", "profile", "auto"),
            "init": ("paper", "spectrum"), "solver": ("auto", "dense", "cg")}
-POSITIVE = ("learning_rate", "jitter", "tau_max", "tau_b_start", "tolerance", "cg_tolerance")
+POSITIVE = ("learning_rate", "jitter", "plain_jitter", "tau_max", "tau_b_start", "tolerance",
+            "cg_tolerance")
 NON_NEGATIVE = ("refine_above", "map_jitter")
 WHOLE = ("learn_iterations", "screen_sweeps", "seed")  # >= 0; every other int field >= 1
 RECIPES = Path(__file__).with_name("recipes")  # the packaged recipes (inference/ has copies)
@@ -523,7 +525,8 @@ def _recipe_data(path: Path, seen: tuple = ()) -> dict:
 
 def map_recipe_of(recipe: SampleRecipe) -> Recipe:
     """The MAP recipe a sampling recipe starts from: its ``map`` file (beside it, else
-    the packaged one of that name), with its ``map_jitter`` and ``calibrate_tau_e``."""
+    the packaged one of that name), with its ``map_jitter`` (for every start) and
+    ``calibrate_tau_e``."""
     base = Path(recipe.source).parent if recipe.source else RECIPES
     path = base / recipe.map
     if not path.is_file() and Path(recipe.map).stem in PACKAGED:
@@ -533,6 +536,6 @@ def map_recipe_of(recipe: SampleRecipe) -> Recipe:
         raise SpecError(f"{recipe.map} is a {out.method} recipe, not a map one", recipe.source
                         or "recipe", "map")
     if recipe.map_jitter:
-        out = replace(out, jitter=recipe.map_jitter)
+        out = replace(out, jitter=recipe.map_jitter, plain_jitter=recipe.map_jitter)
     return replace(out, calibrate_tau_e=True) if recipe.calibrate_tau_e else out
 

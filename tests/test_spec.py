@@ -72,7 +72,8 @@ def test_recipes_load(root):
         recipe = gb.load_inference(root / f"inference/{name}.toml")  # tau_e held out
         assert recipe.map_jitter == 1e-6 and recipe.calibrate_tau_e
         start = map_recipe_of(recipe)
-        assert (start.method, start.jitter, start.calibrate_tau_e) == ("map", 1e-6, True)
+        assert (start.method, start.jitter, start.plain_jitter, start.calibrate_tau_e) == (
+            "map", 1e-6, 1e-6, True)
         assert start.source == str(root / "inference/map.toml")
     assert not default.calibrate_tau_e
 

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import jax
 import jax.numpy as jnp
@@ -248,13 +249,20 @@ class Starts:
         self.workers = threads.start_workers()
         self.lock = threading.Lock()  # one compiled sweep per key, whichever thread asks
 
+    def recipe_for(self, prob: Problem) -> Recipe:
+        """The recipe of ``prob``'s runs: a plain family's on the dense path at
+        ``recipe.plain_jitter`` (smooth solutions are jitter-limited there)."""
+        if self.dense and prob is not self.problem:
+            return replace(self.recipe, jitter=self.recipe.plain_jitter)
+        return self.recipe
+
     def sweep_of(self, prob: Problem, learning: bool):
         """The compiled sweep of ``prob``'s kernel family: (theta, U, log tau, cap_e) ->
         (theta, U, log tau, objective, (CG iterations, objective where U was solved, z))."""
         key = (prob.family, prob.components, learning)
         with self.lock:
             if key not in self.sweeps:
-                self.sweeps[key] = make_sweep(prob, self.recipe, self.solve, self.trial,
+                self.sweeps[key] = make_sweep(prob, self.recipe_for(prob), self.solve, self.trial,
                                               learning, self.cap)
             return self.sweeps[key]
 
@@ -276,7 +284,7 @@ class Starts:
         """One run of at most ``budget`` sweeps from ``init`` (continuing ``resume``, a
         run of the race, whose lowest check it carries), stopped by ``policy``'s rules;
         its sweeps are appended to ``log``."""
-        recipe, cap_e = self.recipe, self.cap if cap_e is None else cap_e
+        recipe, cap_e = self.recipe_for(prob), self.cap if cap_e is None else cap_e
         sweep = self.sweep_of(prob, learning)
         theta, u, log_tau = self.state(prob, init, learning, fresh)
         z = None if resume is None else resume.z
@@ -345,7 +353,7 @@ class Starts:
     def score(self, prob: Problem, state: tuple) -> float:
         """The check score of a sweep's state (theta, U, the precisions U was solved at,
         minus the log joint there, z)."""
-        return check_score(MapFit(prob, as_params(*state[:3]), self.recipe, 0, 0.0,
+        return check_score(MapFit(prob, as_params(*state[:3]), self.recipe_for(prob), 0, 0.0,
                                   Stop.SWEEP_BUDGET, False,
                                   objective=state[3], z=state[4]))
 

@@ -377,3 +377,25 @@ def test_the_cg_budget_grows_where_the_boundary_rows_are_by_their_diagonal(monke
     assert cg_budget(p, recipe) == 600
     monkeypatch.setattr(gauss_newton, "MAX_CAPACITANCE", 10)
     assert cg_budget(p, recipe) == 600 * DIAGONAL_BUDGET
+
+
+def test_plain_starts_on_the_dense_path_take_the_plain_jitter():
+    """1-D: a plain-family start runs at (and its fit records) ``plain_jitter``; a start
+    of the model file's family keeps ``jitter``; on a 2-D (CG) grid both keep it."""
+    from tqdm import tqdm
+
+    from conftest import small_2d_problem
+    from gpbayes.infer import profile
+    from gpbayes.infer.init import plain_params, spectral_params
+
+    recipe = gb.load_inference("map")
+    assert recipe.plain_jitter < recipe.jitter
+    for p, plain in ((small_problem(n=60), recipe.plain_jitter),
+                     (small_2d_problem(n=12)[0], recipe.jitter)):
+        starts = profile.Starts(p, recipe, tqdm(disable=True), 0.0)
+        se = p.with_kernel("se", 1)
+        (own, _), (other, _) = starts.rounds([
+            ("own", p, spectral_params(p, 0.3), {"budget": 1}),
+            ("se", se, plain_params(se, 0.25), {"budget": 1})])
+        assert (own.recipe.jitter, other.recipe.jitter) == (recipe.jitter, plain)
+        assert np.isfinite(own.objective) and np.isfinite(other.objective)
