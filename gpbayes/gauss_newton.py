@@ -209,7 +209,7 @@ def exact_boundary_rows(problem) -> bool:
     capacitance's two triangular solves per CG iteration read n_b^2 doubles: on 32^3
     (6144 rows) 44 ms against 0.7 ms for the operator's product, and PCG with the
     diagonal alone needed 2.5x the iterations in 1/20 of the time (benchmarks/journal.md,
-    "3-D: the capacitance's cost")."""
+    "3-D without the capacitance")."""
     return sum(problem.part_sizes) <= MAX_CAPACITANCE
 
 
