@@ -221,8 +221,8 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
 
 
 class Starts:
-    """The runs of one problem's starts: the compiled sweeps (one per kernel family and
-    learning mode), a start's sweep loop (``run_start``), the history of every sweep,
+    """The runs of one problem's starts: the compiled sweeps (one per kernel family,
+    learning mode and jitter), a start's sweep loop (``run_start``), the history of every sweep,
     the finished runs (``starts``: (check score, fit, label)) and those the race cut
     short (``cut``: never chosen). The runs of one round of the race are independent
     and run in ``workers`` threads at once (``threads.start_workers``); their sweeps
@@ -259,11 +259,12 @@ class Starts:
     def sweep_of(self, prob: Problem, learning: bool):
         """The compiled sweep of ``prob``'s kernel family: (theta, U, log tau, cap_e) ->
         (theta, U, log tau, objective, (CG iterations, objective where U was solved, z))."""
-        key = (prob.family, prob.components, learning)
+        recipe = self.recipe_for(prob)
+        key = (prob.family, prob.components, learning, recipe.jitter)
         with self.lock:
             if key not in self.sweeps:
-                self.sweeps[key] = make_sweep(prob, self.recipe_for(prob), self.solve, self.trial,
-                                              learning, self.cap)
+                self.sweeps[key] = make_sweep(prob, recipe, self.solve, self.trial, learning,
+                                              self.cap)
             return self.sweeps[key]
 
     def state(self, prob: Problem, init: dict, learning: bool, fresh: bool) -> tuple:
@@ -330,11 +331,12 @@ class Starts:
                 checks.append(score)
                 flat = (not self.dense and len(checks) > 2
                         and score > (1 - CHECK_FALL) * checks[-3])
-            change = abs(previous - obj) / abs(obj)
-            if change <= recipe.tolerance or (flat and change <= LEVELLED * recipe.tolerance):
-                reason, stats = ((Stop.CONVERGED, {"tolerance": recipe.tolerance})
-                                 if change <= recipe.tolerance else
-                                 (Stop.CHECK_FLAT, {"fall": CHECK_FALL, "sweep": i + 1}))
+            change = abs(previous - obj)
+            if change <= recipe.tolerance * abs(obj):
+                reason, stats = Stop.CONVERGED, {"tolerance": recipe.tolerance}
+                break
+            if flat and change <= LEVELLED * recipe.tolerance * abs(obj):
+                reason, stats = Stop.CHECK_FLAT, {"fall": CHECK_FALL, "sweep": i + 1}
                 break
             previous = obj
             trail.append({n: float(v) for n, v in log_tau.items()})
