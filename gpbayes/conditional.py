@@ -421,17 +421,27 @@ class Conditional:
             parts.append(np.ones(len(p.observations[1]), bool))
         return np.concatenate(parts)
 
+    @property
+    def row_scales(self) -> Array:
+        """The factor of each row of ``data_residual``: ``boundary_scale``, 1/equation_sd,
+        1/noise sd (only the precisions' rows change with them)."""
+        p = self.problem
+        parts = [self.boundary_scale] if p.conditions else []
+        parts.append(jnp.broadcast_to(1.0 / self.equation_sd, (p.size,)))
+        if p.observations is not None:
+            parts.append(jnp.full(len(p.observations[1]), 1.0 / p.observations[2]))
+        return jnp.concatenate(parts)
+
     def split_data_residual(self, r: Array) -> tuple[Array, Array, Array | None]:
         """``data_residual``'s parts, unweighted: (boundary_difference, residual on the
         grid, the prediction at the observation points or None)."""
         p = self.problem
         nb = int(p.boundary_values.size) if p.conditions else 0
-        gap = r[:nb] / self.boundary_scale if nb else jnp.zeros(0)
-        eq = (r[nb:nb + p.size] * self.equation_sd).reshape(p.grid)
+        r = r / self.row_scales
+        gap, eq = r[:nb], r[nb:nb + p.size].reshape(p.grid)
         if p.observations is None:
             return gap, eq, None
-        _, data, noise = p.observations
-        return gap, eq, r[nb + p.size:] * noise + jnp.asarray(data)
+        return gap, eq, r[nb + p.size:] + jnp.asarray(p.observations[1])
 
     # -- prediction -----------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gpbayes.conditional import Conditional, axis_params
+from gpbayes.conditional import Conditional, axis_params, unknown_values
 from gpbayes.coordinates import Coordinates, Whitened
 from gpbayes.io import import_arviz, write_atomic, write_groups, write_json
 from gpbayes.stops import Stop, describe
@@ -98,14 +98,9 @@ class MapFit:
 
     @property
     def latent(self) -> jax.Array | Coordinates:
-        """The coordinates the conditional mean off the grid is computed from: z
-        (``Whitened``) on grids of Z_AXES axes or more, where the solver gave it, else U.
-        One mean in exact arithmetic; in floating point K^{-1} U ruins it on 3-D grids
-        (three ill-conditioned axes), while on 1-D and 2-D grids z lost 40-100x in
-        accuracy against U (benchmarks/journal.md, 2026-12-06, 3-D)."""
-        if self.z is None or self.problem.ndim < Z_AXES:
-            return self.u
-        return Whitened(jnp.asarray(self.z))
+        """The coordinates the conditional mean off the grid is computed from
+        (``latent``)."""
+        return latent(self.problem, self.u, self.z)
 
     def predict_grid(self, axes) -> np.ndarray:
         """The conditional mean on the tensor grid spanned by ``axes`` (one array per axis)."""
@@ -139,6 +134,12 @@ class MapFit:
         p = self.problem
         return {k: float(v) for k, v in _check_values(p, self.recipe.jitter, self.params,
                                                       self.latent, p.midpoint_source).items()}
+
+    def known_checks(self, values: dict) -> "MapFit":
+        """This fit, its residual checks given (``check_values`` at its state, computed
+        where the state was: the profile solver's sweeps) instead of computed again."""
+        self.__dict__["_checks"] = {k: float(v) for k, v in values.items()}
+        return self
 
     @property
     def equation_residual_rms(self) -> float:
@@ -242,7 +243,7 @@ class MapFit:
             "jitter_retries": self.jitter_retries,
             "tau_e": _tau(self.params, "log_tau_e"),
             "tau_b": _tau(self.params, "log_tau_b"),
-            "unknowns": {n: float(v) for n, v in self.conditional.unknowns.items()},
+            "unknowns": {n: float(v) for n, v in unknown_values(p, self.params).items()},
             "spectrum": self.spectrum(),
             "live_components": live_components(p, self.params),
             "kernel_learned": self.kernel_learned,
@@ -341,13 +342,30 @@ def _predict_grid(problem, jitter: float, params: dict, c, axes: tuple) -> jax.A
     return Conditional(problem, params, jitter).predict_grid(c, axes)
 
 
+def latent(problem, u: jax.Array, z) -> jax.Array | Coordinates:
+    """The coordinates the conditional mean off the grid is computed from: z
+    (``Whitened``) on grids of Z_AXES axes or more, where the solver gave it, else U.
+    One mean in exact arithmetic; in floating point K^{-1} U ruins it on 3-D grids
+    (three ill-conditioned axes), while on 1-D and 2-D grids z lost 40-100x in
+    accuracy against U (benchmarks/journal.md, 2026-12-06, 3-D)."""
+    if z is None or problem.ndim < Z_AXES:
+        return u
+    return Whitened(jnp.asarray(z))
+
+
 @partial(jax.jit, static_argnums=(0, 1))
 def _check_values(problem, jitter: float, params: dict, c, f_mid) -> dict:
     """The fit's residual checks in one compiled call (eager, each small op compiles on
     its own: seconds per start), from the coordinates c (``MapFit.latent``)."""
+    return check_values(Conditional(problem, params, jitter), params["U"], c, f_mid)
+
+
+def check_values(cond: Conditional, u: jax.Array, c, f_mid) -> dict:
+    """The residual checks of grid values u (in the coordinates c, ``latent``'s) at the
+    model ``cond``: the PDE residual on the grid and at the cell midpoints (source
+    ``f_mid``), the boundary mismatch and the sizes they are relative to (traceable)."""
+    problem = cond.problem
     mid = problem.midpoints
-    cond = Conditional(problem, params, jitter)
-    u = params["U"]
     fields = cond.fields_on(c, mid)
     res = cond.operator(fields, mid) - f_mid
     r_mid = jnp.sqrt(jnp.mean(res**2))

@@ -15,6 +15,7 @@ class Stop(StrEnum):
     CHECK_FLAT = "check_flat"  # converged at a looser tolerance once the check levelled off
     CG_BUDGET = "cg_budget"  # a solve needed more than cg_max_iterations: the lowest check kept
     LEARNING_CG_BUDGET = "learning_cg_budget"  # the same in a kernel-learning run
+    LEARNING_NON_FINITE = "learning_non_finite"  # a learning sweep non-finite: the last kept
     SWEEP_BUDGET = "sweep_budget"  # a run's sweep budget (a race round) used up
     STEP_BUDGET = "step_budget"  # Adam's fixed number of steps done
     NON_FINITE = "non_finite"  # the objective went non-finite: the last finite state kept
@@ -49,6 +50,8 @@ MESSAGES = {  # a stop's words; a tuple: (stat, words) variants, the first whose
                      "precisions' climb ends there; kept the sweep of the lowest check)"),
     Stop.LEARNING_CG_BUDGET: ("CG reached cg_max_iterations at sweep {sweep}; kept the last "
                               "converged state"),
+    Stop.LEARNING_NON_FINITE: ("the kernel learning went non-finite at sweep {sweep}; kept "
+                               "the last finite learned state"),
     Stop.SWEEP_BUDGET: "sweep budget ({budget}) reached",
     Stop.STEP_BUDGET: "step budget reached (fixed-step protocol)",
     Stop.NON_FINITE: (

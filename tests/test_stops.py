@@ -40,4 +40,5 @@ def test_a_sampler_adds_its_path_and_notes():
 
 def test_only_finished_ends_count_as_converged():
     assert Stop.CG_BUDGET in CONVERGED and Stop.LEARNING_CG_BUDGET not in CONVERGED
+    assert Stop.LEARNING_NON_FINITE not in CONVERGED
     assert not CONVERGED & {Stop.SWEEP_BUDGET, Stop.NON_FINITE, Stop.INTERRUPTED}

@@ -7,6 +7,11 @@ midpoint check) and an upper bound past which the kernel matrix is too ill-condi
 at the recipe's jitter (``kernels.Family.longest``); frequencies between 0 and a
 quarter of the grid's sampling rate. The box is part of the recipe (a constrained MAP of
 the same model).
+
+The objective is noisy at the kernel's scale (K near singular at the jitter: a 1e-6 change
+of a log length moves it by about 1 in 1e4 on suite g07), so the zoom line search often
+fails its Wolfe conditions; LINESEARCH_STEPS caps what a failed search spends (10 took
+67 U solves for 10 steps on g07; benchmarks/journal.md).
 """
 
 from collections.abc import Callable
@@ -22,7 +27,7 @@ from gpbayes.model import axis_site_names
 from gpbayes.problem import Problem
 
 MIN_SPACINGS = 2.0
-LINESEARCH_STEPS = 10  # zoom line-search evaluations per L-BFGS step, at most
+LINESEARCH_STEPS = 4  # zoom line-search evaluations per L-BFGS step, at most
 
 
 def bounds(problem: Problem) -> dict:

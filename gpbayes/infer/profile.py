@@ -44,10 +44,10 @@ from gpbayes.infer.policy import (
     choose,
     held_out_cap,
 )
-from gpbayes.infer.solvers import dense_gauss_newton, is_dense
+from gpbayes.infer.solvers import dense_gauss_newton, is_dense, least_squares
 from gpbayes.model import initial_params
 from gpbayes.problem import Problem
-from gpbayes.results import MapFit, check_score
+from gpbayes.results import MapFit, check_score, check_values, latent
 from gpbayes.spec import Recipe
 from gpbayes.stops import CONVERGED, Stop
 
@@ -67,15 +67,22 @@ def boundary_start(problem: Problem, recipe: Recipe) -> float:
 
 
 def dense_u_solver(gn_steps: int, joint: bool = True):
-    """(conditional, U0) -> (U, z, {unknown site: value}, 0): U (and the unknowns, if any)
-    maximising the log joint at the conditional's other hyperparameters, by dense QR in
-    whitened coordinates z (the 0 stands for CG iterations). From z the fields need one
-    triangular solve, not K^{-1}: exact to rounding in one step where K is
+    """(conditional, U0, system) -> (U, z, {unknown site: value}, 0): U (and the unknowns,
+    if any) maximising the log joint at the conditional's other hyperparameters, by dense
+    QR in whitened coordinates z (the 0 stands for CG iterations). From z the fields need
+    one triangular solve, not K^{-1}: exact to rounding in one step where K is
     ill-conditioned (benchmarks/journal.md). With unknowns (``joint``) the residual is not
     affine and each Gauss-Newton step is safeguarded (halved until it does not fall);
-    ``joint=False`` holds them."""
+    ``joint=False`` holds them. ``system`` (``linear_system``'s, of a linear problem
+    without unknowns, formed at the same kernel) saves forming the Jacobian again: the
+    precisions only scale its rows."""
 
-    def solve(cond, u0):
+    def solve(cond, u0, system=None):
+        if system is not None:  # (J, d, scales): U's linear system at other precisions
+            j, d, scales = system
+            ratio = jnp.concatenate([cond.row_scales / scales, jnp.ones(u0.size)])
+            z = least_squares(j * ratio[:, None], d * ratio)[0].reshape(u0.shape)
+            return cond.to_grid(Whitened(z)), z, {}, 0
         sites = list(cond.problem.unknown_sites.values()) if joint else []
         n = u0.size
 
@@ -222,7 +229,8 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
 
 class Starts:
     """The runs of one problem's starts: the compiled sweeps (one per kernel family,
-    learning mode and jitter), a start's sweep loop (``run_start``), the history of every sweep,
+    learning mode and jitter) and linear systems (``system_for``), a start's sweep loop
+    (``run_start``), the history of every sweep,
     the finished runs (``starts``: (check score, fit, label)) and those the race cut
     short (``cut``: never chosen). The runs of one round of the race are independent
     and run in ``workers`` threads at once (``threads.start_workers``); their sweeps
@@ -235,6 +243,8 @@ class Starts:
         gn_u = 1 if linear else recipe.gauss_newton_steps
         gn = recipe.gauss_newton_steps if problem.unknowns else gn_u
         self.dense = dense = is_dense(problem)
+        # the dense solves of a linear problem without unknowns reuse the Jacobian within a run
+        self.reuse = dense and linear and not problem.unknowns
         self.maxiter = maxiter = cg_budget(problem, recipe)
         self.solve = (dense_u_solver(gn) if dense else
                       cg_u_solver(gn, recipe.cg_tolerance, maxiter))
@@ -245,7 +255,8 @@ class Starts:
         self.cap = float(np.log(recipe.tau_max))
         self.log_tau_b0 = float(np.log(min(boundary_start(problem, recipe), recipe.tau_max)))
         self.sweeps, self.history, self.starts, self.cut = {}, [], [], set()
-        self.carry = {}  # id(fit) -> (lowest check and its state, last objective) of a run
+        self.carry = {}  # id(fit) -> a run's lowest check and its state, last objective,
+        # checks and precisions' trail (a run the race continues goes on as one run)
         self.workers = threads.start_workers()
         self.lock = threading.Lock()  # one compiled sweep per key, whichever thread asks
 
@@ -267,6 +278,20 @@ class Starts:
                                               self.cap)
             return self.sweeps[key]
 
+    def system_for(self, prob: Problem, learning: bool, theta: dict, u: Array,
+                   log_tau: dict) -> tuple | None:
+        """U's linear system at a run's start (``make_system``'s: J, d, the row scales it
+        was formed at) where the run's dense solves reuse it (the kernel held: no learning;
+        a linear problem without unknowns), else None."""
+        if not self.reuse or learning:
+            return None
+        recipe = self.recipe_for(prob)
+        key = (prob.family, prob.components, "system", recipe.jitter)
+        with self.lock:
+            if key not in self.sweeps:
+                self.sweeps[key] = make_system(prob, recipe.jitter)
+        return self.sweeps[key](theta, u, log_tau)
+
     def state(self, prob: Problem, init: dict, learning: bool, fresh: bool) -> tuple:
         """(theta, U, log tau) of a run from site values ``init``: theta the kernel and the
         unknowns; a fresh start's tau_b begins at ``boundary_start``, a continued run
@@ -282,23 +307,25 @@ class Starts:
     def run_start(self, label: str, prob: Problem, init: dict, log: list,
                   learning: bool = False, cap_e: float | None = None, fresh: bool = True,
                   budget: int | None = None, resume: MapFit | None = None) -> MapFit:
-        """One run of at most ``budget`` sweeps from ``init`` (continuing ``resume``, a
-        run of the race, whose lowest check it carries), stopped by ``policy``'s rules;
-        its sweeps are appended to ``log``."""
+        """One run of at most ``budget`` sweeps from ``init`` by ``policy``'s rules (going on
+        from ``resume``, a run of the race, as one run); its sweeps are appended to ``log``."""
         recipe, cap_e = self.recipe_for(prob), self.cap if cap_e is None else cap_e
         sweep = self.sweep_of(prob, learning)
         theta, u, log_tau = self.state(prob, init, learning, fresh)
         z = None if resume is None else resume.z
+        system = self.system_for(prob, learning, theta, u, log_tau)
         budget = budget or (recipe.learn_sweeps if learning else recipe.sweeps)
-        (reason, stats), objective = (Stop.SWEEP_BUDGET, {"budget": budget}), None
-        trail, before_jump = [], None  # accepted precisions; the state a jump left
+        # known: the kept state's residual checks (``results.check_values``)
+        (reason, stats), objective, known = (Stop.SWEEP_BUDGET, {"budget": budget}), None, None
+        before_jump, flat = None, False  # the state a jump left; the check levelled off
         caps = {"log_tau_e": min(self.cap, cap_e), "log_tau_b": self.cap}
-        lowest, previous, checks = self.carry.get(id(resume), ((np.inf, None), np.inf, []))
-        checks, flat = list(checks), False  # the run's check score per accepted sweep
+        lowest, previous, checks, trail = self.carry.get(id(resume),
+                                                         ((np.inf, None), np.inf, [], []))
+        checks, trail = list(checks), list(trail)  # per accepted sweep: check, precisions
         for i in range(budget):
             solved_at = log_tau
-            new_theta, new_u, new_tau, obj, (k, held, new_z) = sweep(theta, u, log_tau,
-                                                                     jnp.float64(cap_e))
+            new_theta, new_u, new_tau, obj, (k, held, new_z, new_checks) = sweep(
+                theta, u, log_tau, jnp.float64(cap_e), system)
             obj, k = float(obj), int(k)
             jumped, before_jump = before_jump, None
             if jumped is not None and not (obj < previous and k < self.maxiter):
@@ -306,9 +333,10 @@ class Starts:
                 continue
             failure = failed_sweep(obj, k, self.maxiter, objective is not None, learning)
             if failure is Stop.CG_BUDGET:  # the unconverged solve competes by the check
-                state = (new_theta, new_u, solved_at, float(held), new_z)
+                state = (new_theta, new_u, solved_at, float(held), new_z, new_checks)
                 capped = (self.score(prob, state), state)
-                theta, u, log_tau, objective, z = min(lowest, capped, key=lambda x: x[0])[1]
+                theta, u, log_tau, objective, z, known = min(lowest, capped,
+                                                             key=lambda x: x[0])[1]
                 reason, stats = failure, {"sweep": i + 1}
                 break
             if failure or previous <= obj <= previous + ROUNDING * recipe.tolerance * abs(obj):
@@ -316,15 +344,16 @@ class Starts:
                 reason, stats = failure or Stop.ROUNDING, {"sweep": i + 1}
                 break
             theta, u, log_tau, objective, z = new_theta, new_u, new_tau, obj, new_z
+            known = new_checks
             entry = {"start": label, "objective": obj, "cg_iterations": k,
                      "time_s": time.perf_counter() - self.start,
                      **{n: float(v) for n, v in new_tau.items()}}
             log.append(entry)
             if not learning:  # the check holds out the precisions' climb (module docstring)
-                state = (theta, u, solved_at, float(held), z)
+                state = (theta, u, solved_at, float(held), z, known)
                 score = entry["check"] = self.score(prob, state)
                 if score > CHECK_RISE * lowest[0]:
-                    theta, u, log_tau, objective, z = lowest[1]
+                    theta, u, log_tau, objective, z, known = lowest[1]
                     reason, stats = Stop.CHECK_MINIMUM, {"rise": CHECK_RISE, "sweep": i + 1}
                     break
                 lowest = min(lowest, (score, state), key=lambda x: x[0])
@@ -344,20 +373,24 @@ class Starts:
             if jump:  # the next sweep starts from the extrapolated precisions
                 before_jump, trail = log_tau, []
                 log_tau = {**log_tau, **{n: jnp.float64(v) for n, v in jump.items()}}
+        if objective is None and resume is not None:  # stopped at once: the state resumed
+            objective, known = resume.objective, None
         fit = MapFit(problem=prob, params=as_params(theta, u, log_tau), recipe=recipe,
                      steps=0, wall_time_s=0.0, stop=reason, stop_stats=stats,
                      converged=reason in CONVERGED, history=self.history, objective=objective,
                      kernel_why="learned" if learning else "",
                      z=None if z is None else np.asarray(z))
-        self.carry[id(fit)] = (lowest, previous, checks)
+        if known is not None:
+            fit.known_checks(known)
+        self.carry[id(fit)] = (lowest, previous, checks, trail)
         return fit
 
     def score(self, prob: Problem, state: tuple) -> float:
         """The check score of a sweep's state (theta, U, the precisions U was solved at,
-        minus the log joint there, z)."""
-        return check_score(MapFit(prob, as_params(*state[:3]), self.recipe_for(prob), 0, 0.0,
-                                  Stop.SWEEP_BUDGET, False,
-                                  objective=state[3], z=state[4]))
+        minus the log joint there, z, its residual checks)."""
+        fit = MapFit(prob, as_params(*state[:3]), self.recipe_for(prob), 0, 0.0,
+                     Stop.SWEEP_BUDGET, False, objective=state[3], z=state[4])
+        return check_score(fit.known_checks(state[5]))
 
     def run(self, label: str, prob: Problem, init: dict, **kwargs) -> tuple:
         """(fit, check score) of one run (``run_start``), recorded as ``rounds`` does."""
@@ -467,24 +500,40 @@ class Starts:
 
 def failed_sweep(obj: float, k: int, maxiter: int, any_kept: bool,
                  learning: bool = False) -> Stop | None:
-    """The stop of a sweep that ends its run, else None: a non-finite objective, or CG at
-    its budget ``maxiter`` (``policy.cg_budget``) once a state is kept (the precisions'
-    climb ends there and the unconverged state competes by the check; in a learning run,
-    which has no check, the last converged state is kept)."""
+    """The stop of a sweep that ends its run, else None: a non-finite objective (in a
+    learning run with a learned state kept, that state is its result: the kernel moved
+    where the solve fails, not the start), or CG at its budget ``maxiter``
+    (``policy.cg_budget``) once a state is kept (the precisions' climb ends there and the
+    unconverged state competes by the check; in a learning run, which has no check, the
+    last converged state is kept)."""
     if not np.isfinite(obj):
-        return Stop.NON_FINITE
+        return Stop.LEARNING_NON_FINITE if learning and any_kept else Stop.NON_FINITE
     if k < maxiter or not any_kept:
         return None
     return Stop.LEARNING_CG_BUDGET if learning else Stop.CG_BUDGET
 
 
-def make_sweep(prob: Problem, recipe: Recipe, solve, trial, learning: bool, cap: float):
-    """One compiled sweep: (kernel learned by variable projection, if ``learning``), U
-    solved (``solve``), then the precisions in closed form. Returns (theta, U, log tau,
-    objective, (CG iterations, the objective where U was solved, z))."""
+def make_system(prob: Problem, jitter: float):
+    """The compiled (theta, U, log tau) -> (J, d, row scales): U's whitened linear system
+    (``Conditional.linear_system`` at U) and the ``row_scales`` it was formed at."""
 
     @jax.jit
-    def sweep(theta, u, log_tau, cap_e):
+    def system(theta, u, log_tau):
+        cond = Conditional(prob, {**theta, **log_tau}, jitter)
+        return (*cond.linear_system(cond.whiten(u)), cond.row_scales)
+
+    return system
+
+
+def make_sweep(prob: Problem, recipe: Recipe, solve, trial, learning: bool, cap: float):
+    """One compiled sweep: (kernel learned by variable projection, if ``learning``), U
+    solved (``solve``, from ``system`` where given: ``make_system``'s), then the
+    precisions in closed form. Returns (theta, U, log tau, objective, (CG iterations, the
+    objective where U was solved, z, U's residual checks: ``results.check_values``))."""
+    f_mid = prob.midpoint_source  # computed outside the trace
+
+    @jax.jit
+    def sweep(theta, u, log_tau, cap_e, system=None):
         if learning:  # kernel and precisions by variable projection
             def solve_u(values):  # the unknowns held: U only
                 return trial(Conditional(prob, values, recipe.jitter), u)[0]
@@ -492,11 +541,12 @@ def make_sweep(prob: Problem, recipe: Recipe, solve, trial, learning: bool, cap:
             theta, log_tau, u = learn.update(prob, theta, log_tau, solve_u, recipe.jitter,
                                              cap, recipe.learn_iterations)
         cond = Conditional(prob, {**theta, **log_tau}, recipe.jitter)
-        u, z, unknowns, k = solve(cond, u)
+        u, z, unknowns, k = solve(cond, u) if system is None else solve(cond, u, system)
         theta, cond = {**theta, **unknowns}, cond.with_values(unknowns)
         held = -cond.log_joint(u)  # at the precisions U was solved at
+        checks = check_values(cond, u, latent(prob, u, z), f_mid)
         log_tau = closed_form_log_tau(cond, u, cap, cap_e)
         objective = -cond.with_values(log_tau).log_joint(u)  # same factors
-        return theta, u, log_tau, objective, (k, held, z)
+        return theta, u, log_tau, objective, (k, held, z, checks)
 
     return sweep

@@ -251,6 +251,64 @@ def test_dense_solve_is_accurate_in_one_step(root):
     assert float(jnp.linalg.norm(u2 - u1) / jnp.linalg.norm(u1)) < 1e-6
 
 
+def test_a_reused_linear_system_solves_as_a_fresh_one(root, tmp_path):
+    """A run holds its kernel, so its dense solves reuse the Jacobian formed at its first
+    precisions (``make_system``), the rows scaled to the new ones: U as from a Jacobian
+    formed at the new precisions, to the stiff solve's rounding (the bound of
+    ``test_dense_solve_is_accurate_in_one_step``; 1.5e-7 on xsin200, tau_e from e^8 to
+    e^13.5, tau_b from e^20 to e^27.6), and on a case with observations (rows whose scale
+    stays)."""
+    import jax.numpy as jnp
+
+    from gpbayes.conditional import Conditional
+    from gpbayes.infer.init import spectral_params
+    from gpbayes.infer.profile import dense_u_solver, make_system
+
+    observed = tmp_path / "observed.toml"
+    observed.write_text(
+        'name = "observed"\n[pde]\nvariables = ["x"]\ndomain = [[0, 1]]\n'
+        'equation = "u_xx"\nsolution = "sin(6*x)"\n[pde.boundary]\nfaces = ["x_lo"]\n'
+        '[grid]\npoints = [60]\n[kernel]\nfamily = "student-t-mixture"\ncomponents = 6\n'
+        'max_frequency = 5\n[[observations]]\npoints = [[0.3], [0.55], [0.9]]\n'
+        'values = [0.97, 0.16, -0.77]\nnoise = 0.01\n')
+    for path in (root / "models/poisson1d-xsin200.toml", observed):
+        p = gb.load_model(path)
+        start = spectral_params(p, 1.0)
+        theta = {k: v for k, v in start.items() if k not in ("U", "log_tau_e", "log_tau_b")}
+        at = {"log_tau_e": jnp.asarray(8.0), "log_tau_b": jnp.asarray(20.0)}
+        new = {"log_tau_e": jnp.asarray(13.5), "log_tau_b": jnp.asarray(27.6)}
+        system = make_system(p, 1e-10)(theta, jnp.zeros(p.grid), at)
+        cond = Conditional(p, {**theta, **new}, 1e-10)
+        fresh, *_ = dense_u_solver(1)(cond, jnp.zeros(p.grid))
+        reused, *_ = dense_u_solver(1)(cond, jnp.zeros(p.grid), system)
+        assert float(jnp.linalg.norm(reused - fresh) / jnp.linalg.norm(fresh)) < 1e-6
+
+
+def test_a_resumed_run_that_stops_at_once_keeps_the_state_it_resumed(monkeypatch):
+    """A run the race continues whose first sweep falls at rounding level stops there and
+    keeps the state it was given, with its log joint (it had none, so it read as failed:
+    poisson1d-multiscale lost its best start that way)."""
+    from tqdm import tqdm
+
+    from gpbayes.infer import profile
+    from gpbayes.model import initial_params
+
+    p = small_problem()
+    recipe = gb.load_inference("map")
+    objectives = iter([-100.0, -110.0, -110.0 * (1 - 10 * recipe.tolerance)])
+
+    def sweep(theta, u, log_tau, cap_e, system=None):
+        return theta, u, log_tau, next(objectives), (0, 0.0, None, None)
+
+    starts = profile.Starts(p, recipe, tqdm(disable=True), 0.0)
+    monkeypatch.setattr(starts, "sweep_of", lambda prob, learning: sweep)
+    monkeypatch.setattr(starts, "score", lambda prob, state: 1.0)
+    first = starts.run_start("scripted", p, initial_params(p), [], budget=2)
+    assert first.stop is Stop.SWEEP_BUDGET and first.objective == -110.0
+    again = starts.run_start("scripted", p, first.params, [], fresh=False, resume=first)
+    assert again.stop is Stop.ROUNDING and again.objective == -110.0
+
+
 def test_check_score_scales_the_boundary_by_the_solution_when_the_data_vanish():
     """u = 0 on the faces: a rounding-level boundary mismatch must not dominate the score
     (it is relative to the conditions' terms over the grid: rms U = 2 for Dirichlet)."""
@@ -354,8 +412,8 @@ def test_a_levelled_check_loosens_the_convergence(monkeypatch, checks, dense, st
     final = last * (1 + recipe.tolerance / 2)
     objectives, scores = iter([-100.0, -110.0, -110.5, last, final]), iter(checks)
 
-    def sweep(theta, u, log_tau, cap_e):
-        return theta, u, log_tau, next(objectives), (0, 0.0, None)
+    def sweep(theta, u, log_tau, cap_e, system=None):
+        return theta, u, log_tau, next(objectives), (0, 0.0, None, None)
 
     starts = profile.Starts(p, recipe, tqdm(disable=True), 0.0)
     monkeypatch.setattr(starts, "sweep_of", lambda prob, learning: sweep)
@@ -399,3 +457,17 @@ def test_plain_starts_on_the_dense_path_take_the_plain_jitter():
             ("se", se, plain_params(se, 0.25), {"budget": 1})])
         assert (own.recipe.jitter, other.recipe.jitter) == (recipe.jitter, plain)
         assert np.isfinite(own.objective) and np.isfinite(other.objective)
+
+
+def test_a_non_finite_learning_sweep_keeps_the_learned_state():
+    """A non-finite sweep fails a run with nothing kept, or a start's run; in a kernel-
+    learning run that kept a learned state it ends learning there (the kernel moved where
+    the solve fails), which is not a failed fit (``failed_sweep``)."""
+    from gpbayes.infer.profile import failed_sweep
+
+    nan = float("nan")
+    assert failed_sweep(nan, 0, 600, any_kept=False, learning=True) is Stop.NON_FINITE
+    assert failed_sweep(nan, 0, 600, any_kept=True) is Stop.NON_FINITE
+    assert failed_sweep(nan, 0, 600, any_kept=True, learning=True) is Stop.LEARNING_NON_FINITE
+    assert failed_sweep(-1.0, 600, 600, any_kept=True, learning=True) is Stop.LEARNING_CG_BUDGET
+    assert failed_sweep(-1.0, 10, 600, any_kept=True, learning=True) is None
