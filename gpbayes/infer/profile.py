@@ -79,9 +79,7 @@ def dense_u_solver(gn_steps: int, joint: bool = True):
 
     def solve(cond, u0, system=None):
         if system is not None:  # (J, d, scales): U's linear system at other precisions
-            j, d, scales = system
-            ratio = jnp.concatenate([cond.row_scales / scales, jnp.ones(u0.size)])
-            z = least_squares(j * ratio[:, None], d * ratio)[0].reshape(u0.shape)
+            z = least_squares(*scaled_system(cond, system))[0].reshape(u0.shape)
             return cond.to_grid(Whitened(z)), z, {}, 0
         sites = list(cond.problem.unknown_sites.values()) if joint else []
         n = u0.size
@@ -139,20 +137,29 @@ def as_params(theta: dict, u: Array, log_tau: dict) -> dict:
     return {k: np.asarray(v) for k, v in {**theta, **log_tau, "U": u}.items()}
 
 
-def closed_form_log_tau(cond: Conditional, u: Array, cap: float,
+def scaled_system(cond: Conditional, system: tuple) -> tuple[Array, Array]:
+    """(J, d) of U's whitened linear system (``make_system``'s (J, d, the row scales it
+    was formed at)) at ``cond``'s precisions: its data rows scaled by the ratio of the
+    ``row_scales``."""
+    j, d, scales = system
+    n = j.shape[1]
+    ratio = jnp.concatenate([cond.row_scales / scales, jnp.ones(n)])
+    return j * ratio[:, None], d * ratio
+
+
+def closed_form_log_tau(cond: Conditional, boundary: Array, residual: Array, cap: float,
                         cap_e: float | Array | None = None) -> dict:
-    """The conditional optima of the free precisions, log tau_e = log(N/|R|^2) and
-    log tau_b = log(sum w / sum w B^2) (w the tempered rows' weights), capped (tau_e at
-    ``cap_e`` where given)."""
+    """The conditional optima of the free precisions given U's boundary differences and
+    equation residual R: log tau_e = log(N/|R|^2) and log tau_b = log(sum w / sum w B^2)
+    (w the tempered rows' weights), capped (tau_e at ``cap_e`` where given)."""
     sites = tau_sites(cond.problem)
     out = {}
     if "log_tau_e" in sites:
-        r = cond.residual(u)
-        out["log_tau_e"] = jnp.minimum(jnp.log(r.size / jnp.sum(r**2)),
+        out["log_tau_e"] = jnp.minimum(jnp.log(residual.size / jnp.sum(residual**2)),
                                        cap if cap_e is None else cap_e)
     if "log_tau_b" in sites:
         t = cond.problem.tempered_rows
-        b, w = cond.boundary_difference(u)[t], jnp.asarray(cond.problem.row_weights[t])
+        b, w = boundary[t], jnp.asarray(cond.problem.row_weights[t])
         out["log_tau_b"] = jnp.minimum(jnp.log(jnp.sum(w) / jnp.sum(w * b**2)), cap)
     return out
 
@@ -543,10 +550,20 @@ def make_sweep(prob: Problem, recipe: Recipe, solve, trial, learning: bool, cap:
         cond = Conditional(prob, {**theta, **log_tau}, recipe.jitter)
         u, z, unknowns, k = solve(cond, u) if system is None else solve(cond, u, system)
         theta, cond = {**theta, **unknowns}, cond.with_values(unknowns)
-        held = -cond.log_joint(u)  # at the precisions U was solved at
         checks = check_values(cond, u, latent(prob, u, z), f_mid)
-        log_tau = closed_form_log_tau(cond, u, cap, cap_e)
-        objective = -cond.with_values(log_tau).log_joint(u)  # same factors
+        if system is None:  # the data terms through the fields
+            held = -cond.log_joint(u)  # at the precisions U was solved at
+            log_tau = closed_form_log_tau(cond, cond.boundary_difference(u), cond.residual(u),
+                                          cap, cap_e)
+            objective = -cond.with_values(log_tau).log_joint(u)  # same factors
+        else:  # from U's linear system, smooth where the fields' rounding is not
+            j, d = scaled_system(cond, system)
+            r = (j @ z.reshape(-1) - d)[:-z.size]
+            held = -cond.log_joint_of(z, r)
+            gap, eq, _ = cond.split_data_residual(r)
+            log_tau = closed_form_log_tau(cond, gap, eq, cap, cap_e)
+            new = cond.with_values(log_tau)
+            objective = -new.log_joint_of(z, r * new.row_scales / cond.row_scales)
         return theta, u, log_tau, objective, (k, held, z, checks)
 
     return sweep
