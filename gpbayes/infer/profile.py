@@ -212,9 +212,10 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
         runs = Starts(problem, recipe, bar, start)
         own = [c for c in todo if c[1] is problem]
         if recipe.screen_sweeps and len(todo) > 1:  # the model file's family, then plain
-            runs.race(own, interrupt)
+            runs.race(own, recipe.screen_sweeps, interrupt)
             if len(own) < len(todo) and not runs.resolved():
-                runs.race(todo[len(own):], interrupt)
+                plain = recipe.plain_screen_sweeps if runs.dense else recipe.screen_sweeps
+                runs.race(todo[len(own):], plain, interrupt)
         else:
             runs.ladder(todo, interrupt)
         finished = runs.finished() or runs.starts
@@ -437,11 +438,10 @@ class Starts:
         self.bar.total += 1
         return self.run(label, fit.problem, fit.params, fresh=False, **kwargs)
 
-    def race(self, group: list, interrupt=None) -> None:
-        """Successive halving over the starts of ``group``: ``screen_sweeps`` sweeps each,
-        the better half by check twice as many more, and so on; the last to its end.
-        Each round's runs run at once (``rounds``)."""
-        budget = self.recipe.screen_sweeps
+    def race(self, group: list, budget: int, interrupt=None) -> None:
+        """Successive halving over the starts of ``group``: ``budget`` sweeps each, the
+        better half by check twice as many more, and so on; the last to its end. Each
+        round's runs run at once (``rounds``)."""
         done = self.rounds([(lb, prob, init, {"budget": budget}) for lb, prob, init in group])
         pool = [(score, fit, lb) for (fit, score), (lb, _, _) in zip(done, group)]
         while not (interrupt and interrupt()):

@@ -504,3 +504,22 @@ def test_the_reused_systems_log_joint_is_smooth(root):
         objectives.append(float(objective))
     steps = np.diff(objectives) / np.abs(objectives[1:])
     assert np.all(steps <= 0) and np.all(steps > -recipe.tolerance), steps
+
+
+def test_the_plain_starts_race_from_their_own_screen(monkeypatch):
+    """The model file's family races from ``screen_sweeps`` sweeps each, the plain-family
+    starts (one length each) from ``plain_screen_sweeps`` on the dense 1-D path."""
+    from gpbayes.infer import profile
+
+    seen, race = [], profile.Starts.race
+
+    def spy(self, group, budget, interrupt=None):
+        seen.append((group[0][1].family, budget))
+        return race(self, group, budget, interrupt)
+
+    monkeypatch.setattr(profile.Starts, "race", spy)
+    p = small_problem()
+    recipe = replace(gb.load_inference("map"), refine_above=0.0, learn_iterations=0)
+    assert recipe.plain_screen_sweeps < recipe.screen_sweeps
+    gb.fit_map(p, recipe, progress=False)
+    assert seen == [(p.family, recipe.screen_sweeps), ("se", recipe.plain_screen_sweeps)]
