@@ -276,8 +276,9 @@ class Starts:
         return self.recipe
 
     def sweep_of(self, prob: Problem, learning: bool):
-        """The compiled sweep of ``prob``'s kernel family: (theta, U, log tau, cap_e) ->
-        (theta, U, log tau, objective, (CG iterations, objective where U was solved, z))."""
+        """The compiled sweep of ``prob``'s kernel family (``make_sweep``): (theta, U,
+        log tau, cap_e, system) -> (theta, U, log tau, objective, (CG iterations, objective
+        where U was solved, z, residual checks))."""
         recipe = self.recipe_for(prob)
         key = (prob.family, prob.components, learning, recipe.jitter)
         with self.lock:
