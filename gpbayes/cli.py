@@ -231,6 +231,7 @@ def _print_nuts(s: dict, table, out: Path) -> None:
               f"{s['wall_time_s']:.1f} s, {s['divergences']} divergences, u max r_hat "
               f"{s['u_test_max_r_hat']:.3f}, min ess_bulk {s['u_test_min_ess_bulk']:.0f} "
               f"({s['ess_bulk_per_s']:.0f}/s)")
+    _print_tau_e(s)
     print(f"wrote {out}/posterior.nc, summary.csv, summary.json, posterior.png; the MAP in "
           f"{out}/map")
 
@@ -279,8 +280,18 @@ def _print_gaussian(s: dict, out: Path, figures: list) -> None:
     solver = s["solver"] + (f", {s['samples']} draws" if s["solver"] == "cg" else "")
     print(f"{s['name']}: Gaussian posterior ({solver}); u's sd on the test grid "
           f"{s['u_test_sd_min']:.2e} to {s['u_test_sd_max']:.2e}")
+    _print_tau_e(s)
     print(f"wrote {out}/posterior.nc, summary.json, "
           + ", ".join(Path(f).name for f in figures) + f"; the MAP in {out}/map")
+
+
+def _print_tau_e(s: dict) -> None:
+    """Where log tau_e was settled by its marginal maximum: one line saying so."""
+    t = s.get("tau_e")
+    if t:
+        edge = " (the edge of its search: the evidence is flat there)" if t["at_edge"] else ""
+        print(f"log tau_e = {t['log_tau_e']:.1f}, its marginal maximum{edge} (the MAP's "
+              f"{t['map']:.1f})")
 
 
 def _converged(summary: dict) -> int:

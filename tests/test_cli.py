@@ -209,8 +209,9 @@ def test_sample_holds_tau_e_out_on_an_inverse_problem(root, tmp_path):
 
 def test_sample_nuts_integrates_u_out_on_a_linear_inverse_problem(root, tmp_path):
     """`gpbayes sample` (NUTS) on a linear 1-D model file with an unknown: U integrated
-    out, k's draws agree with a quadrature of the model's marginal density of k (the
-    same MAP's hyperparameters), and the run converges (exit 0)."""
+    out, log tau_e held at its marginal maximum (printed, in summary.json), k's draws
+    agree with a quadrature of the model's marginal density of k (the same MAP's kernel,
+    that tau_e), and the run converges (exit 0)."""
     import gpbayes as gb
     from conftest import inverse_model, marginal_moments
     from gpbayes.results import load_fit
@@ -223,9 +224,12 @@ def test_sample_nuts_integrates_u_out_on_a_linear_inverse_problem(root, tmp_path
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["stop"], summary["path"]) == ("draws", "marginal") and summary["converged"]
     assert "U integrated out" in summary["stop_reason"]
+    tau = summary["tau_e"]
+    assert "its marginal maximum" in r.stdout and abs(tau["log_tau_e"] - tau["map"]) <= 12
     k = import_arviz().from_netcdf(str(out / "posterior.nc")).posterior["k"].values
     fit = load_fit(out / "map", gb.load_model(out / "map" / "model.toml"))
-    mean, sd = marginal_moments(fit, "k", k)
+    assert float(fit.params["log_tau_e"]) == tau["map"]
+    mean, sd = marginal_moments(fit.at({"log_tau_e": tau["log_tau_e"]}), "k", k)
     assert abs(k.mean() - mean) < 0.15 * sd and 0.85 < k.std() / sd < 1.15
 
 
@@ -233,7 +237,8 @@ def test_sample_both_methods_on_a_nonlinear_inverse_problem(root, tmp_path):
     """`gpbayes sample` on a model file nonlinear in U with an unknown under a lognormal
     prior: NUTS (U integrated out by its Laplace approximation) and the Gaussian posterior
     (the Laplace approximation of the same marginal) both converge (exit 0), write a's
-    draws in natural units, and agree on its mean and sd."""
+    draws in natural units, hold log tau_e at the same marginal maximum, and agree on its
+    mean and sd."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
@@ -259,6 +264,8 @@ def test_sample_both_methods_on_a_nonlinear_inverse_problem(root, tmp_path):
     summaries = {m: json.loads((tmp_path / m / "summary.json").read_text()) for m in a}
     assert "Laplace" in summaries["nuts"]["stop_reason"]
     assert summaries["gaussian"]["unknowns"]["a"]["site"] == "log_a"
+    tau = [summaries[m]["tau_e"] for m in ("gaussian", "nuts")]
+    assert tau[0]["log_tau_e"] == tau[1]["log_tau_e"] and tau[0]["map"] == tau[1]["map"]
     assert abs(a["nuts"][0] - a["gaussian"][0]) < 0.3 * a["gaussian"][1], a
     assert 0.8 < a["nuts"][1] / a["gaussian"][1] < 1.25, a
 

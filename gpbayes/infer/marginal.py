@@ -7,7 +7,7 @@ Exact where the PDE is linear in U; elsewhere linearised at U's mode given the P
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +34,9 @@ NEWTON_STEPS = 6  # Newton steps on the unknowns to the marginal's mode (from th
 BATCH = 64  # U's draws per compiled call
 DRAW_TOLERANCE = 1e-3  # PCG's, for a matrix-free draw of U: on inverse-advection-periodic2d
 # U's sd over 64 draws is that of 1e-6 solves to 1e-5 relative, at half the iterations
+STEP_TOLERANCE = 1e-4  # a Newton step this small (in the Hessian's sds, summed) ends them
+TAU_RANGE = 12  # log tau_e's marginal maximum is searched within this of the MAP's, in
+# steps of 1 (the evidence is flat above the precision the equation is solved to)
 
 
 def integrates_u(problem: Problem, limit: int | None = None) -> bool:
@@ -68,7 +71,7 @@ def sampler(problem: Problem) -> str:
 @dataclass(frozen=True)
 class Marginal:
     """``potential``: minus the log marginal density at a dict of the unknowns' sites
-    (compiled); ``theta``: their MAP values; ``held``: the Conditional at the MAP."""
+    (compiled); ``theta``: their MAP values; ``held``: the Conditional at the values held."""
 
     problem: Problem
     held: Conditional
@@ -78,6 +81,8 @@ class Marginal:
     potential: object
     u_map: Array | None = None  # the MAP's U on the grid where the marginal is matrix-free
     warm_potential: object = None  # (solves, theta) -> potential, there: from the solves
+    fit: MapFit | None = None  # the MAP, with the values held (log tau_e settled)
+    tau_e: dict | None = None  # ``settle_tau_e``'s result, where it ran
 
     def near(self, flat: np.ndarray) -> Callable[[np.ndarray], float]:
         """Flat theta -> the potential (a float). Matrix-free: its solves start from
@@ -179,18 +184,12 @@ class Marginal:
         return tuple(np.concatenate([q[j] for q in parts])[:len(node)] for j in (0, 1))
 
     def laplace(self, steps: int = NEWTON_STEPS) -> tuple[dict, Array]:
-        """The marginal's mode (``steps`` Newton steps with the exact Hessian from the
-        MAP's values, a step halved while it does not lower the potential) and the
-        Hessian there; ``steps=0``: the Hessian at the MAP."""
+        """The marginal's mode (``newton`` from the MAP's values) and the Hessian there;
+        ``steps=0``: the Hessian at the MAP."""
         flat, unravel = ravel_pytree(self.theta)
         f = jax.jit(lambda x: self.potential(unravel(x)))
-        grad, hessian = jax.jit(jax.grad(f)), jax.jit(jax.hessian(f))
-        for _ in range(steps):
-            step, t, now = jnp.linalg.solve(hessian(flat), grad(flat)), 1.0, f(flat)
-            while not bool(f(flat - t * step) <= now) and t > 1e-3:
-                t /= 2
-            flat = flat - t * step if t > 1e-3 else flat
-        return unravel(flat), hessian(flat)
+        flat, hessian = newton(f, flat, steps)
+        return unravel(flat), hessian
 
     def spread(self, theta: dict, root: Array) -> tuple[Array, Array, Array]:
         """U's Laplace posterior, whitened: (z* and R of its Gaussian given the unknowns
@@ -200,6 +199,56 @@ class Marginal:
         mode, r = self.u_given(theta)
         slope = jax.jacfwd(lambda x: self.u_given(unravel(x))[0].reshape(-1))(flat)
         return mode, r, slope @ root
+
+
+def newton(f: Callable, x: Array, steps: int = NEWTON_STEPS, args: tuple = ()) -> tuple:
+    """``steps`` Newton steps on ``f(x, *args)`` (compiled; x a flat array) from ``x`` with
+    the exact Hessian, a step halved while it does not lower f; returns x and the Hessian
+    there. The derivatives are compiled once per ``f``."""
+    grad, hessian = _derivatives(f)
+    h = hessian(x, *args)
+    for _ in range(steps):
+        step, t, now = jnp.linalg.solve(h, grad(x, *args)), 1.0, f(x, *args)
+        if bool(jnp.abs(step) @ jnp.sqrt(jnp.abs(jnp.diag(h))) < STEP_TOLERANCE):
+            break
+        while not bool(f(x - t * step, *args) <= now) and t > 1e-3:
+            t /= 2
+        x = x - t * step if t > 1e-3 else x
+        h = hessian(x, *args)
+    return x, h
+
+
+@cache
+def _derivatives(f: Callable) -> tuple:
+    return jax.jit(jax.grad(f)), jax.jit(jax.hessian(f))
+
+
+def settle_tau_e(potential: Callable, theta: dict, centre: float) -> dict:
+    """log tau_e at the maximum of the measurements' evidence, the unknowns integrated
+    (Laplace: minus the potential at their mode less half the log-determinant of its
+    Hessian), on the integers within TAU_RANGE of ``centre``; ``potential(theta, log
+    tau_e)`` is the marginal's. Returns {"log_tau_e", "map", "log_evidence": {tau: value},
+    "at_edge"}. Type-II maximum likelihood: the data settle how exactly the equation
+    holds (a coarse grid's error lowers it), where a held-out cap guessed it."""
+    flat, unravel = ravel_pytree(theta)
+    f = jax.jit(lambda y, t: potential(unravel(y), t))
+    out = {}
+    for side in (range(0, TAU_RANGE + 1), range(-1, -TAU_RANGE - 1, -1)):
+        x = flat  # each value's mode starts from its neighbour's
+        for k in side:
+            t = centre + k
+            x, h = newton(f, x, args=(t,))
+            sign, logdet = np.linalg.slogdet(np.asarray(h))
+            value = -float(f(x, t)) - 0.5 * logdet
+            out[t] = value if sign > 0 and np.isfinite(value) else -np.inf
+            x = x if np.isfinite(value) else flat
+    taus = sorted(out)
+    best = max(taus, key=lambda t: out[t])
+    if not np.isfinite(out[best]):
+        raise NumericalError("the measurements' evidence is not finite at any tau_e")
+    return {"log_tau_e": float(best), "map": float(centre), "at_edge": best in (taus[0], taus[-1]),
+            "log_evidence": [[round(t, 3), out[t] if np.isfinite(out[t]) else None]
+                             for t in taus]}
 
 
 # Compiled once per problem and shape (the Conditional is an argument, its problem static),
@@ -238,7 +287,9 @@ def _u_draw_batch(held: Conditional, u_map: Array, basis, theta: dict, s: Array,
 
 
 def marginal(problem: Problem, fit: MapFit) -> Marginal:
-    """The unknowns' marginal at the MAP ``fit`` (its kernel and precisions held)."""
+    """The unknowns' marginal at the MAP ``fit``, its kernel and precisions held; where NUTS
+    samples it (``integrates_u``) with measurements and a free tau_e, log tau_e is held
+    at its marginal maximum instead (``settle_tau_e``; ``Marginal.fit`` holds it)."""
     sites = tuple(problem.unknown_sites.values())
     jitter = fit.recipe.jitter
     held = with_factors(problem, fixed_sites(fit), jitter)
@@ -250,10 +301,20 @@ def marginal(problem: Problem, fit: MapFit) -> Marginal:
                                   start=u_map, matrix_free=True), data=fixed_sites(fit, sites))
         warm = jax.jit(lambda w, v: potential_energy(model, (), {"warm": w}, v))
         return Marginal(problem, held, True, None, theta,
-                        jax.jit(partial(potential_energy, model, (), {})), u_map, warm)
+                        jax.jit(partial(potential_energy, model, (), {})), u_map, warm, fit)
     at_map = jax.jit(partial(held.pde_mode, steps=START_STEPS))
     z_start = None if linear else at_map(held.whiten(jnp.asarray(fit.params["U"])))
-    model = condition(partial(pde_model, problem, jitter=jitter, held=held, marginal=True,
-                              start=z_start), data=fixed_sites(fit, sites))
-    return Marginal(problem, held, linear, z_start, theta,
-                    jax.jit(partial(potential_energy, model, (), {})))
+
+    def potential(fit, keep=()):
+        model = condition(partial(pde_model, problem, jitter=jitter, held=held, marginal=True,
+                                  start=z_start), data=fixed_sites(fit, sites + keep))
+        return jax.jit(partial(potential_energy, model, (), {}))
+
+    tau_e = None
+    if integrates_u(problem) and "log_tau_e" in fit.params and held.evidence_rows.any():
+        free = potential(fit, ("log_tau_e",))
+        tau_e = settle_tau_e(lambda v, t: free({**v, "log_tau_e": t}), theta,
+                             float(fit.params["log_tau_e"]))
+        fit = fit.at({"log_tau_e": tau_e["log_tau_e"]})
+        held = held.with_values({"log_tau_e": jnp.asarray(tau_e["log_tau_e"])})
+    return Marginal(problem, held, linear, z_start, theta, potential(fit), fit=fit, tau_e=tau_e)

@@ -257,8 +257,10 @@ def _sample_marginal(problem, init, chains, warmup, draws, seed, progress, chain
                      for a in _map_on_devices(draw, xs))
         wall += time.perf_counter() - start_draws
     samples["U"] = u
-    return NutsResult(problem, init, samples, u_test, extra, wall, chains,
-                      **_with_notes(stop, extra, "marginal" if m.linear else "marginal_laplace"))
+    out = _with_notes(stop, extra, "marginal" if m.linear else "marginal_laplace")
+    if m.tau_e:
+        out["stop_stats"]["tau_e"] = m.tau_e
+    return NutsResult(problem, m.fit, samples, u_test, extra, wall, chains, **out)
 
 
 def sample_lattice(problem: Problem, init: MapFit, chains: int = 4, draws: int = 500,
@@ -564,6 +566,8 @@ def save(result: "NutsResult", out_dir: str | Path, recipe: str = "") -> tuple:
         "recipe": recipe,
         **({"posterior_mean_check": result.mean_fit().check} if result.integrates_u else {}),
     }
+    if "tau_e" in result.stop_stats:
+        summary["tau_e"] = result.stop_stats["tau_e"]
     if result.path.startswith("lattice"):
         summary["lattice"] = {k: result.stop_stats[k] for k in
                               ("nodes", "passes", "step", "drop", "marginal", "phases_s")}

@@ -97,6 +97,7 @@ class GaussianPosterior:
     unknowns: dict = None  # {name: {"site", "mean", "sd"}}: the unknowns' Laplace marginals
     failures: tuple = ()  # ``diagnostics.laplace_failures`` of the precision's factor
     unknown_cov: np.ndarray = None  # the unknowns' covariance, in their sites' coordinates
+    tau_e: dict = None  # log tau_e's marginal maximum (``marginal.settle_tau_e``), where held there
 
     @property
     def converged(self) -> bool:
@@ -189,7 +190,7 @@ def marginal_posterior(problem: Problem, fit: MapFit, seed: int = 0,
         unknowns=_unknowns(problem, theta, cov),
         solver="marginal",
         failures=tuple(laplace_failures(np.diag(np.asarray(jnp.linalg.cholesky(hessian))))),
-        unknown_cov=np.asarray(cov))
+        unknown_cov=np.asarray(cov), tau_e=m.tau_e)
 
 
 def _matrix_free_marginal_posterior(m, seed: int, samples: int = 64) -> "GaussianPosterior":
@@ -382,6 +383,8 @@ def save(post: "GaussianPosterior", fit: MapFit, out_dir: str | Path, recipe: st
                "converged": post.converged, "failures": list(post.failures)}
     if post.solver == "marginal":
         summary["posterior_mean_check"] = post.mean_fit(fit).check
+    if post.tau_e:
+        summary["tau_e"] = post.tau_e
     if post.solver == "cg":
         summary.update(samples=post.samples, cg_iterations=post.cg["iterations"],
                        cg_max_relative_residual=post.cg["max_relative_residual"])

@@ -227,7 +227,9 @@ def test_each_nuts_path_samples_its_marginal_of_the_unknown(monkeypatch):
     a lattice, as beyond MARGINAL_MAX points), the lattice on the matrix-free marginal (as
     beyond LAPLACE_MAX points) and the joint path (U and c jointly by NUTS, matrix-free,
     the source counted as evidence: beyond LAPLACE_MAX where the PDE is nonlinear) each
-    agree with a quadrature of their marginal of c; their U draws have the same spread."""
+    agree with a quadrature of their marginal of c (at the precisions each held: the
+    default settles log tau_e at its marginal maximum); their U draws have the same
+    spread."""
     from conftest import marginal_moments, small_inverse_problem
     from gpbayes.infer import marginal as marginal_module
 
@@ -247,7 +249,7 @@ def test_each_nuts_path_samples_its_marginal_of_the_unknown(monkeypatch):
     assert free.path == "matrix_free" and free.extra["diverging"].sum() == 0
     for r, evidence in ((marginal, True), (grid, True), (solves, True), (free, False)):
         c = r.samples["c"][0]
-        mean, sd = marginal_moments(fit, "c", c, evidence)
+        mean, sd = marginal_moments(r.fit, "c", c, evidence)
         assert abs(c.mean() - mean) < 0.3 * sd and 0.8 < c.std() / sd < 1.25, r.path
     for r in (grid, solves, free):
         ratio = r.samples["U"][0].std(0) / marginal.samples["U"][0].std(0)
