@@ -52,7 +52,7 @@ def linearised(p, x: np.ndarray, theta: dict, u: np.ndarray) -> tuple:
 def solve(p, x: np.ndarray, theta: dict, ends: tuple, start=None) -> np.ndarray:
     """u on x: L[u] = f at the inner points (central differences), u = ends at both ends;
     Newton's method from ``start`` (default: the line between the ends), one step for a
-    linear equation; None where it does not converge."""
+    linear equation; None where it does not converge or its Jacobian is singular."""
     h = x[1] - x[0]
     u = np.linspace(*ends, len(x)) if start is None else start.copy()
     u[0], u[-1] = ends
@@ -65,7 +65,10 @@ def solve(p, x: np.ndarray, theta: dict, ends: tuple, start=None) -> np.ndarray:
         bands[1, 0] = bands[1, -1] = 1.0  # the Dirichlet rows
         bands[0, 1] = bands[2, -2] = 0.0
         r[0] = r[-1] = 0.0
-        step = solve_banded((1, 1), bands, -r)
+        try:
+            step = solve_banded((1, 1), bands, -r)
+        except np.linalg.LinAlgError:  # a singular Jacobian: no solution from here
+            return None
         u += step
         if np.max(np.abs(step)) <= 1e-10 * (1 + np.max(np.abs(u))):
             return u
@@ -93,7 +96,10 @@ def misfit_1d(p, name: str, points: int):
     last = [None]  # continuation: each solve starts from the one before
 
     def misfit(t, strict=True):
-        last[0] = solve(p, x, {name: t}, (ends["lo"], ends["hi"]), last[0])
+        u = solve(p, x, {name: t}, (ends["lo"], ends["hi"]), last[0])
+        if u is None and last[0] is not None:  # a fold between: again from the line
+            u = solve(p, x, {name: t}, (ends["lo"], ends["hi"]))
+        last[0] = u
         if last[0] is None and strict:
             raise SystemExit(f"Newton's method did not converge at {name} = {t}")
         if last[0] is None:
