@@ -7,7 +7,7 @@ Exact where the PDE is linear in U; elsewhere linearised at U's mode given the P
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache, partial
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -201,11 +201,13 @@ class Marginal:
         return mode, r, slope @ root
 
 
-def newton(f: Callable, x: Array, steps: int = NEWTON_STEPS, args: tuple = ()) -> tuple:
+def newton(f: Callable, x: Array, steps: int = NEWTON_STEPS, args: tuple = (),
+           derivatives: tuple | None = None) -> tuple:
     """``steps`` Newton steps on ``f(x, *args)`` (compiled; x a flat array) from ``x`` with
-    the exact Hessian, a step halved while it does not lower f; returns x and the Hessian
-    there. The derivatives are compiled once per ``f``."""
-    grad, hessian = _derivatives(f)
+    the exact Hessian, a step halved while it does not lower f, ended early by a step
+    below STEP_TOLERANCE; returns x and the Hessian there. ``derivatives``: f's compiled
+    gradient and Hessian, for a caller that calls this often with one f."""
+    grad, hessian = derivatives or compiled_derivatives(f)
     h = hessian(x, *args)
     for _ in range(steps):
         step, t, now = jnp.linalg.solve(h, grad(x, *args)), 1.0, f(x, *args)
@@ -218,8 +220,8 @@ def newton(f: Callable, x: Array, steps: int = NEWTON_STEPS, args: tuple = ()) -
     return x, h
 
 
-@cache
-def _derivatives(f: Callable) -> tuple:
+def compiled_derivatives(f: Callable) -> tuple:
+    """f's gradient and Hessian in its first argument, each compiled."""
     return jax.jit(jax.grad(f)), jax.jit(jax.hessian(f))
 
 
@@ -227,17 +229,19 @@ def settle_tau_e(potential: Callable, theta: dict, centre: float) -> dict:
     """log tau_e at the maximum of the measurements' evidence, the unknowns integrated
     (Laplace: minus the potential at their mode less half the log-determinant of its
     Hessian), on the integers within TAU_RANGE of ``centre``; ``potential(theta, log
-    tau_e)`` is the marginal's. Returns {"log_tau_e", "map", "log_evidence": {tau: value},
-    "at_edge"}. Type-II maximum likelihood: the data settle how exactly the equation
-    holds (a coarse grid's error lowers it), where a held-out cap guessed it."""
+    tau_e)`` is the marginal's. Returns {"log_tau_e", "map" (``centre``), "at_edge",
+    "log_evidence": [[log tau_e, value or None where not finite], ...]}. Type-II maximum
+    likelihood: the data settle how exactly the equation holds (a coarse grid's error
+    lowers it), where a held-out cap guessed it."""
     flat, unravel = ravel_pytree(theta)
     f = jax.jit(lambda y, t: potential(unravel(y), t))
+    derivatives = compiled_derivatives(f)
     out = {}
     for side in (range(0, TAU_RANGE + 1), range(-1, -TAU_RANGE - 1, -1)):
         x = flat  # each value's mode starts from its neighbour's
         for k in side:
             t = centre + k
-            x, h = newton(f, x, args=(t,))
+            x, h = newton(f, x, args=(t,), derivatives=derivatives)
             sign, logdet = np.linalg.slogdet(np.asarray(h))
             value = -float(f(x, t)) - 0.5 * logdet
             out[t] = value if sign > 0 and np.isfinite(value) else -np.inf
