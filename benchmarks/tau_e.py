@@ -20,7 +20,6 @@ whether its 90% interval covers the truth.
 import argparse
 import sys
 import tempfile
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -37,14 +36,10 @@ CHOICES = ("held-out cap", "MAP's", "marginal maximum", "integrated")
 def scan(problem: str, n: int, seed: int, width: float) -> dict:
     """One data set's marginal on the (site, log tau_e) grid and its exact posterior."""
     import jax
-    from numpyro.handlers import condition
-    from numpyro.infer.util import potential_energy
 
     import gpbayes as gb
-    from gpbayes.conditional import with_factors
+    from gpbayes.infer.marginal import dense_potential, marginal
     from gpbayes.infer.policy import held_out_cap
-    from gpbayes.model import pde_model
-    from gpbayes.results import fixed_sites
 
     generate, name, truth, points = PROBLEMS[problem]
     with tempfile.TemporaryDirectory() as tmp:
@@ -55,12 +50,9 @@ def scan(problem: str, n: int, seed: int, width: float) -> dict:
     fit = gb.fit_map(model, recipe, progress=False)
     p = fit.problem
     site = p.unknown_sites[name]
-    held = with_factors(p, fixed_sites(fit), recipe.jitter)
-    start = None if held.is_linear() else jax.jit(partial(held.pde_mode, steps=10))(
-        held.whiten(jax.numpy.asarray(fit.params["U"])))
-    marginal = condition(partial(pde_model, p, jitter=recipe.jitter, held=held, marginal=True,
-                                 start=start), data=fixed_sites(fit, (site, "log_tau_e")))
-    f = jax.jit(lambda v, t: potential_energy(marginal, (), {}, {site: v, "log_tau_e": t}))
+    m = marginal(p, fit)  # its kernel's factors and U's start; log tau_e free below
+    free = dense_potential(fit, m.held, m.z_start, ("log_tau_e",))
+    f = jax.jit(lambda v, t: free({site: v, "log_tau_e": t}))
     sites = float(fit.params[site]) + np.linspace(-width, width, 801)
     potential = np.array([[float(f(v, t)) for v in sites] for t in TAUS])  # no vmap: a
     # vmapped batch of QRs hung here (jax 0.10, CPU)

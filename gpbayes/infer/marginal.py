@@ -308,17 +308,23 @@ def marginal(problem: Problem, fit: MapFit) -> Marginal:
                         jax.jit(partial(potential_energy, model, (), {})), u_map, warm, fit)
     at_map = jax.jit(partial(held.pde_mode, steps=START_STEPS))
     z_start = None if linear else at_map(held.whiten(jnp.asarray(fit.params["U"])))
-
-    def potential(fit, keep=()):
-        model = condition(partial(pde_model, problem, jitter=jitter, held=held, marginal=True,
-                                  start=z_start), data=fixed_sites(fit, sites + keep))
-        return jax.jit(partial(potential_energy, model, (), {}))
-
     tau_e = None
     if integrates_u(problem) and "log_tau_e" in fit.params and held.evidence_rows.any():
-        free = potential(fit, ("log_tau_e",))
+        free = dense_potential(fit, held, z_start, ("log_tau_e",))
         tau_e = settle_tau_e(lambda v, t: free({**v, "log_tau_e": t}), theta,
                              float(fit.params["log_tau_e"]))
         fit = fit.at({"log_tau_e": tau_e["log_tau_e"]})
         held = held.with_values({"log_tau_e": jnp.asarray(tau_e["log_tau_e"])})
-    return Marginal(problem, held, linear, z_start, theta, potential(fit), fit=fit, tau_e=tau_e)
+    return Marginal(problem, held, linear, z_start, theta, dense_potential(fit, held, z_start),
+                    fit=fit, tau_e=tau_e)
+
+
+def dense_potential(fit: MapFit, held: Conditional, start: Array | None,
+                    free: tuple = ()) -> Callable[[dict], Array]:
+    """Minus the log density of the dense marginal (compiled) at a dict of the unknowns'
+    sites and those in ``free``, the other sites at ``fit``'s values; ``held`` the
+    Conditional of its kernel, ``start`` U's mode given the PDE (nonlinear PDEs)."""
+    sites = tuple(fit.problem.unknown_sites.values()) + free
+    model = condition(partial(pde_model, fit.problem, jitter=fit.recipe.jitter, held=held,
+                              marginal=True, start=start), data=fixed_sites(fit, sites))
+    return jax.jit(partial(potential_energy, model, (), {}))
