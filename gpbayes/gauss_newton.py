@@ -88,20 +88,21 @@ DECADES = 2.0  # orders of magnitude of the kernel's eigenvalues per block of th
 
 def decade_rotation(lam: Array, gram: Array) -> Array:
     """The orthogonal R, block-diagonal over blocks of DECADES decades of the ascending
-    ``lam``, whose blocks are the eigenvectors of ``gram``'s diagonal blocks (on the host:
-    the blocks are data-dependent). Wider blocks diagonalize more of ``gram`` and less of
-    diag(lam): the preconditioner's iterations have a minimum between."""
+    ``lam``, whose blocks are the eigenvectors of ``gram``'s diagonal blocks. Wider blocks
+    diagonalize more of ``gram`` and less of diag(lam): the preconditioner's iterations
+    have a minimum between.
 
-    def rotation(lam, gram):
-        decade = np.floor(np.log10(lam) / DECADES)
-        out = np.eye(len(lam))
-        for d in np.unique(decade):
-            ix = np.flatnonzero(decade == d)
-            g = gram[np.ix_(ix, ix)]
-            out[np.ix_(ix, ix)] = np.linalg.eigh(0.5 * (g + g.T))[1]
-        return out
-
-    return jax.pure_callback(rotation, jax.ShapeDtypeStruct(gram.shape, gram.dtype), lam, gram)
+    Traced, not a host callback (a compiled function with one is never written to the
+    persistent compilation cache): one eigh of ``gram`` with its entries across blocks
+    set to zero, whose eigenvectors then lie each within one block (the tridiagonal
+    reduction keeps exact zeros), ordered by block."""
+    decade = jnp.floor(jnp.log10(lam) / DECADES)
+    same = decade[:, None] == decade[None, :]
+    w, v = jnp.linalg.eigh(jnp.where(same, 0.5 * (gram + gram.T), 0.0))
+    block = decade[jnp.argmax(jnp.abs(v), axis=0)]  # the block each column lies in
+    order = jnp.lexsort((w, block))  # by block, then by eigenvalue
+    v, block = v[:, order], block[order]
+    return jnp.where(decade[:, None] == block[None, :], v, 0.0)
 
 
 def equation_coefficients(cond, u: Array) -> dict:
