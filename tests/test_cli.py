@@ -466,9 +466,11 @@ def test_sample_says_up_front_when_nuts_cannot_integrate_u_out(root, tmp_path):
 def test_sample_beyond_the_dense_marginal_uses_the_matrix_free_one(root, tmp_path, monkeypatch):
     """Beyond LAPLACE_MAX grid points (lowered here to 100, MARGINAL_MAX to 50) `gpbayes
     sample` integrates a linear PDE's unknown on a lattice over the matrix-free marginal
-    (PCG solves; the 100 x 100 advection problem's path): in process on a 16 x 16 heat
+    (PCG solves; the 100 x 100 advection problem's path): in process on a 20 x 20 heat
     problem, exit 0, and log nu's draws within 0.15 sd of a quadrature of the dense
-    marginal at the same MAP (``conftest.marginal_moments``), their sd within 10%."""
+    marginal at the same MAP (``conftest.marginal_moments``), their sd within 10%. (On
+    16 x 16 the learned MAP's pde check fell either side of its threshold with the
+    rounding: 4e-4 or 4e-3, with one BLAS thread or several.)"""
     import gpbayes as gb
     from conftest import load_example, marginal_moments
     from gpbayes.infer import marginal
@@ -476,7 +478,7 @@ def test_sample_beyond_the_dense_marginal_uses_the_matrix_free_one(root, tmp_pat
 
     problems = load_example(root, "inverse_problems", "benchmarks")
     path, out = tmp_path / "heat.toml", tmp_path / "out"
-    path.write_text(problems.heat(np.random.default_rng(0), n=16))
+    path.write_text(problems.heat(np.random.default_rng(0), n=20))
     monkeypatch.setattr(marginal, "MARGINAL_MAX", 50)
     monkeypatch.setattr(marginal, "LAPLACE_MAX", 100)
     assert main(["sample", str(path), "--out", str(out)]) == 0

@@ -6,6 +6,7 @@ threshold; the mechanism (the sweeps, the race) is ``gpbayes.infer.profile``'s.
 import numpy as np
 
 from gpbayes.gauss_newton import exact_boundary_rows
+from gpbayes.infer.solvers import MAX_DENSE
 from gpbayes.problem import Problem
 from gpbayes.results import MapFit
 from gpbayes.spec import Recipe
@@ -27,6 +28,14 @@ def cg_budget(problem: Problem, recipe: Recipe) -> int:
     one with the capacitance (1/20 on 32^3) and a solve needs a few times as many."""
     diagonal = problem.conditions and not exact_boundary_rows(problem)
     return recipe.cg_max_iterations * (DIAGONAL_BUDGET if diagonal else 1)
+
+
+def learn_sweeps(problem: Problem, recipe: Recipe) -> int:
+    """The sweeps of a kernel-learning run: ``recipe.learn_sweeps``, or
+    ``learn_sweeps_large`` on grids above ``solvers.MAX_DENSE`` points, where each trial
+    is a CG solve and a later sweep's solve at the learned kernel's higher tau_e mostly
+    ran past the CG budget (benchmarks/journal.md, 2026-12-07, fifth)."""
+    return recipe.learn_sweeps if problem.size <= MAX_DENSE else recipe.learn_sweeps_large
 
 
 def aitken(trail: list[dict], caps: dict) -> dict:

@@ -43,6 +43,7 @@ from gpbayes.infer.policy import (
     cg_budget,
     choose,
     held_out_cap,
+    learn_sweeps,
 )
 from gpbayes.infer.solvers import dense_gauss_newton, is_dense, least_squares
 from gpbayes.model import initial_params
@@ -199,10 +200,11 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
     if its check score is above ``recipe.refine_above`` (a residual its kernel leaves
     visible), the plain-family starts run (one is kept only if its check score is below
     every start of the model file's family) and, on grids of at most
-    ``recipe.learn_max_points``, ``recipe.learn_sweeps`` (CG: ``learn_sweeps_cg``) sweeps
-    from it begin with ``recipe.learn_iterations`` steps of kernel learning
-    (``learn.update``: variable projection); the learned result is kept if it raised the
-    log joint without worsening the check score.
+    ``recipe.learn_max_points``, ``recipe.learn_sweeps`` sweeps from it
+    (``policy.learn_sweeps``) begin with
+    ``recipe.learn_iterations`` steps of kernel learning (``learn.update``: variable
+    projection); the learned result is kept if it raised the log joint without worsening
+    the check score.
     """
     start = time.perf_counter()
     todo = candidates(problem, recipe)
@@ -323,8 +325,7 @@ class Starts:
         theta, u, log_tau = self.state(prob, init, learning, fresh)
         z = None if resume is None else resume.z
         system = self.system_for(prob, learning, theta, u, log_tau)
-        budget = budget or (recipe.sweeps if not learning else recipe.learn_sweeps
-                            if self.dense else recipe.learn_sweeps_cg)
+        budget = budget or (learn_sweeps(prob, recipe) if learning else recipe.sweeps)
         # known: the kept state's residual checks (``results.check_values``)
         (reason, stats), objective, known = (Stop.SWEEP_BUDGET, {"budget": budget}), None, None
         before_jump, flat = None, False  # the state a jump left; the check levelled off

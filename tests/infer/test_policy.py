@@ -5,7 +5,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from gpbayes.infer.policy import CHECK_RANGE, aitken, choose
+from gpbayes.infer.policy import CHECK_RANGE, aitken, choose, learn_sweeps
+from gpbayes.infer.solvers import MAX_DENSE
+from gpbayes.spec import Recipe
 
 
 def test_choice_of_start_is_the_largest_log_joint_that_passes_the_check():
@@ -40,3 +42,11 @@ def test_aitken_jumps_to_the_limit_of_a_steady_linear_sequence():
     assert aitken([{"log_tau_e": 30.0 - 3.0 * 0.25**i} for i in range(4)], caps) == {
         "log_tau_e": 27.6}
     assert aitken([{"log_tau_b": 27.6}] * 4, caps) == {}
+
+
+def test_large_grids_learn_in_fewer_sweeps():
+    """Up to MAX_DENSE grid points the learning run has ``learn_sweeps`` sweeps, beyond it
+    ``learn_sweeps_large`` (each trial a CG solve there)."""
+    recipe = Recipe(learn_sweeps=3, learn_sweeps_large=1)
+    assert learn_sweeps(SimpleNamespace(size=MAX_DENSE), recipe) == 3
+    assert learn_sweeps(SimpleNamespace(size=MAX_DENSE + 1), recipe) == 1
