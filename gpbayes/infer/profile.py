@@ -200,8 +200,7 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
     if its check score is above ``recipe.refine_above`` (a residual its kernel leaves
     visible), the plain-family starts run (one is kept only if its check score is below
     every start of the model file's family) and, on grids of at most
-    ``recipe.learn_max_points``, ``recipe.learn_sweeps`` sweeps from it
-    (``policy.learn_sweeps``) begin with
+    ``recipe.learn_max_points``, ``policy.learn_sweeps`` sweeps from it begin with
     ``recipe.learn_iterations`` steps of kernel learning (``learn.update``: variable
     projection); the learned result is kept if it raised the log joint without worsening
     the check score.
