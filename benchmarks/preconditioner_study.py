@@ -9,11 +9,16 @@ measurements on the Poisson operator (issue 38's design question; findings in jo
    diagonal below 1, in the basis of D = K'' K^{-1}'s generalized eigenvectors): where
    it is large, a preconditioner built from the equation alone (the square system's
    fast diagonalization) misses them.
+4. (``--square``) PCG iterations with that preconditioner, built: P = S^T W S in U (S the
+   square system, the equation at the free points and the Dirichlet rows; W their
+   precisions), applied as S^{-1} W^{-1} S^{-T} by fast diagonalization (on the host),
+   against the default's, on the same systems.
 
     XLA_FLAGS=--xla_cpu_multi_thread_eigen=false OPENBLAS_NUM_THREADS=1 \\
-        python benchmarks/preconditioner_study.py
+        python benchmarks/preconditioner_study.py [--square]
 """
 
+import sys
 from dataclasses import replace
 
 import jax
@@ -24,7 +29,10 @@ import scipy.linalg as sl
 import gpbayes as gb
 from gpbayes import gauss_newton, threads
 from gpbayes.conditional import Conditional
+from gpbayes.infer import solvers
 from gpbayes.infer.init import spectral_params
+from gpbayes.linalg.kronsum import KronSum, KronSumSolver, mode_dot
+from gpbayes.linalg.square import SquareSystem
 
 JITTER = 3e-11
 SIN6COS20, SIN100 = "models/poisson2d-sin6cos20.toml", "models/poisson2d-sin100.toml"
@@ -69,8 +77,66 @@ def prior_share(path: str, n: int, tau_e: float) -> float:
     return float(np.mean(curvature < 1))
 
 
+def square_preconditioner(cond: Conditional, gn) -> callable:
+    """v -> P^{-1} v in s for P = S^T W S (the Laplacian's square system, measurement 4):
+    S = [[L_II, L_IB], [0, I]] over (free, Dirichlet) points, so S^{-1} and S^{-T} are one
+    fast-diagonalization solve with L_II each; in s, P^{-1} = E^{-1} P_U^{-1} E^{-T}."""
+    p, sq = cond.problem, SquareSystem(cond)
+    free = np.ix_(*sq.free)
+    mats = [d[2][np.ix_(f, f)] for d, f in zip(sq.d, sq.free)]
+    forward = KronSumSolver(KronSum(tuple(mats)))
+    backward = KronSumSolver(KronSum(tuple(m.T for m in mats)))
+    inside = np.zeros(p.grid, bool)
+    inside[free] = True
+    tau_e = float(1.0 / cond.equation_sd**2)
+    tau_b = float(np.mean(np.asarray(cond.boundary_scale) ** 2))
+
+    def laplacian(x, transpose=False):
+        return sum(mode_dot(d[2].T if transpose else d[2], x, j) for j, d in enumerate(sq.d))
+
+    def p_u_inverse(y):
+        r = np.zeros_like(y)
+        r[free] = backward.solve(y[free])  # S^{-T}: free rows first, then the Dirichlet rows
+        r = np.where(inside, r / tau_e, (y - laplacian(np.where(inside, r, 0.0), True)) / tau_b)
+        x = np.where(inside, 0.0, r)  # S^{-1}: the Dirichlet values, then the free ones
+        x[free] = forward.solve(r[free] - laplacian(x)[free])
+        return x
+
+    e_inv = [np.asarray(m) for m in gn.basis.e_inv]
+
+    def per_axis(mats, x):
+        for j, m in enumerate(mats):
+            x = mode_dot(m, x, x.ndim - len(mats) + j)
+        return x
+
+    def host(v):
+        return per_axis(e_inv, p_u_inverse(per_axis([m.T for m in e_inv], np.asarray(v))))
+
+    return lambda v: jax.pure_callback(host, jax.ShapeDtypeStruct(v.shape, v.dtype), v,
+                                       vmap_method="sequential")
+
+
+def square_iterations(path: str, n: int, tau_e: float) -> tuple:
+    """PCG iterations (random right-hand side, tolerance 1e-8, at most 5000) with the
+    default preconditioner and with ``square_preconditioner``."""
+    gauss_newton.DECADES = 2.0
+    cond = conditional(path, n, tau_e)
+    gn = cond.gauss_newton(jnp.zeros((n, n)))
+    b = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)))
+    square = square_preconditioner(cond, gn)
+    return tuple(int(solvers.pcg(gn.mv, b, pre, 1e-8, 5000, 2)[1])
+                 for pre in (gn.preconditioner, square))
+
+
 def main():
     threads.limit_blas_threads()
+    if "--square" in sys.argv:
+        print("4. PCG iterations, default preconditioner / the square system's (at most 5000)")
+        for path, n in ((SIN6COS20, 40), (SIN6COS20, 70), (SIN6COS20, 100), (SIN100, 200)):
+            for tau_e in (1e6, 1e10):
+                default, square = square_iterations(path, n, tau_e)
+                print(f"   {path} {n}^2 tau_e {tau_e:g}: {default} / {square}", flush=True)
+        return
     print("1. PCG iterations, DECADES = 2 (default) / one block")
     for path, n in ((SIN6COS20, 40), (SIN6COS20, 70), (SIN6COS20, 100), (SIN6COS20, 200),
                     (SIN100, 400)):
