@@ -19,6 +19,7 @@ measurements on the Poisson operator (issue 38's design question; findings in jo
 """
 
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 
 import jax
@@ -77,12 +78,15 @@ def prior_share(path: str, n: int, tau_e: float) -> float:
     return float(np.mean(curvature < 1))
 
 
-def square_preconditioner(cond: Conditional, gn) -> callable:
+def square_preconditioner(cond: Conditional, gn) -> Callable:
     """v -> P^{-1} v in s for P = S^T W S (the Laplacian's square system, measurement 4):
     S = [[L_II, L_IB], [0, I]] over (free, Dirichlet) points, so S^{-1} and S^{-T} are one
-    fast-diagonalization solve with L_II each; in s, P^{-1} = E^{-1} P_U^{-1} E^{-T}."""
+    fast-diagonalization solve with L_II each; in s, P^{-1} = E^{-1} P_U^{-1} E^{-T}. W:
+    tau_e on the free rows, the mean boundary precision on the Dirichlet rows."""
     p, sq = cond.problem, SquareSystem(cond)
     free = np.ix_(*sq.free)
+    laplacian = KronSum(tuple(d[2] for d in sq.d))  # on the whole grid
+    transposed = KronSum(tuple(d[2].T for d in sq.d))
     mats = [d[2][np.ix_(f, f)] for d, f in zip(sq.d, sq.free)]
     forward = KronSumSolver(KronSum(tuple(mats)))
     backward = KronSumSolver(KronSum(tuple(m.T for m in mats)))
@@ -91,15 +95,12 @@ def square_preconditioner(cond: Conditional, gn) -> callable:
     tau_e = float(1.0 / cond.equation_sd**2)
     tau_b = float(np.mean(np.asarray(cond.boundary_scale) ** 2))
 
-    def laplacian(x, transpose=False):
-        return sum(mode_dot(d[2].T if transpose else d[2], x, j) for j, d in enumerate(sq.d))
-
     def p_u_inverse(y):
         r = np.zeros_like(y)
         r[free] = backward.solve(y[free])  # S^{-T}: free rows first, then the Dirichlet rows
-        r = np.where(inside, r / tau_e, (y - laplacian(np.where(inside, r, 0.0), True)) / tau_b)
+        r = np.where(inside, r / tau_e, (y - transposed.mv(np.where(inside, r, 0.0))) / tau_b)
         x = np.where(inside, 0.0, r)  # S^{-1}: the Dirichlet values, then the free ones
-        x[free] = forward.solve(r[free] - laplacian(x)[free])
+        x[free] = forward.solve(r[free] - laplacian.mv(x)[free])
         return x
 
     e_inv = [np.asarray(m) for m in gn.basis.e_inv]
