@@ -143,7 +143,7 @@ def structured_preconditioner(cond: Conditional, gn) -> Callable:
     enter by Woodbury (the capacitance from P's inverse applied to every row)."""
     p, jitter = cond.problem, cond.jitter
     tau = float(1.0 / cond.equation_sd**2)
-    to_q, inner, lam, sigma, m_sq = [], [], [], [], []
+    outer_mats, inner, lam, sigma, m_sq = [], [], [], [], []
     for j, e_inv in enumerate(gn.basis.e_inv):
         k = np.asarray(cond.kernel_matrix(j)) + jitter * np.eye(p.grid[j])
         lk, q = np.linalg.eigh(k)
@@ -152,16 +152,15 @@ def structured_preconditioner(cond: Conditional, gn) -> Callable:
         t = 0.5 * (t + t.T)
         z = np.maximum(1.0 - jitter / lk, 1e-8)
         s, y = np.linalg.eigh(t / np.sqrt(np.outer(z, z)))
-        rotation = np.asarray(e_inv) @ (q * np.sqrt(lk))  # s (default basis) = rotation s_Q
-        to_q.append(rotation.T)
         inner.append(y / np.sqrt(z)[:, None])  # Z^{-1/2} Y: sigma basis -> Q basis
+        # sigma basis -> default basis (s_default = E_default^{-1} E_Q s_Q)
+        outer_mats.append(np.asarray(e_inv) @ (q * np.sqrt(lk)) @ inner[-1])
         lam.append(lk), sigma.append(s)
         m_sq.append((np.sum(t * t, 0), np.diag(t) * z, z * z))
     sig = sigma[0][:, None] + sigma[1][None, :]
     (ttx, tzx, zzx), (tty, tzy, zzy) = m_sq
     m_diag = np.outer(ttx, zzy) + 2 * np.outer(tzx, tzy) + np.outer(zzx, tty)  # (M^2)_ii
     w = 1.0 / (tau * np.outer(*lam) + 1.0 / m_diag)
-    outer_mats = [r.T @ a for r, a in zip(to_q, inner)]  # sigma basis -> default basis
 
     def base(v):  # (M (tau G + Delta) M)^{-1}, in the default basis
         x = per_axis([a.T for a in outer_mats], v) / sig
