@@ -492,11 +492,6 @@ def test_sample_beyond_the_dense_marginal_uses_the_matrix_free_one(root, tmp_pat
     assert abs(log_nu.mean() - mean) < 0.15 * sd and 0.9 < log_nu.std() / sd < 1.1
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "the learned kernel follows rounding (issue 38, open): on an AMD EPYC host (fresh-clone "
-    "CI on bbbcf3f, library as in a7f177b) the MAP's pde check was 0.0015 and the posterior "
-    "mean's 0.002, above 0.001, so `sample` exited 3; it passed on the hosts of earlier "
-    "sessions"))
 def test_sample_default_on_a_2d_grid_integrates_the_unknown_on_a_lattice(root, tmp_path):
     """Issue 39: `gpbayes sample` with the default recipe on inverse-heat2d's data at
     24 x 24 (beyond NUTS's 500 points): U integrated out, nu on a lattice, exit 0 (the

@@ -27,7 +27,7 @@ from gpbayes.model import axis_site_names
 from gpbayes.problem import Problem
 
 MIN_SPACINGS = 2.0
-LINESEARCH_STEPS = 4  # zoom line-search evaluations per L-BFGS step, at most
+LINESEARCH_STEPS = 10  # zoom line-search evaluations per L-BFGS step, at most
 
 
 def bounds(problem: Problem) -> dict:

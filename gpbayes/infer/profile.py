@@ -38,6 +38,7 @@ from gpbayes.infer.policy import (
     CHECK_RISE,
     LEVELLED,
     LOOSER,
+    RACE_TIE,
     ROUNDING,
     aitken,
     cg_budget,
@@ -442,13 +443,16 @@ class Starts:
 
     def race(self, group: list, budget: int, interrupt=None) -> None:
         """Successive halving over the starts of ``group``: ``budget`` sweeps each, the
-        better half by check twice as many more, and so on; the last to its end. Each
-        round's runs run at once (``rounds``)."""
+        better half by check twice as many more, and so on; the last to its end, or the
+        last two where their scores are within ``policy.RACE_TIE`` (a tie at a budget is
+        decided by rounding). Each round's runs run at once (``rounds``)."""
         done = self.rounds([(lb, prob, init, {"budget": budget}) for lb, prob, init in group])
         pool = [(score, fit, lb) for (fit, score), (lb, _, _) in zip(done, group)]
         while not (interrupt and interrupt()):
-            pool = sorted(pool, key=lambda x: x[0])[:max(1, len(pool) // 2)]
-            last, budget = len(pool) == 1, 2 * budget
+            pool = sorted(pool, key=lambda x: x[0])
+            tie = len(pool) in (2, 3) and pool[1][0] <= RACE_TIE * pool[0][0]
+            pool = pool[:2 if tie else max(1, len(pool) // 2)]
+            last, budget = tie or len(pool) == 1, 2 * budget
             more = [i for i, (_, fit, _) in enumerate(pool) if id(fit) in self.cut]
             self.bar.total += len(more)
             done = self.rounds([(pool[i][2], pool[i][1].problem, pool[i][1].params,
