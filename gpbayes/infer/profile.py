@@ -443,16 +443,19 @@ class Starts:
 
     def race(self, group: list, budget: int, interrupt=None) -> None:
         """Successive halving over the starts of ``group``: ``budget`` sweeps each, the
-        better half by check twice as many more, and so on; the last to its end, or the
-        last two where their scores are within ``policy.RACE_TIE`` (a tie at a budget is
-        decided by rounding). Each round's runs run at once (``rounds``)."""
+        better half by check twice as many more, and so on; the last to its end. Where
+        the last two's scores are within ``policy.RACE_TIE`` both run one more round
+        first (once): a tie at a budget is decided by rounding. Each round's runs run at
+        once (``rounds``)."""
         done = self.rounds([(lb, prob, init, {"budget": budget}) for lb, prob, init in group])
         pool = [(score, fit, lb) for (fit, score), (lb, _, _) in zip(done, group)]
+        extended = False
         while not (interrupt and interrupt()):
             pool = sorted(pool, key=lambda x: x[0])
-            tie = len(pool) in (2, 3) and pool[1][0] <= RACE_TIE * pool[0][0]
+            tie = not extended and len(pool) in (2, 3) and pool[1][0] <= RACE_TIE * pool[0][0]
+            extended |= tie
             pool = pool[:2 if tie else max(1, len(pool) // 2)]
-            last, budget = tie or len(pool) == 1, 2 * budget
+            last, budget = len(pool) == 1, 2 * budget
             more = [i for i, (_, fit, _) in enumerate(pool) if id(fit) in self.cut]
             self.bar.total += len(more)
             done = self.rounds([(pool[i][2], pool[i][1].problem, pool[i][1].params,
@@ -544,6 +547,7 @@ def make_sweep(prob: Problem, recipe: Recipe, solve, trial, learning: bool, cap:
     precisions in closed form. Returns (theta, U, log tau, objective, (CG iterations, the
     objective where U was solved, z, U's residual checks: ``results.check_values``))."""
     f_mid = prob.midpoint_source  # computed outside the trace
+    linesearch = learn.LINESEARCH_STEPS if is_dense(prob) else learn.LINESEARCH_STEPS_CG
 
     @jax.jit
     def sweep(theta, u, log_tau, cap_e, system=None):
@@ -552,7 +556,7 @@ def make_sweep(prob: Problem, recipe: Recipe, solve, trial, learning: bool, cap:
                 return trial(Conditional(prob, values, recipe.jitter), u)[0]
 
             theta, log_tau, u = learn.update(prob, theta, log_tau, solve_u, recipe.jitter,
-                                             cap, recipe.learn_iterations)
+                                             cap, recipe.learn_iterations, linesearch)
         cond = Conditional(prob, {**theta, **log_tau}, recipe.jitter)
         u, z, unknowns, k = solve(cond, u) if system is None else solve(cond, u, system)
         theta, cond = {**theta, **unknowns}, cond.with_values(unknowns)
