@@ -369,6 +369,43 @@ def test_the_race_keeps_the_start_that_running_every_start_keeps(fast_fit):
     assert len(fast_fit.history) < len(full.history)
 
 
+@pytest.mark.parametrize("second, runs", [
+    (0.38, [("a", 4), ("b", 4), ("a", None)]),  # within RACE_TIE: one more round each
+    (0.50, [("a", None)]),  # a clear gap: the better alone to its end
+])
+def test_a_race_tie_gets_one_more_round(second, runs):
+    """Where the race's last two have check scores within ``policy.RACE_TIE`` of each
+    other after their budget (0.22 against 0.38: what rounding made of one start on
+    inverse-heat2d at 24^2), both run one more round (twice the budget) before the
+    halving; the better then runs to its end. Scripted runs: "a" falls to 0.01, "b"
+    stays."""
+    from types import SimpleNamespace
+
+    from gpbayes.infer import profile
+    from gpbayes.infer.policy import RACE_TIE
+
+    assert 0.38 <= RACE_TIE * 0.22 < 0.5
+    scores = {"a": iter([0.22, 0.01, 0.01]), "b": iter([second, second])}
+    seen = []
+    starts = object.__new__(profile.Starts)
+    starts.cut, starts.bar = set(), SimpleNamespace(total=0)
+
+    def rounds(jobs):
+        out = []
+        for label, _, _, kwargs in jobs:
+            if "fresh" in kwargs:
+                seen.append((label, kwargs["budget"]))
+            fit = SimpleNamespace(problem=None, params=None)
+            if kwargs["budget"] is not None:
+                starts.cut.add(id(fit))
+            out.append((fit, next(scores[label])))
+        return out
+
+    starts.rounds = rounds
+    starts.race([("a", None, None), ("b", None, None)], budget=2)
+    assert seen == runs
+
+
 def test_the_race_in_threads_equals_the_race_in_turn(fast_fit, monkeypatch):
     """A round's starts run in threads at once (``threads.start_workers``); each start's
     sweeps are its own, so the fit, its history and its candidates are those of the same
