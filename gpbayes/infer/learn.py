@@ -10,9 +10,9 @@ the same model).
 
 The objective is noisy at the kernel's scale (K near singular at the jitter: a 1e-6 change
 of a log length moves it by about 1 in 1e4 on suite g07), so the zoom line search often
-fails its Wolfe conditions; the line search's evaluations a step are capped by what a
-trial costs: LINESEARCH_STEPS where it is a dense solve (1-D; with 4 the search stalled
-more often), LINESEARCH_STEPS_CG where it is a CG solve (benchmarks/journal.md).
+fails its Wolfe conditions; LINESEARCH_STEPS caps what a failed search spends (10 took
+67 U solves for 10 steps on g07 and doubled the learning's time on small 1-D inverse
+problems; benchmarks/journal.md).
 """
 
 from collections.abc import Callable
@@ -28,8 +28,7 @@ from gpbayes.model import axis_site_names
 from gpbayes.problem import Problem
 
 MIN_SPACINGS = 2.0
-LINESEARCH_STEPS = 10  # zoom line-search evaluations per L-BFGS step, at most (dense)
-LINESEARCH_STEPS_CG = 4  # the same where each is a CG solve (0.1-1 s on 2-D grids)
+LINESEARCH_STEPS = 4  # zoom line-search evaluations per L-BFGS step, at most
 
 
 def bounds(problem: Problem) -> dict:
@@ -79,14 +78,12 @@ def kernel_sites(problem: Problem) -> list[str]:
 
 
 def update(problem: Problem, theta: dict, log_tau: dict, solve_u: Callable[[dict], Array],
-           jitter: float, cap: float, iterations: int,
-           linesearch_steps: int = LINESEARCH_STEPS) -> tuple:
+           jitter: float, cap: float, iterations: int) -> tuple:
     """(theta, log_tau, U) after ``iterations`` L-BFGS steps of variable projection
     (traceable): the objective is minus the log joint at U*(theta, tau) = ``solve_u(values)``,
     U re-solved exactly at every evaluation, so its gradient is the partial one at fixed
     U* (the envelope theorem: d/dU vanishes at U*). The precisions are searched below
-    ``cap`` (log tau), each L-BFGS step's line search in at most ``linesearch_steps``
-    evaluations. Kept only if the log joint rose and every value is finite, so a
+    ``cap`` (log tau). Kept only if the log joint rose and every value is finite, so a
     failed line search changes nothing."""
     sites = dict(theta, **log_tau)
 
@@ -101,7 +98,7 @@ def update(problem: Problem, theta: dict, log_tau: dict, solve_u: Callable[[dict
         return -Conditional(problem, values, jitter).log_joint(u)
 
     opt = optax.lbfgs(linesearch=optax.scale_by_zoom_linesearch(
-        linesearch_steps, initial_guess_strategy="one"))
+        LINESEARCH_STEPS, initial_guess_strategy="one"))
     value_and_grad = optax.value_and_grad_from_state(objective)
 
     def body(carry):

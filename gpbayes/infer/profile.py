@@ -547,7 +547,6 @@ def make_sweep(prob: Problem, recipe: Recipe, solve, trial, learning: bool, cap:
     precisions in closed form. Returns (theta, U, log tau, objective, (CG iterations, the
     objective where U was solved, z, U's residual checks: ``results.check_values``))."""
     f_mid = prob.midpoint_source  # computed outside the trace
-    linesearch = learn.LINESEARCH_STEPS if is_dense(prob) else learn.LINESEARCH_STEPS_CG
 
     @jax.jit
     def sweep(theta, u, log_tau, cap_e, system=None):
@@ -556,7 +555,7 @@ def make_sweep(prob: Problem, recipe: Recipe, solve, trial, learning: bool, cap:
                 return trial(Conditional(prob, values, recipe.jitter), u)[0]
 
             theta, log_tau, u = learn.update(prob, theta, log_tau, solve_u, recipe.jitter,
-                                             cap, recipe.learn_iterations, linesearch)
+                                             cap, recipe.learn_iterations)
         cond = Conditional(prob, {**theta, **log_tau}, recipe.jitter)
         u, z, unknowns, k = solve(cond, u) if system is None else solve(cond, u, system)
         theta, cond = {**theta, **unknowns}, cond.with_values(unknowns)
