@@ -187,13 +187,19 @@ def structured_preconditioner(cond: Conditional, gn) -> Callable:
     return on_host(host)
 
 
+def system(path: str, n: int, tau_e: float) -> tuple:
+    """(Conditional, its Gauss-Newton operator at U = 0 with the default rotation, a
+    random right-hand side): the system measurements 4 and 5 solve."""
+    gauss_newton.DECADES = 2.0
+    cond = conditional(path, n, tau_e)
+    b = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)))
+    return cond, cond.gauss_newton(jnp.zeros((n, n))), b
+
+
 def square_iterations(path: str, n: int, tau_e: float) -> tuple:
     """PCG iterations (random right-hand side, tolerance 1e-8, at most 5000) with the
     default preconditioner and with ``square_preconditioner``."""
-    gauss_newton.DECADES = 2.0
-    cond = conditional(path, n, tau_e)
-    gn = cond.gauss_newton(jnp.zeros((n, n)))
-    b = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)))
+    cond, gn, b = system(path, n, tau_e)
     square = square_preconditioner(cond, gn)
     return tuple(int(solvers.pcg(gn.mv, b, pre, 1e-8, 5000, 2)[1])
                  for pre in (gn.preconditioner, square))
@@ -216,10 +222,7 @@ def structured_iterations(path: str, n: int, tau_e: float) -> dict:
     structured one and ``two_level`` (at most 1000 each: the prototype's host iterations
     cost 0.1-0.3 s on 200^2), and the structured setup's seconds: random right-hand
     side, tolerance 1e-8."""
-    gauss_newton.DECADES = 2.0
-    cond = conditional(path, n, tau_e)
-    gn = cond.gauss_newton(jnp.zeros((n, n)))
-    b = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)))
+    cond, gn, b = system(path, n, tau_e)
     solvers.pcg(gn.mv, b, gn.preconditioner, 1e-8, 2, 2)[0].block_until_ready()  # compile
     out = {}
 

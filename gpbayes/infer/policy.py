@@ -13,8 +13,8 @@ from gpbayes.spec import Recipe
 
 ROUNDING = 100  # a fall of the log joint up to ROUNDING x tolerance (relative) is rounding
 CHECK_RANGE = 10  # starts whose check score is within this factor of the best compete
-RACE_TIE = 2  # the race's last two both run to their end if their scores are this close
-# (after its budget a start's score follows rounding: 0.22 to 0.38 on one start, two hosts)
+RACE_TIE = 2  # the race's last two run one more round each (once) if this close in score
+# (after its budget a start's score follows rounding: 0.22 or 0.38 by the thread count)
 LOOSER = 100  # CG tolerance factor of the kernel learning's trial solves
 CHECK_RISE = 2  # a start stops once its check score rises past this factor of its lowest
 CHECK_FALL = 0.1  # a check that fell by less than this share over two sweeps levelled off
