@@ -5,6 +5,8 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export XLA_FLAGS ?= --xla_cpu_multi_thread_eigen=false
 export OPENBLAS_NUM_THREADS ?= 1
+# pytest processes (pytest-xdist): each runs XLA on one thread, so one per core
+TEST_WORKERS ?= 2
 
 .PHONY: install run test test-fast test-calibration lint bench bench-report clean
 
@@ -20,10 +22,10 @@ run: install
 	$(BIN)/gpbayes solve models/poisson1d-sin100.toml --out runs/poisson1d-sin100
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow and not calibration"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not slow and not calibration"
 
 test-calibration: install
 	$(BIN)/python -m pytest -q -m calibration

@@ -64,10 +64,11 @@ def test_no_placeholder_left():
     placeholder; the capitals the README uses on purpose are names of things that exist."""
     left = set(re.findall(r"\b[A-Z]+_[A-Z_]+\b|\{\{[^}]*\}\}|\bTODO\b|\bTBD\b", README))
     allowed = {"GPBAYES_COMPILATION_CACHE", "GPBAYES_START_WORKERS", "XDG_CACHE_HOME",
-               "OPENBLAS_NUM_THREADS", "XLA_FLAGS"}
+               "OPENBLAS_NUM_THREADS", "XLA_FLAGS", "TEST_WORKERS"}
     from gpbayes import threads
 
     assert threads.WORKERS_ENV == "GPBAYES_START_WORKERS"  # it exists
+    assert "TEST_WORKERS ?=" in (ROOT / "Makefile").read_text()
     assert left <= allowed, left - allowed
 
 
