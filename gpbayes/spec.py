@@ -55,7 +55,7 @@ class Recipe:
     tolerance: float = 1e-6  # profile: relative change of the log joint that stops
     gauss_newton_steps: int = 1  # profile: per sweep, for nonlinear PDEs
     learn_iterations: int = 10  # profile: L-BFGS steps on the kernel per sweep (0: held)
-    learn_sweeps: int = 3  # profile: sweeps of the kernel-learning run, at most
+    learn_sweeps: int = 4  # profile: sweeps of the kernel-learning run, at most
     learn_sweeps_large: int = 1  # profile: the same on grids above solvers.MAX_DENSE points
     refine_above: float = 1e-6  # profile: plain starts and learning only above this check
     learn_max_points: int = 250000  # profile: learn the kernel on grids up to this size only

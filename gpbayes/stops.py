@@ -16,6 +16,7 @@ class Stop(StrEnum):
     CG_BUDGET = "cg_budget"  # a solve needed more than cg_max_iterations: the lowest check kept
     LEARNING_CG_BUDGET = "learning_cg_budget"  # the same in a kernel-learning run
     LEARNING_NON_FINITE = "learning_non_finite"  # a learning sweep non-finite: the last kept
+    LEARNING_FELL = "learning_fell"  # a learning sweep lowered the log joint: the one before
     SWEEP_BUDGET = "sweep_budget"  # a run's sweep budget (a race round) used up
     STEP_BUDGET = "step_budget"  # Adam's fixed number of steps done
     NON_FINITE = "non_finite"  # the objective went non-finite: the last finite state kept
@@ -52,6 +53,8 @@ MESSAGES = {  # a stop's words; a tuple: (stat, words) variants, the first whose
                               "converged state"),
     Stop.LEARNING_NON_FINITE: ("the kernel learning went non-finite at sweep {sweep}; kept "
                                "the last finite learned state"),
+    Stop.LEARNING_FELL: ("the kernel learning lowered the log joint at sweep {sweep}; kept "
+                         "the sweep before"),
     Stop.SWEEP_BUDGET: "sweep budget ({budget}) reached",
     Stop.STEP_BUDGET: "step budget reached (fixed-step protocol)",
     Stop.NON_FINITE: (

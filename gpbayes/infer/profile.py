@@ -354,15 +354,18 @@ class Starts:
                 # each sweep raises the log joint in exact arithmetic: a small fall is rounding
                 reason, stats = failure or Stop.ROUNDING, {"sweep": i + 1}
                 break
+            if learning and obj > previous:  # the learning's noisy path fell: the sweep before
+                reason, stats = Stop.LEARNING_FELL, {"sweep": i + 1}
+                break
             theta, u, log_tau, objective, z = new_theta, new_u, new_tau, obj, new_z
             known = new_checks
             entry = {"start": label, "objective": obj, "cg_iterations": k,
                      "time_s": time.perf_counter() - self.start,
                      **{n: float(v) for n, v in new_tau.items()}}
             log.append(entry)
+            state = (theta, u, solved_at, float(held), z, known)
+            score = entry["check"] = self.score(prob, state)
             if not learning:  # the check holds out the precisions' climb (module docstring)
-                state = (theta, u, solved_at, float(held), z, known)
-                score = entry["check"] = self.score(prob, state)
                 if score > CHECK_RISE * lowest[0]:
                     theta, u, log_tau, objective, z, known = lowest[1]
                     reason, stats = Stop.CHECK_MINIMUM, {"rise": CHECK_RISE, "sweep": i + 1}
