@@ -352,6 +352,8 @@ KERNEL_WORDS = {
     "passed": "held at the chosen start (its check is at or below refine_above: no residual "
               "left to learn from)",
     "large": "held at the chosen start (the grid is above learn_max_points)",
+    "diagonal": ("held at the chosen start (the boundary rows are by their diagonal: each "
+                 "of the learning's solves would take about 1000 CG iterations)"),
     "worse": "held at the chosen start (learning did not raise the log joint without "
              "worsening the check)",
     "interrupted": "held at the chosen start (interrupted before learning)",

@@ -34,11 +34,15 @@ def live_components(problem, params: dict) -> dict:
 
 Z_AXES = 3  # ``MapFit.latent``: predict from z on grids of this many axes or more
 
-KERNEL_WHY = ("adam", "learned", "off", "passed", "large", "worse", "interrupted", "failed")
+KERNEL_WHY = ("adam", "learned", "off", "passed", "large", "diagonal", "worse", "interrupted",
+              "failed")
 """Why a fit's kernel was learned or held (``MapFit.kernel_why``; the command line words
 each): Adam learns it with the rest; the profile solver learned it from the chosen start;
 or held it there because learning is off (learn_iterations = 0), the chosen start passed
-(its check at or below refine_above), the grid is above learn_max_points, learning did not
+(its check at or below refine_above), the grid is above learn_max_points, the boundary
+rows are by their diagonal (``policy.diagonal_rows``: each trial solve costs about 1000
+CG iterations; on three 3-D problems learning took 4-6x the rest of the solve and gained
+nothing, benchmarks/journal.md), learning did not
 raise the log joint without worsening the check, the run was interrupted first, or no
 start ended with a finite log joint."""
 

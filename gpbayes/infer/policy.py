@@ -6,7 +6,7 @@ threshold; the mechanism (the sweeps, the race) is ``gpbayes.infer.profile``'s.
 import numpy as np
 
 from gpbayes.gauss_newton import exact_boundary_rows
-from gpbayes.infer.solvers import MAX_DENSE
+from gpbayes.infer.solvers import MAX_DENSE, is_dense
 from gpbayes.problem import Problem
 from gpbayes.results import MapFit
 from gpbayes.spec import Recipe
@@ -23,13 +23,19 @@ STEADY_MAX, STEADY_SPREAD = 0.9, 0.1  # a steady linear rate for Aitken's jump (
 DIAGONAL_BUDGET = 10  # CG budget factor where the boundary rows are by their diagonal
 
 
+def diagonal_rows(problem: Problem) -> bool:
+    """The preconditioner takes the boundary rows by their diagonal (3-D grids beyond
+    ``gauss_newton.MAX_CAPACITANCE`` rows): a U solve there takes about 1000 CG
+    iterations or more. Never on the dense path, which takes them exactly."""
+    return bool(problem.conditions) and not (is_dense(problem) or exact_boundary_rows(problem))
+
+
 def cg_budget(problem: Problem, recipe: Recipe) -> int:
     """The CG budget of one U solve: ``recipe.cg_max_iterations``, times DIAGONAL_BUDGET
-    where the preconditioner takes the boundary rows by their diagonal (3-D grids beyond
-    ``gauss_newton.MAX_CAPACITANCE`` rows): there an iteration costs a small fraction of
-    one with the capacitance (1/20 on 32^3) and a solve needs a few times as many."""
-    diagonal = problem.conditions and not exact_boundary_rows(problem)
-    return recipe.cg_max_iterations * (DIAGONAL_BUDGET if diagonal else 1)
+    where the boundary rows are by their diagonal (``diagonal_rows``): there an iteration
+    costs a small fraction of one with the capacitance (1/20 on 32^3) and a solve needs a
+    few times as many."""
+    return recipe.cg_max_iterations * (DIAGONAL_BUDGET if diagonal_rows(problem) else 1)
 
 
 def learn_sweeps(problem: Problem, recipe: Recipe) -> int:

@@ -43,6 +43,7 @@ from gpbayes.infer.policy import (
     aitken,
     cg_budget,
     choose,
+    diagonal_rows,
     held_out_cap,
     learn_sweeps,
 )
@@ -201,7 +202,8 @@ def fit_profile(problem: Problem, recipe: Recipe, progress: bool | None = None,
     if its check score is above ``recipe.refine_above`` (a residual its kernel leaves
     visible), the plain-family starts run (one is kept only if its check score is below
     every start of the model file's family) and, on grids of at most
-    ``recipe.learn_max_points``, ``policy.learn_sweeps`` sweeps from it begin with
+    ``recipe.learn_max_points`` whose boundary rows are not by their diagonal
+    (``policy.diagonal_rows``), ``policy.learn_sweeps`` sweeps from it begin with
     ``recipe.learn_iterations`` steps of kernel learning (``learn.update``: variable
     projection); the learned result is kept if it raised the log joint without worsening
     the check score.
@@ -502,6 +504,7 @@ class Starts:
         why = ("interrupted" if stopped else "off" if not recipe.learn_iterations
                else "passed" if held <= recipe.refine_above
                else "large" if self.problem.size > recipe.learn_max_points
+               else "diagonal" if diagonal_rows(self.problem)
                else "failed" if best.objective is None else None)  # None: learning runs
         if why is None:
             fit, score = self.run_from(best, f"{chosen}, kernel learned", learning=True)

@@ -51,6 +51,21 @@ def learned_fit():
     return gb.fit_map(p, learning(), progress=False)
 
 
+def test_no_learning_where_the_boundary_rows_are_by_their_diagonal(monkeypatch):
+    """Where the preconditioner takes the boundary rows by their diagonal (3-D grids
+    beyond MAX_CAPACITANCE rows) each trial solve takes about 1000 CG iterations: the
+    kernel is held (``kernel_why`` "diagonal"), no learning run. Measured on three 3-D
+    problems (suite g03 and two not in the repository): learning took 4-6x the rest of
+    the solve and gained nothing. The rule forced on a small 1-D problem here."""
+    from gpbayes.infer import profile
+
+    p = small_problem(n=60, solution="sin(2*pi*2*x)", components=8, max_frequency=4.0)
+    monkeypatch.setattr(profile, "diagonal_rows", lambda problem: True)
+    fit = gb.fit_map(p, learning(), progress=False)
+    assert fit.kernel_why == "diagonal" and not fit.kernel_learned
+    assert not any(c["start"].endswith("kernel learned") for c in fit.candidates)
+
+
 def test_learned_objective_is_the_models_log_density(learned_fit):
     fit = learned_fit
     assert fit.kernel_learned and fit.candidates[-1]["chosen"]
