@@ -15,7 +15,7 @@ measurements on the Poisson operator (issue 38's design question; findings in jo
    against the default's, on the same systems.
 5. (``--structured``) PCG iterations and seconds with the equation at every point solved
    exactly by fast diagonalization and the prior approximated in its basis
-   (``structured_preconditioner``), and with that inside the default's symmetric
+   (``gpbayes.linalg.structured``, compiled), and with that inside the default's symmetric
    smoothing (``two_level``), against the default's, on the same systems.
 
     XLA_FLAGS=--xla_cpu_multi_thread_eigen=false OPENBLAS_NUM_THREADS=1 \\
@@ -40,6 +40,7 @@ from gpbayes.infer import solvers
 from gpbayes.infer.init import spectral_params
 from gpbayes.linalg.kronsum import KronSum, KronSumSolver, mode_dot
 from gpbayes.linalg.square import SquareSystem
+from gpbayes.linalg.structured import structured_preconditioner
 
 JITTER = 3e-11
 SIN6COS20, SIN100 = "models/poisson2d-sin6cos20.toml", "models/poisson2d-sin100.toml"
@@ -129,64 +130,6 @@ def on_host(host: Callable) -> Callable:
                                        vmap_method="sequential")
 
 
-def structured_preconditioner(cond: Conditional, gn) -> Callable:
-    """v -> P^{-1} v in s (measurement 5) for the Laplacian, H = I + tau_e J^T J + B^T B.
-
-    In the per-axis eigenbasis of K_j (E_j = Q_j Lambda_j^{1/2}), J = (E_x kron E_y) M
-    exactly, with M = T_x kron Z_y + Z_x kron T_y: T_j = E_j^{-1} k_j'' K_j^{-1} E_j
-    (symmetric), Z_j = diag(1 - jitter / lambda_j) (the mean's values). So J^T J = M G M
-    with G = Lambda_x kron Lambda_y diagonal, and M = Z^{1/2} (C_x (+) C_y) Z^{1/2} with
-    C_j = Z_j^{-1/2} T_j Z_j^{-1/2} = Y_j diag(sigma_j) Y_j^T: M^{-1} is two orthogonal
-    mode products per axis and a division by sigma_x + sigma_y (fast diagonalization).
-    P = M (tau_e G + Delta) M + B^T B, where Delta = diag(1 / (M^2)_ii) stands for the
-    prior's I = M M^{-2} M: exact on the modes the equation rules. The boundary rows
-    enter by Woodbury (the capacitance from P's inverse applied to every row)."""
-    p, jitter = cond.problem, cond.jitter
-    tau = float(1.0 / cond.equation_sd**2)
-    outer_mats, inner, lam, sigma, m_sq = [], [], [], [], []
-    for j, e_inv in enumerate(gn.basis.e_inv):
-        k = np.asarray(cond.kernel_matrix(j)) + jitter * np.eye(p.grid[j])
-        lk, q = np.linalg.eigh(k)
-        lk = np.maximum(lk, jitter)
-        t = (q / np.sqrt(lk)).T @ np.asarray(cond.kernel_matrix(j, 2)) @ (q / np.sqrt(lk))
-        t = 0.5 * (t + t.T)
-        z = np.maximum(1.0 - jitter / lk, 1e-8)
-        s, y = np.linalg.eigh(t / np.sqrt(np.outer(z, z)))
-        inner.append(y / np.sqrt(z)[:, None])  # Z^{-1/2} Y: sigma basis -> Q basis
-        # sigma basis -> default basis (s_default = E_default^{-1} E_Q s_Q)
-        outer_mats.append(np.asarray(e_inv) @ (q * np.sqrt(lk)) @ inner[-1])
-        lam.append(lk), sigma.append(s)
-        m_sq.append((np.sum(t * t, 0), np.diag(t) * z, z * z))
-    sig = sigma[0][:, None] + sigma[1][None, :]
-    (ttx, tzx, zzx), (tty, tzy, zzy) = m_sq
-    m_diag = np.outer(ttx, zzy) + 2 * np.outer(tzx, tzy) + np.outer(zzx, tty)  # (M^2)_ii
-    w = 1.0 / (tau * np.outer(*lam) + 1.0 / m_diag)
-
-    def base(v):  # (M (tau G + Delta) M)^{-1}, in the default basis
-        x = per_axis([a.T for a in outer_mats], v) / sig
-        x = per_axis(inner, x) * w
-        x = per_axis([a.T for a in inner], x) / sig
-        return per_axis(outer_mats, x)
-
-    rows = BoundaryRows(cond, gn.basis)
-    scale = np.asarray(cond.boundary_scale)
-    n_b = len(scale)
-    r = np.asarray(rows.transpose(jnp.eye(n_b))) * scale[:, None, None]
-    pr = base(r)
-    cap = np.eye(n_b) + r.reshape(n_b, -1) @ pr.reshape(n_b, -1).T
-    cap = 0.5 * (cap + cap.T)
-    cap += 1e-12 * np.mean(np.diag(cap)) * np.eye(n_b)  # corners repeat: near-singular
-    factor = sl.cho_factor(cap)
-
-    def host(v):
-        y = base(np.asarray(v))
-        t = np.tensordot(y, r, axes=(list(range(-p.ndim, 0)), list(range(1, p.ndim + 1))))
-        c = sl.cho_solve(factor, np.moveaxis(t, -1, 0))
-        return y - np.tensordot(np.moveaxis(c, 0, -1), pr, axes=1)
-
-    return on_host(host)
-
-
 def system(path: str, n: int, tau_e: float) -> tuple:
     """(Conditional, its Gauss-Newton operator at U = 0 with the default rotation, a
     random right-hand side): the system measurements 4 and 5 solve."""
@@ -219,38 +162,43 @@ def two_level(gn, structured: Callable, omega: float = 0.5) -> Callable:
 
 def structured_iterations(path: str, n: int, tau_e: float) -> dict:
     """PCG iterations and seconds with the default preconditioner (at most 5000), the
-    structured one and ``two_level`` (at most 1000 each: the prototype's host iterations
-    cost 0.1-0.3 s on 200^2), and the structured setup's seconds: random right-hand
-    side, tolerance 1e-8."""
+    structured one (``gpbayes.linalg.structured``, compiled: its setup inside the same
+    jit) and ``two_level`` (at most 1000 each), and the structured setup's seconds (with
+    one application): random right-hand side, tolerance 1e-8. Each compiled first, then
+    timed."""
     cond, gn, b = system(path, n, tau_e)
-    solvers.pcg(gn.mv, b, gn.preconditioner, 1e-8, 2, 2)[0].block_until_ready()  # compile
     out = {}
 
-    def run(name, pre, budget):
-        t0 = time.perf_counter()
-        out[name] = int(solvers.pcg(gn.mv, b, pre, 1e-8, budget, 2)[1])
-        out[name + " s"] = time.perf_counter() - t0
+    def structured():
+        return structured_preconditioner(cond, gn.basis, BoundaryRows(cond, gn.basis))
 
-    run("default", gn.preconditioner, 5000)
-    t0 = time.perf_counter()
-    structured = structured_preconditioner(cond, gn)
-    out["setup s"] = time.perf_counter() - t0
-    run("structured", structured, 1000)
-    run("two-level", two_level(gn, structured), 1000)
+    runs = {"default": lambda b: solvers.pcg(gn.mv, b, gn.preconditioner, 1e-8, 5000, 2),
+            "structured": lambda b: solvers.pcg(gn.mv, b, structured(), 1e-8, 1000, 2),
+            "two-level": lambda b: solvers.pcg(gn.mv, b, two_level(gn, structured()), 1e-8,
+                                               1000, 2),
+            "setup": lambda b: (structured()(b), 0)}
+    for name, run in runs.items():
+        f = jax.jit(run)
+        jax.block_until_ready(f(b))  # compile
+        t0 = time.perf_counter()
+        k = f(b)[1]
+        jax.block_until_ready(k)
+        out[name], out[name + " s"] = int(k), time.perf_counter() - t0
     return out
 
 
 def main():
     threads.limit_blas_threads()
     if "--structured" in sys.argv:
-        print("5. PCG iterations (seconds): default (at most 5000) / structured, setup + PCG "
-              "/ two-level (at most 1000 each)")
+        print("5. PCG iterations (seconds, compiled): default (at most 5000) / structured "
+              "(its setup's seconds) / two-level (at most 1000 each)")
         for path, n in ((SIN6COS20, 40), (SIN6COS20, 70), (SIN6COS20, 100), (SIN100, 100),
                         (SIN6COS20, 200), (SIN100, 200)):
             for tau_e in (1e6, 1e10):
                 r = structured_iterations(path, n, tau_e)
                 print(f"   {path} {n}^2 tau_e {tau_e:g}: {r['default']} ({r['default s']:.1f} s)"
-                      f" / {r['structured']} ({r['setup s']:.1f} + {r['structured s']:.1f} s)"
+                      f" / {r['structured']} ({r['structured s']:.1f} s;"
+                      f" setup {r['setup s']:.1f} s)"
                       f" / {r['two-level']} ({r['two-level s']:.1f} s)", flush=True)
         return
     if "--square" in sys.argv:
