@@ -344,7 +344,7 @@ class Starts:
             if jumped is not None and not (obj < previous and k < self.maxiter):
                 log_tau, trail = jumped, []  # the jump did not raise the log joint: undo it
                 continue
-            failure = failed_sweep(obj, k, self.maxiter, objective is not None, learning)
+            failure = failed_sweep(obj, k, self.maxiter, objective is not None, learning, previous)
             if failure is Stop.CG_BUDGET:  # the unconverged solve competes by the check
                 state = (new_theta, new_u, solved_at, float(held), new_z, new_checks)
                 capped = (self.score(prob, state), state)
@@ -355,9 +355,6 @@ class Starts:
             if failure or previous <= obj <= previous + ROUNDING * recipe.tolerance * abs(obj):
                 # each sweep raises the log joint in exact arithmetic: a small fall is rounding
                 reason, stats = failure or Stop.ROUNDING, {"sweep": i + 1}
-                break
-            if learning and obj > previous:  # the learning's noisy path fell: the sweep before
-                reason, stats = Stop.LEARNING_FELL, {"sweep": i + 1}
                 break
             theta, u, log_tau, objective, z = new_theta, new_u, new_tau, obj, new_z
             known = new_checks
@@ -521,18 +518,20 @@ class Starts:
 
 
 def failed_sweep(obj: float, k: int, maxiter: int, any_kept: bool,
-                 learning: bool = False) -> Stop | None:
+                 learning: bool = False, previous: float = np.inf) -> Stop | None:
     """The stop of a sweep that ends its run, else None: a non-finite objective (in a
     learning run with a learned state kept, that state is its result: the kernel moved
-    where the solve fails, not the start), or CG at its budget ``maxiter``
+    where the solve fails, not the start), CG at its budget ``maxiter``
     (``policy.cg_budget``) once a state is kept (the precisions' climb ends there and the
     unconverged state competes by the check; in a learning run, which has no check, the
-    last converged state is kept)."""
+    last converged state is kept), or a learning sweep that lowered the log joint below
+    the ``previous`` sweep's (minus it above): the learning's path follows its trial
+    solves' rounding, and the sweep before is kept."""
     if not np.isfinite(obj):
         return Stop.LEARNING_NON_FINITE if learning and any_kept else Stop.NON_FINITE
-    if k < maxiter or not any_kept:
-        return None
-    return Stop.LEARNING_CG_BUDGET if learning else Stop.CG_BUDGET
+    if k >= maxiter and any_kept:
+        return Stop.LEARNING_CG_BUDGET if learning else Stop.CG_BUDGET
+    return Stop.LEARNING_FELL if learning and obj > previous else None
 
 
 def make_system(prob: Problem, jitter: float):

@@ -536,6 +536,9 @@ def test_a_non_finite_learning_sweep_keeps_the_learned_state():
     assert failed_sweep(nan, 0, 600, any_kept=True, learning=True) is Stop.LEARNING_NON_FINITE
     assert failed_sweep(-1.0, 600, 600, any_kept=True, learning=True) is Stop.LEARNING_CG_BUDGET
     assert failed_sweep(-1.0, 10, 600, any_kept=True, learning=True) is None
+    fell = dict(any_kept=True, previous=-2.0)  # the log joint fell from 2 to 1
+    assert failed_sweep(-1.0, 10, 600, learning=True, **fell) is Stop.LEARNING_FELL
+    assert failed_sweep(-1.0, 10, 600, **fell) is None  # a start's run: the caller decides
 
 
 def test_the_reused_systems_log_joint_is_smooth(root):
