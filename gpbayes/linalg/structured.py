@@ -10,7 +10,7 @@ and M = Z^{1/2} (C_1 (+) ... (+) C_d) Z^{1/2} with C_j = Z_j^{-1/2} T_j Z_j^{-1/
 diag(sigma_j) Y_j^T: M^{-1} is a fast diagonalization. P = M (tau_e G + Delta) M + B^T B,
 Delta = diag(1 / (M^2)_ii) standing for the prior's I = M M^{-2} M (exact on the modes the
 equation rules); the boundary rows enter by Woodbury, the capacitance formed by applying
-P's first part to every row.
+P's first part to every row (setup O(n_b N n)), each application two of P's first part.
 """
 
 from collections.abc import Callable
@@ -20,18 +20,6 @@ from jax import Array
 from jax.scipy.linalg import cho_factor, cho_solve
 
 from gpbayes import kron
-
-
-def is_laplacian(cond) -> bool:
-    """The equation is u_xx + u_yy (+ u_zz): each axis's second derivative, coefficient 1
-    everywhere (evaluated, so call it outside a trace)."""
-    d = cond.problem.ndim
-    want = {tuple(2 if j == a else 0 for j in range(d)) for a in range(d)}
-    derivs = cond.problem.derivatives
-    if len(derivs) != d or {tuple(o) for o in derivs.values()} != want:
-        return False
-    coef = cond.coefficients(cond.fields(jnp.zeros(cond.problem.grid)))
-    return all(bool(jnp.all(c == 1.0)) for c in coef.values())
 
 
 def _axis_factors(cond, j: int, e_inv: Array) -> tuple:
@@ -81,8 +69,9 @@ def _m_squared_diagonal(diags: list) -> Array:
 
 
 def structured_preconditioner(cond, basis, rows) -> Callable[[Array], Array]:
-    """v -> P^{-1} v in s (module docstring) for a Laplacian ``cond`` (``is_laplacian``);
-    ``basis`` its ``gauss_newton.RotatedBasis``, ``rows`` its ``gauss_newton.BoundaryRows``.
+    """v -> P^{-1} v in s (module docstring) for ``cond`` of the equation u_xx + u_yy
+    (+ u_zz); ``basis`` its ``gauss_newton.RotatedBasis``, ``rows`` its
+    ``gauss_newton.BoundaryRows``.
     Traceable: the setup is d eigendecompositions per axis and the n_b x n_b capacitance."""
     d = cond.problem.ndim
     factors = [_axis_factors(cond, j, basis.e_inv[j]) for j in range(d)]
@@ -100,18 +89,29 @@ def structured_preconditioner(cond, basis, rows) -> Callable[[Array], Array]:
 
     scale = cond.boundary_scale
     n_b = scale.shape[0]
-    r = rows.transpose(jnp.eye(n_b)) * scale.reshape((n_b,) + (1,) * d)
-    pr = base(r)
-    cap = jnp.eye(n_b) + r.reshape(n_b, -1) @ pr.reshape(n_b, -1).T
+    pr = base(rows.transpose(jnp.eye(n_b) * scale))  # P_0^{-1} R^T, R = diag(scale) B
+    cap = jnp.eye(n_b) + rows.apply(pr) * scale
     cap = 0.5 * (cap + cap.T)
     cap = cap + 1e-12 * jnp.mean(jnp.diag(cap)) * jnp.eye(n_b)  # corners repeat a row
     factor = cho_factor(cap, lower=True)
-    axes = list(range(1, d + 1))
 
-    def apply(v: Array) -> Array:
+    def apply(v: Array) -> Array:  # R by its mode products: no n_b x N array read per call
         y = base(v)
-        lead = list(range(y.ndim - d, y.ndim))
-        c = cho_solve(factor, jnp.moveaxis(jnp.tensordot(y, r, axes=(lead, axes)), -1, 0))
-        return y - jnp.tensordot(jnp.moveaxis(c, 0, -1), pr, axes=1)
+        c = cho_solve(factor, jnp.moveaxis(rows.apply(y) * scale, -1, 0))
+        return y - base(rows.transpose(jnp.moveaxis(c, 0, -1) * scale))
+
+    return apply
+
+
+def two_level(mv: Callable, default: Callable, structured: Callable,
+              omega: float = 0.5) -> Callable[[Array], Array]:
+    """Symmetric multiplicative: omega ``default`` (the diagonal preconditioner, which
+    holds the modes the prior rules), the ``structured`` correction (exact on those the
+    equation rules) of the residual, omega ``default`` again; symmetric, so PCG takes it
+    (two more products with H, ``mv``, each)."""
+    def apply(r: Array) -> Array:
+        x = omega * default(r)
+        x = x + structured(r - mv(x))
+        return x + omega * default(r - mv(x))
 
     return apply
