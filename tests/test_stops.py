@@ -42,3 +42,17 @@ def test_only_finished_ends_count_as_converged():
     assert Stop.CG_BUDGET in CONVERGED and Stop.LEARNING_CG_BUDGET not in CONVERGED
     assert Stop.LEARNING_NON_FINITE not in CONVERGED
     assert not CONVERGED & {Stop.SWEEP_BUDGET, Stop.NON_FINITE, Stop.INTERRUPTED}
+
+
+def test_docs_name_every_code_a_summary_carries():
+    """docs/cli.md's summary.json row names every MAP stop code (``Stop``; a sampler's
+    ``draws`` is the posterior's) and every ``kernel_why`` code."""
+    from pathlib import Path
+
+    from gpbayes.results import KERNEL_WHY
+    from gpbayes.stops import Stop
+
+    row = next(line for line in (Path(__file__).parents[1] / "docs/cli.md").read_text()
+               .splitlines() if line.startswith("| `summary.json`"))
+    codes = {s.value for s in Stop if s is not Stop.DRAWS} | set(KERNEL_WHY)
+    assert not {c for c in codes if f"`{c}`" not in row}
