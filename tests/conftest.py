@@ -73,6 +73,23 @@ def small_2d_problem(n=12, equation="u_xx + u_yy", solution="sin(3*x)*sin(2*y)",
     return p, MapFit(p, params, paper_recipe(), 0, 0.0, Stop.CONVERGED, False)
 
 
+def small_3d_problem(grid=(12, 12, 12), components=3, max_frequency=2.0, test=7):
+    """The Laplacian u_xx + u_yy + u_zz = f on [0, 1]^3 with Dirichlet data on the six
+    faces, u = sin(3x) sin(2y) cos(z)."""
+    from gpbayes import operators as op
+    from gpbayes.problem import Face
+
+    v = ("x", "y", "z")
+    return gb.Problem(name="p3d", variables=v, domain=[(0.0, 1.0)] * 3, grid=tuple(grid),
+                      test_grid=(test,) * 3,
+                      equation=op.parse("u_xx + u_yy + u_zz", set(v), allow_u=True,
+                                        variables=v),
+                      solution=op.parse("sin(3*x)*sin(2*y)*cos(z)", set(v)),
+                      faces=tuple(Face(a, s) for a in range(3) for s in ("lo", "hi")),
+                      components=components, max_frequency=max_frequency,
+                      boundary_weight=10.0)
+
+
 def small_inverse_problem(n=10):
     """``small_2d_problem`` with an unknown c in u_xx + c u_yy = f (truth 2, prior
     Normal(1, 2)) and 12 observations of u (noise 0.01); its MapFit holds c = 2 and U at

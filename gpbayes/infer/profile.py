@@ -362,9 +362,9 @@ class Starts:
                      "time_s": time.perf_counter() - self.start,
                      **{n: float(v) for n, v in new_tau.items()}}
             log.append(entry)
-            state = (theta, u, solved_at, float(held), z, known)
-            score = entry["check"] = self.score(prob, state)
             if not learning:  # the check holds out the precisions' climb (module docstring)
+                state = (theta, u, solved_at, float(held), z, known)
+                score = entry["check"] = self.score(prob, state)
                 if score > CHECK_RISE * lowest[0]:
                     theta, u, log_tau, objective, z, known = lowest[1]
                     reason, stats = Stop.CHECK_MINIMUM, {"rise": CHECK_RISE, "sweep": i + 1}

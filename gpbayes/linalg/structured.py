@@ -13,6 +13,7 @@ equation rules); the boundary rows enter by Woodbury, the capacitance formed by 
 P's first part to every row (setup O(n_b N n)), each application two of P's first part.
 """
 
+import math
 from collections.abc import Callable
 
 import jax.numpy as jnp
@@ -38,18 +39,20 @@ def _axis_factors(cond, j: int, e_inv: Array) -> tuple:
     return outer, inner, lk, sigma, (jnp.sum(t * t, 0), jnp.diag(t) * z, z * z)
 
 
+def _along(vectors: list) -> list:
+    """Each v_j of ``vectors`` shaped to broadcast along axis j of the grid."""
+    d = len(vectors)
+    return [v.reshape((-1,) + (1,) * (d - 1 - j)) for j, v in enumerate(vectors)]
+
+
 def _grid_sum(vectors: list) -> Array:
     """sum_j v_j, v_j along axis j of the grid."""
-    d = len(vectors)
-    return sum(v.reshape((-1,) + (1,) * (d - 1 - j)) for j, v in enumerate(vectors))
+    return sum(_along(vectors))
 
 
 def _grid_product(vectors: list) -> Array:
     """prod_j v_j, v_j along axis j of the grid (the diagonal of kron_j diag(v_j))."""
-    d, out = len(vectors), 1.0
-    for j, v in enumerate(vectors):
-        out = out * v.reshape((-1,) + (1,) * (d - 1 - j))
-    return out
+    return math.prod(_along(vectors))
 
 
 def _m_squared_diagonal(diags: list) -> Array:

@@ -55,21 +55,10 @@ def test_large_grids_learn_in_fewer_sweeps():
 def test_the_boundary_rows_are_by_their_diagonal_on_large_3d_grids():
     """``diagonal_rows``: beyond MAX_CAPACITANCE boundary rows on the CG path (32^3: 6144
     rows), not on 12^3 (864) nor on a dense 1-D grid."""
-    import gpbayes as gb
-    from conftest import small_problem
-    from gpbayes import operators as op
-    from gpbayes.problem import Face
-
-    v = ("x", "y", "z")
+    from conftest import small_3d_problem, small_problem
 
     def cube(n):
-        return gb.Problem(name="cube", variables=v, domain=[(0.0, 1.0)] * 3, grid=(n,) * 3,
-                          test_grid=(5,) * 3,
-                          equation=op.parse("u_xx + u_yy + u_zz", set(v), allow_u=True,
-                                            variables=v),
-                          solution=op.parse("x*y*z", set(v)),
-                          faces=tuple(Face(a, s) for a in range(3) for s in ("lo", "hi")),
-                          components=2, max_frequency=2.0, boundary_weight=10.0)
+        return small_3d_problem((n,) * 3, components=2, test=5)
 
     assert diagonal_rows(cube(32)) and not diagonal_rows(cube(12))
     assert not diagonal_rows(small_problem())

@@ -212,16 +212,9 @@ def test_3d_profile_runs_matrix_free():
     """3-D: the boundary rows exact in the preconditioner (Woodbury, as in 2-D), so the
     tight boundary start applies (with the diagonal alone it stalled CG: error 0.74;
     started at 1, 2.0e-3)."""
-    from gpbayes import operators as op
-    from gpbayes.problem import Face
+    from conftest import small_3d_problem
 
-    v = ("x", "y", "z")
-    p = gb.Problem(name="p3d", variables=v, domain=[(0.0, 1.0)] * 3, grid=(12, 12, 12),
-                   test_grid=(7, 7, 7),
-                   equation=op.parse("u_xx + u_yy + u_zz", set(v), allow_u=True, variables=v),
-                   solution=op.parse("sin(3*x)*sin(2*y)*cos(z)", set(v)),
-                   faces=tuple(Face(a, s) for a in range(3) for s in ("lo", "hi")),
-                   components=3, max_frequency=2.0, boundary_weight=10.0)
+    p = small_3d_problem()
     recipe = paper_recipe(optimizer="profile", init="spectrum", rho_scales=[0.3],
                                cg_tolerance=1e-8, cg_max_iterations=3000, tau_b_start=1e12)
     fit = gb.fit_map(p, recipe, progress=False)

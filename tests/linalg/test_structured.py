@@ -10,14 +10,12 @@ import numpy as np
 import pytest
 
 import gpbayes as gb
-from conftest import ROOT
-from gpbayes import operators as op
+from conftest import ROOT, small_3d_problem
 from gpbayes.conditional import Conditional
 from gpbayes.gauss_newton import BoundaryRows
 from gpbayes.infer import solvers
 from gpbayes.infer.init import spectral_params
 from gpbayes.linalg.structured import structured_preconditioner, two_level
-from gpbayes.problem import Face
 
 JITTER = 3e-11
 
@@ -57,13 +55,7 @@ def test_exact_where_the_equation_rules_2d(jit):
 
 
 def test_exact_where_the_equation_rules_3d():
-    v = ("x", "y", "z")
-    p = gb.Problem(name="cube", variables=v, domain=[(0.0, 1.0)] * 3, grid=(10, 9, 8),
-                   test_grid=(5, 5, 5),
-                   equation=op.parse("u_xx + u_yy + u_zz", set(v), allow_u=True, variables=v),
-                   solution=op.parse("sin(3*x)*sin(2*y)*cos(z)", set(v)),
-                   faces=tuple(Face(a, s) for a in range(3) for s in ("lo", "hi")),
-                   components=20, max_frequency=5.0, boundary_weight=10.0)
+    p = small_3d_problem((10, 9, 8), components=20, max_frequency=5.0, test=5)
     one, two, default = iterations(conditional(p))
     assert max(one, two) <= 3 < default // 5  # measured 1, 1 against 32 (3 components:
     # 8, the prior rules some modes of the longer kernel)
