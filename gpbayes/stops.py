@@ -17,6 +17,7 @@ class Stop(StrEnum):
     LEARNING_CG_BUDGET = "learning_cg_budget"  # the same in a kernel-learning run
     LEARNING_NON_FINITE = "learning_non_finite"  # a learning sweep non-finite: the last kept
     LEARNING_FELL = "learning_fell"  # a learning sweep lowered the log joint: the one before
+    LEARNING_PASSED = "learning_passed"  # a learning sweep's check at or below refine_above
     SWEEP_BUDGET = "sweep_budget"  # a run's sweep budget (a race round) used up
     STEP_BUDGET = "step_budget"  # Adam's fixed number of steps done
     NON_FINITE = "non_finite"  # the objective went non-finite: the last finite state kept
@@ -55,6 +56,8 @@ MESSAGES = {  # a stop's words; a tuple: (stat, words) variants, the first whose
                                "the last finite learned state"),
     Stop.LEARNING_FELL: ("the kernel learning lowered the log joint at sweep {sweep}; kept "
                          "the sweep before"),
+    Stop.LEARNING_PASSED: ("the kernel learning's check reached refine_above ({bar:g}) at "
+                           "sweep {sweep}"),
     Stop.SWEEP_BUDGET: "sweep budget ({budget}) reached",
     Stop.STEP_BUDGET: "step budget reached (fixed-step protocol)",
     Stop.NON_FINITE: (

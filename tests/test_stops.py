@@ -5,7 +5,7 @@ import pytest
 from gpbayes.stops import CONVERGED, Note, Stop, describe
 
 STATS = {"tolerance": 1e-9, "sweep": 3, "rise": 2, "fall": 0.1, "budget": 4, "draws": 500,
-         "step_size": 1e-300, "capped": 0.75, "cap": 1023}
+         "step_size": 1e-300, "capped": 0.75, "cap": 1023, "bar": 1e-6}
 
 
 @pytest.mark.parametrize("stop", [s for s in Stop if s not in (Stop.INTERRUPTED,

@@ -362,9 +362,9 @@ class Starts:
                      "time_s": time.perf_counter() - self.start,
                      **{n: float(v) for n, v in new_tau.items()}}
             log.append(entry)
+            state = (theta, u, solved_at, float(held), z, known)
+            score = entry["check"] = self.score(prob, state)
             if not learning:  # the check holds out the precisions' climb (module docstring)
-                state = (theta, u, solved_at, float(held), z, known)
-                score = entry["check"] = self.score(prob, state)
                 if score > CHECK_RISE * lowest[0]:
                     theta, u, log_tau, objective, z, known = lowest[1]
                     reason, stats = Stop.CHECK_MINIMUM, {"rise": CHECK_RISE, "sweep": i + 1}
@@ -379,6 +379,9 @@ class Starts:
                 break
             if flat and change <= LEVELLED * recipe.tolerance * abs(obj):
                 reason, stats = Stop.CHECK_FLAT, {"fall": CHECK_FALL, "sweep": i + 1}
+                break
+            if learning and score <= recipe.refine_above:  # learning's aim reached
+                reason, stats = Stop.LEARNING_PASSED, {"bar": recipe.refine_above, "sweep": i + 1}
                 break
             previous = obj
             trail.append({n: float(v) for n, v in log_tau.items()})
@@ -523,8 +526,8 @@ def failed_sweep(obj: float, k: int, maxiter: int, any_kept: bool,
     learning run with a learned state kept, that state is its result: the kernel moved
     where the solve fails, not the start), CG at its budget ``maxiter``
     (``policy.cg_budget``) once a state is kept (the precisions' climb ends there and the
-    unconverged state competes by the check; in a learning run, which has no check, the
-    last converged state is kept), or a learning sweep that lowered the log joint below
+    unconverged state competes by the check; in a learning run the last converged
+    state is kept), or a learning sweep that lowered the log joint below
     the ``previous`` sweep's (minus it above): the learning's path follows its trial
     solves' rounding, and the sweep before is kept."""
     if not np.isfinite(obj):

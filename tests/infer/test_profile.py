@@ -481,6 +481,35 @@ def test_a_learning_run_ends_at_the_first_sweep_that_lowers_the_log_joint(monkey
         assert fit.stop is stop and fit.objective == kept
 
 
+def test_a_learning_run_ends_once_its_check_reaches_refine_above(monkeypatch):
+    """The learning runs because the chosen start's check is above ``refine_above``; it
+    ends at the first sweep whose check is at or below it and keeps that sweep (suite
+    g07: 1.8e-7 after two sweeps in 7 s, 1.6e-7 after four in 12.5 s, target 1e-4).
+    A start's run goes on (scripted sweeps and checks)."""
+    from tqdm import tqdm
+
+    from gpbayes.infer import profile
+    from gpbayes.model import initial_params
+
+    p, recipe = small_problem(), gb.load_inference("map")
+    for learning, stop, kept in ((True, Stop.LEARNING_PASSED, -110.0),
+                                 (False, Stop.SWEEP_BUDGET, -130.0)):
+        objectives = iter([-100.0, -110.0, -120.0, -130.0])
+        bar = recipe.refine_above
+        scores = iter([1e3 * bar, bar, bar / 2, bar / 4])
+
+        def sweep(theta, u, log_tau, cap_e, system=None, objectives=objectives):
+            return theta, u, log_tau, next(objectives), (0, 0.0, None, None)
+
+        starts = profile.Starts(p, recipe, tqdm(disable=True), 0.0)
+        monkeypatch.setattr(starts, "sweep_of", lambda prob, learning, sweep=sweep: sweep)
+        monkeypatch.setattr(starts, "score", lambda prob, state, scores=scores: next(scores))
+        fit = starts.run_start("scripted", p, initial_params(p), [], learning=learning,
+                               budget=4)
+        assert fit.stop is stop and fit.objective == kept
+        assert (fit.stop_stats.get("sweep") == 2) is learning
+
+
 def test_the_cg_budget_grows_where_the_boundary_rows_are_by_their_diagonal(monkeypatch):
     """``policy.cg_budget``: cg_max_iterations where the preconditioner takes the boundary
     rows exactly, DIAGONAL_BUDGET x that beyond MAX_CAPACITANCE rows (cheaper iterations)."""
