@@ -374,16 +374,14 @@ class GaussNewton:
         """The gradient of minus the log joint in s at s0: s0 + J^T r0."""
         return self.s0 + self.vjp(self.r0)
 
-    def solve(self, b: Array, tol: float, maxiter: int, give_up: bool = False) -> tuple:
-        """H^{-1} b by PCG: (x, iterations, the largest recomputed relative residual);
-        ``give_up``: ``solvers.pcg``'s."""
-        return solvers.pcg(self.mv, b, self.preconditioner, tol, maxiter, self.ndim,
-                           give_up=give_up)
+    def solve(self, b: Array, tol: float, maxiter: int) -> tuple:
+        """H^{-1} b by PCG: (x, iterations, the largest recomputed relative residual)."""
+        return solvers.pcg(self.mv, b, self.preconditioner, tol, maxiter, self.ndim)
 
-    def step(self, tol: float, maxiter: int, give_up: bool = False) -> tuple:
+    def step(self, tol: float, maxiter: int) -> tuple:
         """One Gauss-Newton step on U (exact for a linear PDE): (s, CG iterations,
         recomputed relative residual); U = ``to_grid(s)``."""
-        ds, k, res = self.solve(-self.gradient, tol, maxiter, give_up)
+        ds, k, res = self.solve(-self.gradient, tol, maxiter)
         return self.s0 + ds, k, res
 
     def unknown_columns(self) -> tuple:
@@ -403,27 +401,26 @@ class GaussNewton:
         return self.cond.with_values(dict(zip(self.cond.problem.unknown_sites.values(), th)))
 
     def eliminate_unknowns(self, tol: float, maxiter: int, rhs: Array | None = None,
-                           columns: tuple | None = None, give_up: bool = False) -> tuple:
+                           columns: tuple | None = None) -> tuple:
         """The unknowns' Schur complement S = J_theta^T J_theta + J_p^T J_p - C^T H^{-1} C
         (their Laplace precision with U integrated out) and H^{-1} C (p, grid), solved by
         PCG in one batch with ``rhs`` (H^{-1} rhs returned, else None): (S, H^{-1} C,
         H^{-1} rhs, CG iterations). ``columns``: ``unknown_columns()``, if computed."""
         _, _, j_t, j_p, cols = columns or self.unknown_columns()
         b = cols if rhs is None else jnp.concatenate([rhs[None], cols])
-        x, k, _ = self.solve(b, tol, maxiter, give_up)
+        x, k, _ = self.solve(b, tol, maxiter)
         y, h_cols = (None, x) if rhs is None else (x[0], x[1:])
         axes = tuple(range(1, cols.ndim))
         schur = j_t.T @ j_t + j_p.T @ j_p - jnp.tensordot(cols, h_cols, axes=(axes, axes))
         return 0.5 * (schur + schur.T), h_cols, y, k
 
-    def joint_step(self, tol: float, maxiter: int, give_up: bool = False) -> tuple:
+    def joint_step(self, tol: float, maxiter: int) -> tuple:
         """One Gauss-Newton step on U and the unknowns together, halved until the log
         joint does not fall: (s, {site: value}, CG iterations). The unknowns' few columns
         are eliminated by their Schur complement (``eliminate_unknowns``)."""
         columns = self.unknown_columns()
         sites, th0, j_t, j_p, cols = columns
-        schur, h_cols, y, k = self.eliminate_unknowns(tol, maxiter, -self.gradient, columns,
-                                                      give_up)
+        schur, h_cols, y, k = self.eliminate_unknowns(tol, maxiter, -self.gradient, columns)
         g_t = j_t.T @ self.r0 + j_p.T @ self.cond.prior_residual
         d_th = jnp.linalg.solve(schur, -(g_t + jnp.tensordot(cols, y, axes=y.ndim)))
         d_s = y - jnp.tensordot(d_th, h_cols, axes=1)

@@ -116,9 +116,9 @@ def cg_u_solver(gn_steps: int, tol: float, maxiter: int, joint: bool = True):
             u, _, theta, most = carry
             gn = cond.with_values(theta).gauss_newton(u, basis)
             if sites:
-                s, theta, k = gn.joint_step(tol, maxiter, give_up=True)
+                s, theta, k = gn.joint_step(tol, maxiter)
             else:
-                s, k, _ = gn.step(tol, maxiter, give_up=True)
+                s, k, _ = gn.step(tol, maxiter)
             return gn.to_grid(s), s, theta, jnp.maximum(most, k)
 
         theta = {s: jnp.asarray(cond.values[s], jnp.float64) for s in sites}

@@ -10,7 +10,6 @@ from jax import Array, lax
 from jax.scipy.linalg import solve_triangular
 
 MAX_DENSE = 4000  # grid points; the dense solve is O(N^3)
-GIVE_UP = 0.5  # share of its budget after which a ``give_up`` PCG stops once out of reach
 
 
 def is_dense(problem) -> bool:
@@ -66,18 +65,12 @@ def backtrack(f: Callable[[Array], Array], f0: Array, halvings: int = 30) -> Arr
 
 
 def pcg(matvec: Callable, b: Array, precond: Callable, tol: float, maxiter: int,
-        ndim: int, x0: Array | None = None, give_up: bool = False) -> tuple:
+        ndim: int, x0: Array | None = None) -> tuple:
     """Preconditioned conjugate gradients for SPD ``matvec``, batched over leading axes of b
     (the last ``ndim`` axes are the grid); ``precond`` applies the inverse preconditioner.
     Stops when |H x - b| <= tol |b| for every right-hand side or after maxiter steps (|.|
     of CG's recursive residual); returns (x, iterations, the largest recomputed relative
-    residual |b - H x| / |b|). ``x0``: the start (default 0).
-
-    ``give_up``: past GIVE_UP of the budget, stop once the residual's mean rate so far,
-    rel_k^(1/k), would not reach tol by maxiter, and report maxiter (the budget's verdict,
-    reached early: its callers read iterations = maxiter as not converged). A solve that
-    ends unconverged is discarded or stops its run there (the profile solver's sweeps);
-    the rest of its budget bought nothing (benchmarks/journal.md, 2026-12-08, tenth)."""
+    residual |b - H x| / |b|). ``x0``: the start (default 0)."""
     axes = tuple(range(b.ndim - ndim, b.ndim))
 
     def dot(x, y):
@@ -93,13 +86,9 @@ def pcg(matvec: Callable, b: Array, precond: Callable, tol: float, maxiter: int,
     def rel(r):
         return jnp.max(jnp.sqrt(dot(r, r)) / jnp.maximum(bnorm, 1e-300))
 
-    def out_of_reach(k, r):  # rel^(maxiter / k) > tol, in logs
-        late = give_up & (k >= GIVE_UP * maxiter)
-        return late & (jnp.log(rel(r)) * maxiter > jnp.log(tol) * jnp.maximum(k, 1))
-
     def cond(state):
         k, x, r, p, rz = state
-        return (k < maxiter) & (rel(r) > tol) & ~out_of_reach(k, r)
+        return (k < maxiter) & (rel(r) > tol)
 
     def body(state):
         k, x, r, p, rz = state
@@ -114,4 +103,4 @@ def pcg(matvec: Callable, b: Array, precond: Callable, tol: float, maxiter: int,
         return k + 1, x, r, p, rz_new
 
     k, x, r, _, _ = lax.while_loop(cond, body, (0, x, r, p, rz))
-    return x, jnp.where(out_of_reach(k, r), maxiter, k), rel(b - matvec(x))
+    return x, k, rel(b - matvec(x))
