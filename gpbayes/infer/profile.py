@@ -373,15 +373,9 @@ class Starts:
                 checks.append(score)
                 flat = (not self.dense and len(checks) > 2
                         and score > (1 - CHECK_FALL) * checks[-3])
-            change = abs(previous - obj)
-            if change <= recipe.tolerance * abs(obj):
-                reason, stats = Stop.CONVERGED, {"tolerance": recipe.tolerance}
-                break
-            if flat and change <= LEVELLED * recipe.tolerance * abs(obj):
-                reason, stats = Stop.CHECK_FLAT, {"fall": CHECK_FALL, "sweep": i + 1}
-                break
-            if learning and score <= recipe.refine_above:  # learning's aim reached
-                reason, stats = Stop.LEARNING_PASSED, {"bar": recipe.refine_above, "sweep": i + 1}
+            done = finished_sweep(abs(previous - obj), obj, flat, learning, score, recipe, i + 1)
+            if done:
+                reason, stats = done
                 break
             previous = obj
             trail.append({n: float(v) for n, v in log_tau.items()})
@@ -526,15 +520,30 @@ def failed_sweep(obj: float, k: int, maxiter: int, any_kept: bool,
     learning run with a learned state kept, that state is its result: the kernel moved
     where the solve fails, not the start), CG at its budget ``maxiter``
     (``policy.cg_budget``) once a state is kept (the precisions' climb ends there and the
-    unconverged state competes by the check; in a learning run the last converged
-    state is kept), or a learning sweep that lowered the log joint below
-    the ``previous`` sweep's (minus it above): the learning's path follows its trial
-    solves' rounding, and the sweep before is kept."""
+    unconverged state competes by the check; in a learning run the last converged state
+    is kept), or a learning sweep that lowered the log joint below the ``previous``
+    sweep's (minus it above): the learning's path follows its trial solves' rounding,
+    and the sweep before is kept."""
     if not np.isfinite(obj):
         return Stop.LEARNING_NON_FINITE if learning and any_kept else Stop.NON_FINITE
     if k >= maxiter and any_kept:
         return Stop.LEARNING_CG_BUDGET if learning else Stop.CG_BUDGET
     return Stop.LEARNING_FELL if learning and obj > previous else None
+
+
+def finished_sweep(change: float, obj: float, flat: bool, learning: bool, score: float,
+                   recipe: Recipe, sweep: int) -> tuple | None:
+    """(stop, stats) of a kept sweep that ends its run, else None: the log joint converged
+    (its ``change`` at most ``recipe.tolerance`` of |obj|, or LEVELLED x that once the
+    check levelled off: ``flat``), or a learning sweep's check ``score`` is at or below
+    ``recipe.refine_above``, the bar that started the learning."""
+    if change <= recipe.tolerance * abs(obj):
+        return Stop.CONVERGED, {"tolerance": recipe.tolerance}
+    if flat and change <= LEVELLED * recipe.tolerance * abs(obj):
+        return Stop.CHECK_FLAT, {"fall": CHECK_FALL, "sweep": sweep}
+    if learning and score <= recipe.refine_above:
+        return Stop.LEARNING_PASSED, {"bar": recipe.refine_above, "sweep": sweep}
+    return None
 
 
 def make_system(prob: Problem, jitter: float):

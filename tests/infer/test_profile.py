@@ -510,6 +510,24 @@ def test_a_learning_run_ends_once_its_check_reaches_refine_above(monkeypatch):
         assert (fit.stop_stats.get("sweep") == 2) is learning
 
 
+def test_a_kept_sweep_ends_its_run_by_finished_sweep():
+    """``finished_sweep``: converged at the tolerance, at LEVELLED x it once the check
+    levelled off, or (a learning run only) once the check is at or below refine_above."""
+    from gpbayes.infer.policy import LEVELLED
+    from gpbayes.infer.profile import finished_sweep
+
+    recipe = gb.load_inference("map")
+    tol, bar, obj = recipe.tolerance, recipe.refine_above, -1e4
+    small, mid = 0.5 * tol * 1e4, 0.5 * LEVELLED * tol * 1e4
+    assert finished_sweep(small, obj, False, False, 1.0, recipe, 3)[0] is Stop.CONVERGED
+    assert finished_sweep(mid, obj, False, False, 1.0, recipe, 3) is None
+    assert finished_sweep(mid, obj, True, False, 1.0, recipe, 3)[0] is Stop.CHECK_FLAT
+    assert finished_sweep(1.0, obj, False, False, bar, recipe, 3) is None  # a start runs on
+    stop, stats = finished_sweep(1.0, obj, False, True, bar, recipe, 3)
+    assert stop is Stop.LEARNING_PASSED and stats == {"bar": bar, "sweep": 3}
+    assert finished_sweep(1.0, obj, False, True, 2 * bar, recipe, 3) is None
+
+
 def test_the_cg_budget_grows_where_the_boundary_rows_are_by_their_diagonal(monkeypatch):
     """``policy.cg_budget``: cg_max_iterations where the preconditioner takes the boundary
     rows exactly, DIAGONAL_BUDGET x that beyond MAX_CAPACITANCE rows (cheaper iterations)."""
