@@ -63,7 +63,7 @@ class Recipe:
     screen_sweeps: int = 2  # profile: the starts race from this many sweeps each (0: no race)
     plain_screen_sweeps: int = 1  # profile: the same for the plain starts on the dense path
     calibrate_tau_e: bool = False  # profile, with data: tau_e capped at its held-out value
-    cg_tolerance: float = 1e-6  # profile: relative residual of each CG solve
+    cg_tolerance: float = 1e-8  # profile: relative residual of each CG solve
     cg_max_iterations: int = 600  # profile: a CG solve's iterations at most
     description: str = ""
     source: str = ""  # the file it was read from ("" for the built-in defaults)
