@@ -373,7 +373,7 @@ class Starts:
                 checks.append(score)
                 flat = (not self.dense and len(checks) > 2
                         and score > (1 - CHECK_FALL) * checks[-3])
-            done = finished_sweep(abs(previous - obj), obj, flat, learning, score, recipe, i + 1)
+            done = finished_sweep(previous, obj, flat, learning, score, recipe, i + 1)
             if done:
                 reason, stats = done
                 break
@@ -531,12 +531,13 @@ def failed_sweep(obj: float, k: int, maxiter: int, any_kept: bool,
     return Stop.LEARNING_FELL if learning and obj > previous else None
 
 
-def finished_sweep(change: float, obj: float, flat: bool, learning: bool, score: float,
+def finished_sweep(previous: float, obj: float, flat: bool, learning: bool, score: float,
                    recipe: Recipe, sweep: int) -> tuple | None:
     """(stop, stats) of a kept sweep that ends its run, else None: the log joint converged
-    (its ``change`` at most ``recipe.tolerance`` of |obj|, or LEVELLED x that once the
-    check levelled off: ``flat``), or a learning sweep's check ``score`` is at or below
-    ``recipe.refine_above``, the bar that started the learning."""
+    (its change from ``previous`` at most ``recipe.tolerance`` of |obj|, or LEVELLED x that
+    once the check levelled off: ``flat``), or a learning sweep's check ``score`` is at or
+    below ``recipe.refine_above``, the bar that started the learning."""
+    change = abs(previous - obj)
     if change <= recipe.tolerance * abs(obj):
         return Stop.CONVERGED, {"tolerance": recipe.tolerance}
     if flat and change <= LEVELLED * recipe.tolerance * abs(obj):

@@ -453,31 +453,38 @@ def test_a_levelled_check_loosens_the_convergence(monkeypatch, checks, dense, st
     assert fit.objective == (last if stop is Stop.CHECK_FLAT else final)
 
 
+def scripted_run(monkeypatch, recipe, objectives, scores, learning):
+    """``run_start`` over len(objectives) scripted sweeps: each returns the next objective
+    (minus the log joint) and is scored the next of ``scores``."""
+    from tqdm import tqdm
+
+    from gpbayes.infer import profile
+    from gpbayes.model import initial_params
+
+    p, objectives, scores = small_problem(), iter(objectives), iter(scores)
+
+    def sweep(theta, u, log_tau, cap_e, system=None):
+        return theta, u, log_tau, next(objectives), (0, 0.0, None, None)
+
+    starts = profile.Starts(p, recipe, tqdm(disable=True), 0.0)
+    monkeypatch.setattr(starts, "sweep_of", lambda prob, learning: sweep)
+    monkeypatch.setattr(starts, "score", lambda prob, state: next(scores))
+    return starts.run_start("scripted", p, initial_params(p), [], learning=learning,
+                            budget=4)
+
+
 def test_a_learning_run_ends_at_the_first_sweep_that_lowers_the_log_joint(monkeypatch):
     """The learning's path is noisy (its trial solves follow rounding): a learning sweep
     that lowers the log joint ends the run and the sweep before is kept (suite g06: sweep
     5 fell from sweep 4's; kept, 2.2e-7 against 1.0e-6 at the end of 3 sweeps). A
     start's run, whose sweeps cannot fall in exact arithmetic, goes on past such a fall
     (scripted sweeps)."""
-    from tqdm import tqdm
-
-    from gpbayes.infer import profile
-    from gpbayes.model import initial_params
-
-    p, recipe = small_problem(), gb.load_inference("map")
+    recipe = gb.load_inference("map")
     assert recipe.learn_sweeps >= 4
     for learning, stop, kept in ((True, Stop.LEARNING_FELL, -110.0),
                                  (False, Stop.SWEEP_BUDGET, -120.0)):
-        objectives = iter([-100.0, -110.0, -105.0, -120.0])
-
-        def sweep(theta, u, log_tau, cap_e, system=None, objectives=objectives):
-            return theta, u, log_tau, next(objectives), (0, 0.0, None, None)
-
-        starts = profile.Starts(p, recipe, tqdm(disable=True), 0.0)
-        monkeypatch.setattr(starts, "sweep_of", lambda prob, learning, sweep=sweep: sweep)
-        monkeypatch.setattr(starts, "score", lambda prob, state: 1.0)
-        fit = starts.run_start("scripted", p, initial_params(p), [], learning=learning,
-                               budget=4)
+        fit = scripted_run(monkeypatch, recipe, [-100.0, -110.0, -105.0, -120.0], [1.0] * 4,
+                           learning)
         assert fit.stop is stop and fit.objective == kept
 
 
@@ -486,26 +493,12 @@ def test_a_learning_run_ends_once_its_check_reaches_refine_above(monkeypatch):
     ends at the first sweep whose check is at or below it and keeps that sweep (suite
     g07: 1.8e-7 after two sweeps in 7 s, 1.6e-7 after four in 12.5 s, target 1e-4).
     A start's run goes on (scripted sweeps and checks)."""
-    from tqdm import tqdm
-
-    from gpbayes.infer import profile
-    from gpbayes.model import initial_params
-
-    p, recipe = small_problem(), gb.load_inference("map")
+    recipe = gb.load_inference("map")
+    bar = recipe.refine_above
     for learning, stop, kept in ((True, Stop.LEARNING_PASSED, -110.0),
                                  (False, Stop.SWEEP_BUDGET, -130.0)):
-        objectives = iter([-100.0, -110.0, -120.0, -130.0])
-        bar = recipe.refine_above
-        scores = iter([1e3 * bar, bar, bar / 2, bar / 4])
-
-        def sweep(theta, u, log_tau, cap_e, system=None, objectives=objectives):
-            return theta, u, log_tau, next(objectives), (0, 0.0, None, None)
-
-        starts = profile.Starts(p, recipe, tqdm(disable=True), 0.0)
-        monkeypatch.setattr(starts, "sweep_of", lambda prob, learning, sweep=sweep: sweep)
-        monkeypatch.setattr(starts, "score", lambda prob, state, scores=scores: next(scores))
-        fit = starts.run_start("scripted", p, initial_params(p), [], learning=learning,
-                               budget=4)
+        fit = scripted_run(monkeypatch, recipe, [-100.0, -110.0, -120.0, -130.0],
+                           [1e3 * bar, bar, bar / 2, bar / 4], learning)
         assert fit.stop is stop and fit.objective == kept
         assert (fit.stop_stats.get("sweep") == 2) is learning
 
@@ -519,13 +512,13 @@ def test_a_kept_sweep_ends_its_run_by_finished_sweep():
     recipe = gb.load_inference("map")
     tol, bar, obj = recipe.tolerance, recipe.refine_above, -1e4
     small, mid = 0.5 * tol * 1e4, 0.5 * LEVELLED * tol * 1e4
-    assert finished_sweep(small, obj, False, False, 1.0, recipe, 3)[0] is Stop.CONVERGED
-    assert finished_sweep(mid, obj, False, False, 1.0, recipe, 3) is None
-    assert finished_sweep(mid, obj, True, False, 1.0, recipe, 3)[0] is Stop.CHECK_FLAT
-    assert finished_sweep(1.0, obj, False, False, bar, recipe, 3) is None  # a start runs on
-    stop, stats = finished_sweep(1.0, obj, False, True, bar, recipe, 3)
+    assert finished_sweep(obj + small, obj, False, False, 1.0, recipe, 3)[0] is Stop.CONVERGED
+    assert finished_sweep(obj + mid, obj, False, False, 1.0, recipe, 3) is None
+    assert finished_sweep(obj + mid, obj, True, False, 1.0, recipe, 3)[0] is Stop.CHECK_FLAT
+    assert finished_sweep(obj + 1.0, obj, False, False, bar, recipe, 3) is None  # a start runs on
+    stop, stats = finished_sweep(obj + 1.0, obj, False, True, bar, recipe, 3)
     assert stop is Stop.LEARNING_PASSED and stats == {"bar": bar, "sweep": 3}
-    assert finished_sweep(1.0, obj, False, True, 2 * bar, recipe, 3) is None
+    assert finished_sweep(obj + 1.0, obj, False, True, 2 * bar, recipe, 3) is None
 
 
 def test_the_cg_budget_grows_where_the_boundary_rows_are_by_their_diagonal(monkeypatch):
